@@ -1,0 +1,3 @@
+from filewarden.cli import main
+
+raise SystemExit(main())

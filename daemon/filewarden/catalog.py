@@ -1,0 +1,599 @@
+"""The SQLite catalog: schema, migrations and every SQL statement filewarden runs.
+
+Plain typed functions that take a connection. One writer thread owns the
+write connection (see :mod:`filewarden.writer`); readers open their own
+connections and rely on WAL. Paths are stored as BLOBs relative to their root,
+split into ``dir`` (``b""`` for the root itself) and ``name``, so one
+directory's files are one index range and a directory move is one UPDATE.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import apsw
+
+from filewarden.errors import CatalogError
+
+# Column order of a file row as returned by every query below (FILE_COLS).
+FILE_COLS = (
+    "id, root, dir, name, size, mtime_ns, ctime_ns, device, inode, hash, state,"
+    " first_seen, last_seen, missing_since, missing_reason"
+)
+
+PRESENT, MISSING, OFFLINE = "present", "missing", "offline"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FileRow:
+    id: int
+    root: int
+    dir: bytes
+    name: bytes
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    device: int
+    inode: int
+    hash: bytes | None
+    state: str
+    first_seen: float
+    last_seen: float
+    missing_since: float | None
+    missing_reason: str | None
+
+    @property
+    def path(self) -> bytes:
+        return join(self.dir, self.name)
+
+    @property
+    def signature(self) -> Signature:
+        return (self.size, self.mtime_ns, self.ctime_ns, self.device, self.inode)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RootRow:
+    id: int
+    path: bytes
+    state: str
+    state_reason: str | None
+    state_since: float | None
+    last_sweep: float | None
+    last_full_sweep: float | None
+    present: int
+    missing: int
+    offline: int
+
+
+# What a stat says about a regular file: (size, mtime_ns, ctime_ns, device,
+# inode); equal signatures mean unchanged (borg's files cache). A plain tuple:
+# a sweep builds one per file, and anything richer costs more than the stat.
+Signature = tuple[int, int, int, int, int]
+
+
+def signature(st: os.stat_result) -> Signature:
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_dev, st.st_ino)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JournalEntry:
+    seq: int
+    time: float
+    kind: str
+    file: int | None
+    root: int | None
+    path: bytes | None
+    old_root: int | None
+    old_path: bytes | None
+    detail: dict[str, Any] | None
+
+
+Row = tuple[Any, ...]
+
+
+def _rows(conn: apsw.Connection, sql: str, params: tuple[Any, ...] = ()) -> list[Row]:
+    """Run a query and return all rows (typed loosely: SQLite's types are the schema's)."""
+    return cast(list[Row], conn.execute(sql, params).fetchall())
+
+
+def _value(conn: apsw.Connection, sql: str, params: tuple[Any, ...] = ()) -> Any:
+    """The first column of the first row, or None."""
+    rows = _rows(conn, sql, params)
+    return rows[0][0] if rows else None
+
+
+def join(dir: bytes, name: bytes) -> bytes:
+    """The root-relative path of ``name`` in ``dir``."""
+    return dir + b"/" + name if dir else name
+
+
+def split(path: bytes) -> tuple[bytes, bytes]:
+    """Split a root-relative path into ``(dir, name)``."""
+    dir, _, name = path.rpartition(b"/")
+    return dir, name
+
+
+def under(prefix: bytes) -> tuple[bytes, bytes]:
+    """The half-open BLOB range of paths strictly below directory ``prefix``.
+
+    ``0x30`` ("0") is the byte after ``/``, so ``[p/, p0)`` is exactly the
+    paths that start with ``p/``.
+    """
+    return prefix + b"/", prefix + b"0"
+
+
+# --- schema -------------------------------------------------------------------
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the first schema.
+    """
+    CREATE TABLE roots (
+        id INTEGER PRIMARY KEY,
+        path BLOB NOT NULL UNIQUE,
+        state TEXT NOT NULL DEFAULT 'unknown',
+        state_reason TEXT,
+        state_since REAL,
+        device INTEGER,
+        fs_source TEXT,
+        fs_uuid TEXT,
+        last_sweep REAL,
+        last_full_sweep REAL,
+        present INTEGER NOT NULL DEFAULT 0,
+        missing INTEGER NOT NULL DEFAULT 0,
+        offline INTEGER NOT NULL DEFAULT 0
+    );
+    -- AUTOINCREMENT: a purged id is never handed out again.
+    CREATE TABLE files (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        root INTEGER NOT NULL REFERENCES roots(id),
+        dir BLOB NOT NULL,
+        name BLOB NOT NULL,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        ctime_ns INTEGER NOT NULL,
+        device INTEGER NOT NULL,
+        inode INTEGER NOT NULL,
+        hash BLOB,
+        state TEXT NOT NULL CHECK (state IN ('present', 'missing', 'offline')),
+        first_seen REAL NOT NULL,
+        last_seen REAL NOT NULL,
+        missing_since REAL,
+        missing_reason TEXT
+    );
+    CREATE UNIQUE INDEX files_path ON files(root, dir, name);
+    CREATE INDEX files_inode ON files(device, inode);
+    CREATE INDEX files_missing ON files(missing_since) WHERE state = 'missing';
+    CREATE TABLE dirs (
+        root INTEGER NOT NULL,
+        path BLOB NOT NULL,
+        parent BLOB,
+        -- 0 in all three means "list me on the next quick sweep".
+        mtime_ns INTEGER NOT NULL,
+        ctime_ns INTEGER NOT NULL,
+        inode INTEGER NOT NULL,
+        PRIMARY KEY (root, path)
+    ) WITHOUT ROWID;
+    CREATE INDEX dirs_parent ON dirs(root, parent);
+    CREATE TABLE annotations (
+        file INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (file, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE journal (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        time REAL NOT NULL,
+        kind TEXT NOT NULL,
+        file INTEGER,
+        root INTEGER,
+        path BLOB,
+        old_root INTEGER,
+        old_path BLOB,
+        detail TEXT
+    );
+    CREATE INDEX journal_file ON journal(file, seq);
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def connect(path: Path, *, readonly: bool = False) -> apsw.Connection:
+    """Open the catalog; the writer's connection also creates and migrates it."""
+    if readonly:
+        flags = apsw.SQLITE_OPEN_READONLY
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
+    try:
+        conn = apsw.Connection(str(path), flags=flags)
+        # Readers wait for a checkpoint or a migration rather than fail.
+        conn.set_busy_timeout(10_000)
+        if not readonly:
+            conn.execute("PRAGMA journal_mode = WAL")
+        # NORMAL in WAL mode: a power cut may lose the last commits, never
+        # corrupt; a sweep finds again what was lost.
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA cache_size = -32000")
+        if not readonly:
+            migrate(conn)
+        else:
+            version = user_version(conn)
+            if version != SCHEMA_VERSION:
+                raise CatalogError(f"{path}: schema version {version}, expected {SCHEMA_VERSION}")
+    except apsw.Error as exc:
+        raise CatalogError(f"{path}: {exc}") from exc
+    return conn
+
+
+def user_version(conn: apsw.Connection) -> int:
+    return int(_rows(conn, "PRAGMA user_version")[0][0])
+
+
+def migrate(conn: apsw.Connection) -> None:
+    """Bring the schema to SCHEMA_VERSION, one migration per transaction."""
+    version = user_version(conn)
+    if version > SCHEMA_VERSION:
+        raise CatalogError(
+            f"catalog schema {version} is newer than this filewarden knows ({SCHEMA_VERSION})"
+        )
+    for number in range(version + 1, SCHEMA_VERSION + 1):
+        with conn:
+            conn.execute(MIGRATIONS[number - 1])
+            conn.execute(f"PRAGMA user_version = {number}")
+
+
+# --- roots --------------------------------------------------------------------
+
+_ROOT_COLS = "id, path, state, state_reason, state_since, last_sweep, last_full_sweep, present, missing, offline"
+
+
+def ensure_root(conn: apsw.Connection, path: bytes) -> int:
+    """The id of the root at ``path``, added if new."""
+    conn.execute("INSERT OR IGNORE INTO roots(path) VALUES (?)", (path,))
+    return int(_rows(conn, "SELECT id FROM roots WHERE path = ?", (path,))[0][0])
+
+
+def get_root(conn: apsw.Connection, root: int) -> RootRow | None:
+    rows = _rows(conn, f"SELECT {_ROOT_COLS} FROM roots WHERE id = ?", (root,))
+    return RootRow(*rows[0]) if rows else None
+
+
+def all_roots(conn: apsw.Connection) -> list[RootRow]:
+    return [RootRow(*r) for r in conn.execute(f"SELECT {_ROOT_COLS} FROM roots ORDER BY id")]
+
+
+def set_root_state(
+    conn: apsw.Connection, root: int, state: str, reason: str | None, now: float
+) -> None:
+    conn.execute(
+        "UPDATE roots SET state = ?, state_reason = ?, state_since = ? WHERE id = ?"
+        " AND (state IS NOT ? OR state_reason IS NOT ?)",
+        (state, reason, now, root, state, reason),
+    )
+
+
+def set_root_swept(conn: apsw.Connection, root: int, now: float, *, full: bool) -> None:
+    column = "last_full_sweep = ?, last_sweep" if full else "last_sweep"
+    params = (now, now, root) if full else (now, root)
+    conn.execute(f"UPDATE roots SET {column} = ? WHERE id = ?", params)
+
+
+def recount(conn: apsw.Connection, root: int) -> tuple[int, int, int]:
+    """Count a root's files the slow way; the kept counters must always agree."""
+    row = _rows(
+        conn,
+        "SELECT count(*) FILTER (WHERE state = 'present'), count(*) FILTER (WHERE state = 'missing'),"
+        " count(*) FILTER (WHERE state = 'offline') FROM files WHERE root = ?",
+        (root,),
+    )[0]
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+# --- files --------------------------------------------------------------------
+
+
+# What a sweep compares per directory, as plain tuples (a row object per file
+# would cost more than the comparison): name, signature..., state, id.
+DirRow = tuple[bytes, int, int, int, int, int, str, int]
+
+
+def dir_rows(conn: apsw.Connection, root: int, dir: bytes) -> list[DirRow]:
+    """The files the catalog has directly in ``dir``, in the sweep's compact form."""
+    return _rows(
+        conn,
+        "SELECT name, size, mtime_ns, ctime_ns, device, inode, state, id FROM files"
+        " WHERE root = ? AND dir = ?",
+        (root, dir),
+    )
+
+
+def files_in_dir(conn: apsw.Connection, root: int, dir: bytes) -> list[FileRow]:
+    """Every file the catalog has directly in ``dir``, whatever its state."""
+    return [
+        FileRow(*r)
+        for r in conn.execute(
+            f"SELECT {FILE_COLS} FROM files WHERE root = ? AND dir = ?", (root, dir)
+        )
+    ]
+
+
+def get_file(conn: apsw.Connection, file_id: int) -> FileRow | None:
+    rows = _rows(conn, f"SELECT {FILE_COLS} FROM files WHERE id = ?", (file_id,))
+    return FileRow(*rows[0]) if rows else None
+
+
+def file_at(conn: apsw.Connection, root: int, path: bytes) -> FileRow | None:
+    dir, name = split(path)
+    rows = _rows(
+        conn,
+        f"SELECT {FILE_COLS} FROM files WHERE root = ? AND dir = ? AND name = ?",
+        (root, dir, name),
+    )
+    return FileRow(*rows[0]) if rows else None
+
+
+def present_ids_under(
+    conn: apsw.Connection, root: int, dir: bytes
+) -> list[tuple[int, bytes, bytes]]:
+    """``(id, dir, name)`` of present files in ``dir`` and everything below it."""
+    lo, hi = under(dir)
+    return [
+        (int(r[0]), r[1], r[2])
+        for r in conn.execute(
+            "SELECT id, dir, name FROM files WHERE root = ? AND state = 'present'"
+            " AND (dir = ? OR (dir >= ? AND dir < ?))",
+            (root, dir, lo, hi),
+        )
+    ]
+
+
+def bump(
+    conn: apsw.Connection, root: int, present: int = 0, missing: int = 0, offline: int = 0
+) -> None:
+    """Adjust a root's counters. Every function here that adds, removes or
+    changes the state of files calls this in the same transaction, so the
+    counters are exact without a per-row trigger (which cost 5 µs a row)."""
+    if present or missing or offline:
+        conn.execute(
+            "UPDATE roots SET present = present + ?, missing = missing + ?, offline = offline + ?"
+            " WHERE id = ?",
+            (present, missing, offline, root),
+        )
+
+
+def insert_files(
+    conn: apsw.Connection,
+    root: int,
+    dir: bytes,
+    entries: Sequence[tuple[bytes, Signature]],
+    now: float,
+) -> tuple[int, int]:
+    """Add new present files of one directory, journal each as ``new``.
+
+    A name that already has a row (a live event got there first) is skipped.
+    Returns ``(after, count)``: the rows added are those of this directory
+    with ``id > after``, ``count`` of them (see :func:`added_since`).
+    """
+    after = int(_value(conn, "SELECT coalesce(max(id), 0) FROM files"))
+    changes = conn.total_changes()
+    conn.executemany(
+        "INSERT OR IGNORE INTO files(root, dir, name, size, mtime_ns, ctime_ns, device, inode, state,"
+        " first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'present', ?, ?)",
+        [(root, dir, name, *sig, now, now) for name, sig in entries],
+    )
+    count = conn.total_changes() - changes
+    if count:
+        # CAST: || on BLOBs yields TEXT, and journal paths are BLOBs like every path.
+        conn.execute(
+            "INSERT INTO journal(time, kind, file, root, path)"
+            " SELECT ?, 'new', id, root, CAST(CASE WHEN dir = x'' THEN name ELSE dir || x'2f' || name END AS BLOB)"
+            " FROM files WHERE id > ? ORDER BY id",
+            (now, after),
+        )
+        bump(conn, root, present=count)
+    return after, count
+
+
+def added_since(conn: apsw.Connection, after: int) -> list[tuple[int, bytes]]:
+    """``(id, name)`` of the files inserted after id ``after``."""
+    return [
+        (int(r[0]), r[1])
+        for r in conn.execute("SELECT id, name FROM files WHERE id > ? ORDER BY id", (after,))
+    ]
+
+
+def update_signature(
+    conn: apsw.Connection, file_id: int, sig: Signature, now: float, *, keep_hash: bool
+) -> None:
+    """Store a new stat signature; the hash goes unless the content is known unchanged."""
+    conn.execute(
+        "UPDATE files SET size = ?, mtime_ns = ?, ctime_ns = ?, device = ?, inode = ?, last_seen = ?"
+        + ("" if keep_hash else ", hash = NULL")
+        + " WHERE id = ?",
+        (*sig, now, file_id),
+    )
+
+
+def set_present(conn: apsw.Connection, row: FileRow, now: float) -> None:
+    """Make a missing or offline file present again at its path."""
+    conn.execute(
+        "UPDATE files SET state = 'present', missing_since = NULL, missing_reason = NULL, last_seen = ?"
+        " WHERE id = ?",
+        (now, row.id),
+    )
+    bump(conn, row.root, present=1, **{row.state: -1})
+
+
+def mark_missing(
+    conn: apsw.Connection, ids: Sequence[int], reason: str, now: float, last_seen: float | None
+) -> list[tuple[int, int, bytes]]:
+    """Mark present files missing and journal each; returns ``(id, root, path)`` of those changed.
+
+    ``last_seen`` is when the catalog last knew them present (the previous
+    sweep); files seen later than that keep their own time.
+    """
+    changed = []
+    for file_id in ids:
+        rows = _rows(
+            conn,
+            "UPDATE files SET state = 'missing', missing_since = ?, missing_reason = ?,"
+            " last_seen = max(last_seen, coalesce(?, last_seen))"
+            " WHERE id = ? AND state = 'present' RETURNING root, dir, name",
+            (now, reason, last_seen, file_id),
+        )
+        if rows:
+            root, dir, name = rows[0]
+            path = join(dir, name)
+            journal(conn, now, "missing", file_id, root, path, detail={"reason": reason})
+            bump(conn, root, present=-1, missing=1)
+            changed.append((file_id, int(root), path))
+    return changed
+
+
+# --- directories (what the quick sweep remembers) ----------------------------
+
+
+DirStamp = tuple[int, int, int]  # (mtime_ns, ctime_ns, inode) of a directory
+DIRTY: DirStamp = (0, 0, 0)
+
+
+def dir_stamp(conn: apsw.Connection, root: int, path: bytes) -> DirStamp | None:
+    rows = _rows(
+        conn, "SELECT mtime_ns, ctime_ns, inode FROM dirs WHERE root = ? AND path = ?", (root, path)
+    )
+    return (int(rows[0][0]), int(rows[0][1]), int(rows[0][2])) if rows else None
+
+
+def child_dirs(conn: apsw.Connection, root: int, parent: bytes) -> dict[bytes, DirStamp]:
+    """The known subdirectories of ``parent``: path → stamp of the last listing."""
+    return {
+        r[0]: (int(r[1]), int(r[2]), int(r[3]))
+        for r in conn.execute(
+            "SELECT path, mtime_ns, ctime_ns, inode FROM dirs WHERE root = ? AND parent = ?",
+            (root, parent),
+        )
+    }
+
+
+def put_dir(conn: apsw.Connection, root: int, path: bytes, stamp: DirStamp) -> None:
+    parent = split(path)[0] if path else None
+    conn.execute(
+        "INSERT INTO dirs(root, path, parent, mtime_ns, ctime_ns, inode) VALUES (?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT(root, path) DO UPDATE SET mtime_ns = excluded.mtime_ns,"
+        " ctime_ns = excluded.ctime_ns, inode = excluded.inode",
+        (root, path, parent, *stamp),
+    )
+
+
+def forget_dirs_under(conn: apsw.Connection, root: int, path: bytes) -> None:
+    """Drop ``path`` and every directory below it from the quick-sweep memory."""
+    lo, hi = under(path)
+    conn.execute(
+        "DELETE FROM dirs WHERE root = ? AND (path = ? OR (path >= ? AND path < ?))",
+        (root, path, lo, hi),
+    )
+
+
+# --- journal --------------------------------------------------------------------
+
+
+def journal(
+    conn: apsw.Connection,
+    now: float,
+    kind: str,
+    file: int | None,
+    root: int | None,
+    path: bytes | None,
+    old_root: int | None = None,
+    old_path: bytes | None = None,
+    detail: dict[str, Any] | None = None,
+) -> int:
+    conn.execute(
+        "INSERT INTO journal(time, kind, file, root, path, old_root, old_path, detail)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (now, kind, file, root, path, old_root, old_path, json.dumps(detail) if detail else None),
+    )
+    return conn.last_insert_rowid()
+
+
+def last_seq(conn: apsw.Connection) -> int:
+    rows = _rows(conn, "SELECT max(seq) FROM journal")
+    return int(rows[0][0] or 0)
+
+
+def journal_since(conn: apsw.Connection, since: int, limit: int) -> list[JournalEntry]:
+    return [
+        _entry(r)
+        for r in conn.execute(
+            "SELECT seq, time, kind, file, root, path, old_root, old_path, detail FROM journal"
+            " WHERE seq > ? ORDER BY seq LIMIT ?",
+            (since, limit),
+        )
+    ]
+
+
+def history(conn: apsw.Connection, file_id: int) -> list[JournalEntry]:
+    return [
+        _entry(r)
+        for r in conn.execute(
+            "SELECT seq, time, kind, file, root, path, old_root, old_path, detail FROM journal"
+            " WHERE file = ? ORDER BY seq",
+            (file_id,),
+        )
+    ]
+
+
+def _entry(row: Row) -> JournalEntry:
+    seq, time, kind, file, root, path, old_root, old_path, detail = row
+    return JournalEntry(
+        seq,
+        time,
+        kind,
+        file,
+        root,
+        path,
+        old_root,
+        old_path,
+        json.loads(detail) if detail else None,
+    )
+
+
+# --- annotations ------------------------------------------------------------------
+
+
+def get_annotations(conn: apsw.Connection, file_id: int) -> dict[str, str]:
+    return {
+        k: v
+        for k, v in conn.execute("SELECT key, value FROM annotations WHERE file = ?", (file_id,))
+    }
+
+
+def set_annotation(conn: apsw.Connection, file_id: int, key: str, value: str | None) -> None:
+    if value is None:
+        conn.execute("DELETE FROM annotations WHERE file = ? AND key = ?", (file_id, key))
+    else:
+        conn.execute(
+            "INSERT INTO annotations(file, key, value) VALUES (?, ?, ?)"
+            " ON CONFLICT(file, key) DO UPDATE SET value = excluded.value",
+            (file_id, key, value),
+        )
+
+
+# --- helpers for tests and tools ------------------------------------------------------
+
+
+def iter_files(conn: apsw.Connection, root: int | None = None) -> Iterator[FileRow]:
+    """Every file row (for checks and exports; streams, holds nothing)."""
+    if root is None:
+        cursor = conn.execute(f"SELECT {FILE_COLS} FROM files ORDER BY id")
+    else:
+        cursor = conn.execute(f"SELECT {FILE_COLS} FROM files WHERE root = ? ORDER BY id", (root,))
+    for row in cursor:
+        yield FileRow(*row)

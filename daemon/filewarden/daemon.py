@@ -1,0 +1,228 @@
+"""The daemon's lifecycle: start, run, stop, as separate steps.
+
+Signal handlers only set flags; a second SIGINT forces the exit. Stopping
+has a deadline: the writer finishes its open transaction and the process
+exits 0 within five seconds of SIGTERM.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import signal
+import threading
+import time
+from functools import partial
+from types import FrameType
+
+import apsw
+
+from filewarden import __version__, catalog, logs
+from filewarden.config import Config
+from filewarden.jobs import Job, JobTable
+from filewarden.roots import Root
+from filewarden.sweep import Sweep, SweepAborted
+from filewarden.writer import Writer
+
+log = logs.get("filewarden.daemon")
+
+STOP_DEADLINE = 4.0  # seconds from SIGTERM to exit, leaving a margin under 5 s
+
+
+def root_problem(root: Root) -> str | None:
+    """Why a root cannot be swept now, or None when it can."""
+    try:
+        if not os.path.isdir(root.path):
+            return "path is not a directory" if os.path.exists(root.path) else "path does not exist"
+    except OSError as exc:  # e.g. EIO on a dead disk
+        return exc.strerror or str(exc)
+    return None
+
+
+class Scheduler(threading.Thread):
+    """Runs sweeps one at a time: all roots at start, then full and quick ones on their intervals."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        super().__init__(name="filewarden-sweeps", daemon=True)
+        self.d = daemon
+        self._wake = threading.Condition()
+        self._requests: list[tuple[int, bool, Job]] = []
+        self._due: dict[int, dict[str, float]] = {}
+
+    def request(self, root: Root, *, full: bool) -> Job:
+        """Queue a sweep of ``root`` before any scheduled one; returns its job."""
+        job = self.d.jobs.new("full" if full else "quick", root.display)
+        with self._wake:
+            self._requests.append((root.id, full, job))
+            self._wake.notify()
+        return job
+
+    def wake(self) -> None:
+        with self._wake:
+            self._wake.notify()
+
+    def _next(self, interval: float | None) -> float:
+        if interval is None:
+            return float("inf")
+        jitter = self.d.config.sweep.jitter
+        return time.monotonic() + interval * (1 + random.uniform(-jitter, jitter))
+
+    def run(self) -> None:
+        cfg = self.d.config.sweep
+        for root in self.d.roots.values():
+            self.request(root, full=True)
+        while not self.d.stopping.is_set():
+            with self._wake:
+                if not self._requests:
+                    now = time.monotonic()
+                    for root_id in self.d.roots:
+                        due = self._due.setdefault(
+                            root_id,
+                            {
+                                "full": self._next(cfg.interval),
+                                "quick": self._next(cfg.quick_interval),
+                            },
+                        )
+                        for kind, at in due.items():
+                            if at <= now:
+                                due[kind] = self._next(
+                                    cfg.interval if kind == "full" else cfg.quick_interval
+                                )
+                                job = self.d.jobs.new(kind, self.d.roots[root_id].display)
+                                self._requests.append((root_id, kind == "full", job))
+                if not self._requests:
+                    soonest = min(
+                        (t for d in self._due.values() for t in d.values()), default=float("inf")
+                    )
+                    self._wake.wait(min(60.0, max(0.05, soonest - time.monotonic())))
+                    continue
+                root_id, full, job = self._requests.pop(0)
+            target = self.d.roots.get(root_id)
+            if target is None:
+                self.d.jobs.close(job, "aborted", error="root no longer configured")
+                continue
+            self.d.sweep(target, full=full, job=job)
+        with self._wake:
+            for _, _, job in self._requests:
+                self.d.jobs.close(job, "aborted", error="daemon stopping")
+
+
+class Daemon:
+    """The long-running process: catalog writer, sweeps, and (later) watcher and socket."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.db_path = config.daemon.state_dir / "catalog.db"
+        self.stopping = threading.Event()
+        self.writer = Writer(self.db_path)
+        self.jobs = JobTable()
+        self.roots: dict[int, Root] = {}
+        self.started_at = time.time()
+        self.scheduler = Scheduler(self)
+        self._reader: apsw.Connection | None = None
+        self._signals = 0
+
+    # -- lifecycle -------------------------------------------------------
+
+    def start(self) -> None:
+        log.info(
+            "daemon.start",
+            version=__version__,
+            pid=os.getpid(),
+            catalog=str(self.db_path),
+            roots=[str(r.path) for r in self.config.roots],
+            config=str(self.config.source) if self.config.source else None,
+        )
+        self.writer.start()
+        self._reader = catalog.connect(self.db_path, readonly=True)
+        for rc in self.config.roots:
+            path = os.fsencode(rc.path)
+            root_id = self.writer.call(partial(catalog.ensure_root, path=path))
+            root = Root.make(root_id, rc)
+            self.roots[root_id] = root
+            self._check_root(root)
+        self.scheduler.start()
+        log.info("daemon.ready", roots=len(self.roots))
+
+    def run(self) -> int:
+        """Start, serve until SIGTERM/SIGINT, stop. Returns the exit code."""
+        self._install_signals()
+        self.start()
+        try:
+            while not self.stopping.wait(1.0):
+                if not self.writer.alive():
+                    log.critical("daemon.stop", reason="catalog writer died")
+                    return 1
+        finally:
+            self.stop()
+        return 0
+
+    def stop(self) -> None:
+        deadline = time.monotonic() + STOP_DEADLINE
+        self.stopping.set()
+        self.scheduler.wake()
+        if self.scheduler.is_alive():
+            self.scheduler.join(max(0.0, deadline - time.monotonic() - 1.0))
+        self.writer.stop(deadline)
+        if self._reader is not None:
+            self._reader.close()
+        log.info("daemon.stop", uptime_s=round(time.time() - self.started_at, 3))
+
+    def _install_signals(self) -> None:
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            self._signals += 1
+            if signum == signal.SIGINT and self._signals > 1:
+                os._exit(130)  # the user insists
+            self.stopping.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    # -- work ------------------------------------------------------------
+
+    def _check_root(self, root: Root) -> str | None:
+        problem = root_problem(root)
+        state = "offline" if problem else "online"
+        now = time.time()
+        row = catalog.get_root(self._reader_conn(), root.id)
+        if row is None or row.state != state or row.state_reason != problem:
+            self.writer.call(lambda c: catalog.set_root_state(c, root.id, state, problem, now))
+            if problem:
+                log.warning("root.offline", root=root.display, reason=problem)
+            else:
+                log.info("root.online", root=root.display)
+        return problem
+
+    def _reader_conn(self) -> apsw.Connection:
+        assert self._reader is not None, "started"
+        return self._reader
+
+    def sweep(self, root: Root, *, full: bool, job: Job) -> None:
+        """Run one sweep of ``root`` in the calling thread, tracked by ``job``."""
+        if self._check_root(root):
+            self.jobs.close(job, "aborted", error="root offline")
+            return
+        sweep = Sweep(
+            root,
+            self.writer,
+            full=full,
+            stop=self.stopping,
+            batch_files=self.config.sweep.batch_files,
+            root_ok=root_problem,
+            progress=job,
+        )
+        job.state, job.started = "running", time.time()
+        try:
+            tally = sweep.run()
+        except SweepAborted as exc:
+            job.counts = dataclasses.asdict(sweep.tally)
+            self.jobs.close(job, "aborted", error=str(exc))
+            self._check_root(root)
+            return
+        except Exception as exc:  # a bug must not end the sweeps of other roots
+            log.exception("sweep.error", root=root.display, error=str(exc))
+            self.jobs.close(job, "failed", error=f"{type(exc).__name__}: {exc}")
+            return
+        job.counts = dataclasses.asdict(tally)
+        self.jobs.close(job, "done")

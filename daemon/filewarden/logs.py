@@ -1,0 +1,104 @@
+"""Structured logging: one event per line, JSON for machines, console for people.
+
+Event names are stable dotted names (``sweep.finish``); the catalogue is in
+the README. Paths are bytes inside filewarden and are decoded here, at the
+edge, with ``surrogateescape`` so a name that is not UTF-8 still logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO, cast
+
+import structlog
+
+from filewarden.config import LogConfig
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+
+def _edge_values(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Decode bytes and paths so every renderer gets plain strings."""
+    for key, value in event.items():
+        if isinstance(value, bytes):
+            event[key] = os.fsdecode(value)
+        elif isinstance(value, os.PathLike):
+            event[key] = os.fspath(value)
+    return event
+
+
+def _contract_order(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Put ``timestamp``, ``level``, ``event`` first, as the contract lists them."""
+    head = {k: event.pop(k) for k in ("timestamp", "level", "event") if k in event}
+    head.update(event)
+    return head
+
+
+def configure(config: LogConfig, stream: TextIO | None = None) -> None:
+    """Set up structlog for the daemon; may be called again (reload)."""
+    out = stream or sys.stderr
+    fmt = config.format
+    if fmt == "auto":
+        fmt = "console" if out.isatty() else "json"
+    renderer: Any
+    if fmt == "json":
+        # ensure_ascii keeps lone surrogates (non-UTF-8 names) as \\udcXX escapes:
+        # the line stays valid JSON and valid UTF-8.
+        renderer = structlog.processors.JSONRenderer(ensure_ascii=True)
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            _edge_values,
+            _contract_order,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[config.level]),
+        logger_factory=structlog.WriteLoggerFactory(file=cast(TextIO, _LineWriter(out))),
+        # Not cached, so a reload that changes the level reaches module loggers.
+        cache_logger_on_first_use=False,
+    )
+    # Libraries log through the standard library (watchdog does); keep their
+    # warnings visible, one line each.
+    logging.basicConfig(
+        level=logging.WARNING, stream=out, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+class _LineWriter:
+    """A file-like that writes each message in one write call and flushes.
+
+    Several threads log at once; one write per line keeps lines whole for
+    journald and for tests reading the stream.
+    """
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+
+    def write(self, message: str) -> None:
+        try:
+            self.out.write(message + "\n" if not message.endswith("\n") else message)
+            self.out.flush()
+        except (OSError, ValueError):
+            pass  # a closed or broken log stream must never stop the daemon
+
+    def flush(self) -> None:
+        pass
+
+
+def get(name: str | None = None) -> Any:
+    """A logger; module loggers are cheap to create and follow reconfiguration."""
+    return structlog.get_logger(name) if name else structlog.get_logger()

@@ -1,0 +1,215 @@
+"""Deciding what an observation of the disk means for the catalog.
+
+Observers (the sweep, later the watcher) only report what they saw: "this
+directory holds these regular files with these signatures and these
+subdirectories". :func:`diff_listing` compares a listing with the catalog
+rows read through a read connection and keeps only what differs — for an
+unchanged directory, nothing. :func:`apply_diff` runs in the writer thread
+and decides each difference again against the catalog as it is *then*,
+because a live event may have been applied in between.
+
+Files a listing no longer shows are returned as ids, not marked missing:
+the caller checks they are really gone and that the root is still there
+before calling :func:`confirm_missing`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+
+import apsw
+
+from filewarden import catalog, logs
+from filewarden.catalog import PRESENT, DirRow, DirStamp, FileRow, Signature
+from filewarden.roots import Root
+
+log = logs.get("filewarden.reconcile")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Listing:
+    """One directory as read from disk."""
+
+    dir: bytes  # root-relative, b"" for the root itself
+    stamp: DirStamp  # what the quick sweep compares next time (catalog.DIRTY to force a re-list)
+    files: dict[bytes, Signature]  # regular files only, excluded names already dropped
+    subdirs: frozenset[bytes]  # names of real (not symlinked) subdirectories, not excluded
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DirDiff:
+    """How a listing differs from the catalog; empty for an unchanged directory."""
+
+    dir: bytes
+    stamp: DirStamp | None  # the new stamp to store; None when unchanged
+    new: list[tuple[bytes, Signature]]  # names the catalog does not have
+    touched: list[tuple[bytes, Signature]]  # names whose row differs (signature or state)
+    gone: list[int]  # present files the listing does not show
+    vanished: list[bytes]  # known subdirectories that are not there any more
+
+    def __bool__(self) -> bool:
+        return bool(self.stamp or self.new or self.touched or self.gone or self.vanished)
+
+
+@dataclasses.dataclass
+class Tally:
+    """Counts of what a sweep did, for ``sweep.finish`` and the job table."""
+
+    files: int = 0
+    new: int = 0
+    changed: int = 0
+    restored: int = 0
+    missing: int = 0
+    dirs_listed: int = 0
+    dirs_skipped: int = 0
+    unreadable: int = 0
+    errors: int = 0
+
+    def add(self, other: Tally) -> None:
+        for field in dataclasses.fields(self):
+            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
+
+
+def diff_listing(
+    listing: Listing,
+    rows: Sequence[DirRow],
+    known_subdirs: Iterable[bytes],
+    stored: DirStamp | None,
+) -> DirDiff:
+    """Compare one listing with the catalog's rows for its directory.
+
+    Pure: no I/O, no catalog access. ``rows`` are ``catalog.dir_rows``,
+    ``known_subdirs`` the paths ``catalog.child_dirs`` returns, ``stored``
+    the directory's stamp from its last listing.
+    """
+    files = listing.files
+    touched: list[tuple[bytes, Signature]] = []
+    gone: list[int] = []
+    seen = set()
+    for name, size, mtime_ns, ctime_ns, device, inode, state, file_id in rows:
+        sig = files.get(name)
+        if sig is None:
+            if state == PRESENT:
+                gone.append(file_id)
+            continue
+        seen.add(name)
+        if state != PRESENT or sig != (size, mtime_ns, ctime_ns, device, inode):
+            touched.append((name, sig))
+    new = [(name, sig) for name, sig in files.items() if name not in seen]
+    new.sort()  # index order: cheaper B-tree inserts
+    vanished = [p for p in known_subdirs if catalog.split(p)[1] not in listing.subdirs]
+    stamp = None if stored == listing.stamp else listing.stamp
+    return DirDiff(listing.dir, stamp, new, touched, gone, vanished)
+
+
+def _change_reason(old: Signature, new: Signature) -> str:
+    size, mtime_ns, _, device, inode = new
+    if old[4] != inode or old[3] != device:
+        return "replaced"
+    if old[0] != size:
+        return "size"
+    if old[1] != mtime_ns:
+        return "mtime"
+    return "ctime"
+
+
+def observe_file(
+    conn: apsw.Connection, root: Root, row: FileRow, sig: Signature, now: float, tally: Tally
+) -> None:
+    """A regular file with signature ``sig`` is at the path of ``row``: record what that means."""
+    old = row.signature
+    if row.state != PRESENT:
+        # Back at the same path: the same file again, whatever it holds now.
+        catalog.set_present(conn, row, now)
+        if old != sig:
+            catalog.update_signature(conn, row.id, sig, now, keep_hash=False)
+        catalog.journal(conn, now, "restore", row.id, root.id, row.path, detail={"was": row.state})
+        log.info(
+            "file.restore", id=row.id, root=root.display, path=root.abs(row.path), was=row.state
+        )
+        tally.restored += 1
+    elif old != sig:
+        reason = _change_reason(old, sig)
+        catalog.update_signature(conn, row.id, sig, now, keep_hash=False)
+        catalog.journal(conn, now, "change", row.id, root.id, row.path, detail={"reason": reason})
+        log.info(
+            "file.change", id=row.id, root=root.display, path=root.abs(row.path), reason=reason
+        )
+        tally.changed += 1
+
+
+def apply_diff(
+    conn: apsw.Connection, root: Root, diff: DirDiff, now: float, *, first_index: bool
+) -> tuple[Tally, list[int]]:
+    """Record one directory's differences (writer thread); returns the tally and gone ids."""
+    tally = Tally()
+    rid = root.id
+    for name, sig in diff.touched:
+        row = catalog.file_at(conn, rid, catalog.join(diff.dir, name))
+        if row is not None:
+            observe_file(conn, root, row, sig, now, tally)
+    if diff.new:
+        after, count = catalog.insert_files(conn, rid, diff.dir, diff.new, now)
+        tally.new += count
+        # Per-file lines only when they will show: a first index of a million
+        # files would otherwise build a million discarded events.
+        level = 10 if first_index else 20
+        if count < len(diff.new) or log.is_enabled_for(level):
+            added = catalog.added_since(conn, after)
+            emit = log.debug if first_index else log.info
+            for file_id, name in added:
+                emit(
+                    "file.new",
+                    id=file_id,
+                    root=root.display,
+                    path=root.abs(catalog.join(diff.dir, name)),
+                )
+            if count < len(diff.new):  # a live event created some of them meanwhile
+                done = {name for _, name in added}
+                for name, sig in diff.new:
+                    row = (
+                        None
+                        if name in done
+                        else catalog.file_at(conn, rid, catalog.join(diff.dir, name))
+                    )
+                    if row is not None:
+                        observe_file(conn, root, row, sig, now, tally)
+    gone = list(diff.gone)
+    for path in diff.vanished:
+        gone.extend(forget_subtree(conn, rid, path))
+    if diff.stamp is not None:
+        catalog.put_dir(conn, rid, diff.dir, diff.stamp)
+    return tally, gone
+
+
+def forget_subtree(conn: apsw.Connection, root: int, dir: bytes) -> list[int]:
+    """The directory ``dir`` is gone: forget its listings, return its present file ids."""
+    ids = [file_id for file_id, _, _ in catalog.present_ids_under(conn, root, dir)]
+    catalog.forget_dirs_under(conn, root, dir)
+    return ids
+
+
+def confirm_missing(
+    conn: apsw.Connection,
+    root: Root,
+    paths: Sequence[tuple[int, bytes]],
+    reason: str,
+    now: float,
+    last_seen: float | None,
+) -> int:
+    """Mark files missing that the caller has checked are gone from disk.
+
+    Each entry is ``(id, root-relative path)`` as the caller saw it; a file
+    that has moved in the catalog since (a live event got there first) is
+    left alone.
+    """
+    ids = []
+    for file_id, path in paths:
+        row = catalog.get_file(conn, file_id)
+        if row is not None and row.state == PRESENT and row.root == root.id and row.path == path:
+            ids.append(file_id)
+    changed = catalog.mark_missing(conn, ids, reason, now, last_seen)
+    for file_id, _, path in changed:
+        log.info("file.missing", id=file_id, root=root.display, path=root.abs(path), reason=reason)
+    return len(changed)

@@ -1,0 +1,66 @@
+"""A configured root as the daemon uses it: its catalog id, its path as bytes, its excludes."""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import os
+import re
+
+from filewarden.config import RootConfig
+
+
+class Excluder:
+    """The ``exclude`` globs of a root, compiled once.
+
+    A pattern without ``/`` matches a name at any depth (``*.tmp``,
+    ``.cache``); a pattern with ``/`` matches the whole root-relative path
+    (``Trash/*``, ``*/thumbs/*``), where ``*`` also crosses ``/``. An excluded
+    directory is not entered.
+    """
+
+    def __init__(self, patterns: tuple[str, ...]) -> None:
+        names = [fnmatch.translate(p.rstrip("/")) for p in patterns if "/" not in p.rstrip("/")]
+        paths = [fnmatch.translate(p.rstrip("/")) for p in patterns if "/" in p.rstrip("/")]
+        self._name = re.compile("|".join(names)) if names else None
+        self._path = re.compile("|".join(paths)) if paths else None
+        self.active = bool(patterns)
+
+    def excluded(self, dir: bytes, name: bytes) -> bool:
+        """True when the entry ``name`` in root-relative ``dir`` is excluded."""
+        if self._name is not None and self._name.match(os.fsdecode(name)):
+            return True
+        if self._path is not None:
+            path = os.fsdecode(dir + b"/" + name if dir else name)
+            return self._path.match(path) is not None
+        return False
+
+    def excluded_path(self, path: bytes) -> bool:
+        """True when a root-relative path or any directory above it is excluded."""
+        if not self.active:
+            return False
+        parts = path.split(b"/")
+        for i, name in enumerate(parts):
+            if self.excluded(b"/".join(parts[:i]), name):
+                return True
+        return False
+
+
+@dataclasses.dataclass(frozen=True)
+class Root:
+    id: int
+    config: RootConfig
+    path: bytes  # absolute, no trailing slash
+    excluder: Excluder
+
+    @classmethod
+    def make(cls, root_id: int, config: RootConfig) -> Root:
+        return cls(root_id, config, os.fsencode(config.path), Excluder(config.exclude))
+
+    def abs(self, rel: bytes) -> bytes:
+        """The absolute path of a root-relative one."""
+        return self.path + b"/" + rel if rel else self.path
+
+    @property
+    def display(self) -> str:
+        return str(self.config.path)

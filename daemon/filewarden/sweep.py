@@ -1,0 +1,406 @@
+"""Sweeps: walk a root and bring the catalog in line with what is on disk.
+
+A **full** sweep lists every directory and stats every file. A **quick**
+sweep stats only directories and re-lists those whose ``(mtime, ctime,
+inode)`` differ from their last listing, like ``updatedb``: it finds
+creations, deletions and renames, not edits in place.
+
+The sweep thread walks and compares each directory's listing with the
+catalog through its own read connection; only differences go to the writer
+thread, so an unchanged tree costs no writes at all. Everything in flight is
+bounded: one directory listed at a time and a few batches handed over.
+
+Files the listings no longer show are collected as ids and marked missing
+only at the end, after each is checked again on disk and the root is checked
+again: a disk that vanishes mid-sweep must not commit "missing".
+"""
+
+from __future__ import annotations
+
+import array
+import dataclasses
+import os
+import stat
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from functools import partial
+from typing import Protocol
+
+import apsw
+
+from filewarden import catalog, logs, reconcile
+from filewarden.catalog import DIRTY, DirStamp, Signature
+from filewarden.errors import Fault, classify
+from filewarden.reconcile import DirDiff, Listing, Tally
+from filewarden.roots import Root
+from filewarden.writer import Writer
+
+log = logs.get("filewarden.sweep")
+
+# A directory changed within this many seconds of being listed may change
+# again within the same timestamp tick (coarse kernel clocks; 2 s on FAT)
+# and keep the same mtime/ctime; such a listing is stored as DIRTY so the
+# next quick sweep lists it again (git's "racy clean" rule).
+RACY_NS = 2_000_000_000
+BATCHES_IN_FLIGHT = 4  # handed to the writer and not yet committed
+CONFIRM_CHUNK = 1000
+_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+class SweepAborted(Exception):
+    """The sweep stopped before the end; nothing was marked missing."""
+
+
+class Progress(Protocol):
+    """Where a sweep reports how far it is (a :class:`filewarden.jobs.Job`)."""
+
+    done: int  # files listed
+    total: int | None  # files expected; None on a first index
+    kind: str
+
+
+@dataclasses.dataclass
+class _Progress:
+    done: int = 0
+    total: int | None = None
+    kind: str = ""
+
+
+def _stamp(st: os.stat_result, now_ns: int, racy_ns: int) -> DirStamp:
+    if now_ns - st.st_ctime_ns < racy_ns or now_ns - st.st_mtime_ns < racy_ns:
+        return DIRTY
+    return (st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def list_dir(
+    root: Root, rel: bytes, tally: Tally
+) -> tuple[os.stat_result, dict[bytes, Signature], list[bytes]]:
+    """Read one directory: its own stat, its regular files' signatures, its real subdirectories.
+
+    Entries are stat'ed relative to a descriptor of the directory opened with
+    O_NOFOLLOW|O_DIRECTORY: shorter lookups than full paths, and FIFOs,
+    sockets and devices are never opened. Raises OSError when the directory
+    itself cannot be read.
+    """
+    files: dict[bytes, Signature] = {}
+    subdirs: list[bytes] = []
+    others: list[bytes] = []
+    excluder = root.excluder if root.excluder.active else None
+    path = root.abs(rel)
+    fd = os.open(path, _OPEN_DIR)
+    try:
+        dir_st = os.fstat(fd)
+        # scandir on the bytes path gives bytes names (on the descriptor it
+        # would give str); readdir's d_type spares a stat for directories.
+        with os.scandir(path) as entries:
+            for entry in entries:
+                name = entry.name
+                if excluder is not None and excluder.excluded(rel, name):
+                    continue
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        subdirs.append(name)
+                        continue
+                    if not entry.is_file(follow_symlinks=False):
+                        continue  # symlink, FIFO, socket, device: never catalogued
+                except OSError:
+                    pass  # d_type unknown and the stat failed: lstat below decides
+                others.append(name)
+        lstat = os.lstat
+        for name in others:
+            try:
+                st = lstat(name, dir_fd=fd)
+            except OSError as exc:
+                fault = classify(exc)
+                if fault is Fault.ROOT:
+                    raise
+                if fault is not Fault.GONE:  # vanished between readdir and stat: normal
+                    tally.errors += 1
+                    log.warning(
+                        "sweep.error",
+                        root=root.display,
+                        path=root.abs(catalog.join(rel, name)),
+                        error=exc.strerror or str(exc),
+                    )
+                continue
+            if stat.S_ISREG(st.st_mode):  # d_type said so; lstat is the word that counts
+                files[name] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_dev, st.st_ino)
+    finally:
+        os.close(fd)
+    return dir_st, files, subdirs
+
+
+class Walker:
+    """Walks a root depth-first and yields a Listing per directory it lists.
+
+    In a quick sweep it first compares each directory's stamp with the one
+    stored at its last listing and only lists the changed ones. (It runs in
+    the sweep's thread: a walker thread beside the comparison was measured
+    slower, the two fighting over the GIL between every ``lstat``.)
+    """
+
+    def __init__(
+        self, root: Root, *, full: bool, stop: threading.Event, racy_ns: int = RACY_NS
+    ) -> None:
+        self.root = root
+        self.full = full
+        self.stop = stop
+        self.racy_ns = racy_ns
+        self.tally = Tally()
+
+    def walk(self, reader: apsw.Connection) -> Iterator[Listing]:
+        root, tally, quick = self.root, self.tally, not self.full
+        stored = catalog.dir_stamp(reader, root.id, b"") if quick else None
+        stack: list[tuple[bytes, DirStamp | None]] = [(b"", stored)]
+        while stack:
+            if self.stop.is_set():
+                raise SweepAborted("daemon stopping")
+            rel, stored = stack.pop()
+            if stored is not None:
+                # Quick: a stat of the directory decides whether it is listed.
+                try:
+                    st = os.lstat(root.abs(rel))
+                except OSError as exc:
+                    self._fault(exc, rel)
+                    continue
+                if (
+                    stat.S_ISDIR(st.st_mode)
+                    and (st.st_mtime_ns, st.st_ctime_ns, st.st_ino) == stored
+                ):
+                    tally.dirs_skipped += 1
+                    stack.extend(catalog.child_dirs(reader, root.id, rel).items())
+                    continue
+            now_ns = time.time_ns()
+            try:
+                dir_st, files, subdirs = list_dir(root, rel, tally)
+            except OSError as exc:
+                self._fault(exc, rel)
+                continue
+            tally.dirs_listed += 1
+            tally.files += len(files)
+            yield Listing(rel, _stamp(dir_st, now_ns, self.racy_ns), files, frozenset(subdirs))
+            known = catalog.child_dirs(reader, root.id, rel) if quick else {}
+            subdirs.sort(reverse=True)  # pop in name order: index-friendly inserts
+            for name in subdirs:
+                child = catalog.join(rel, name)
+                stack.append((child, known.get(child)))
+
+    def _fault(self, exc: OSError, rel: bytes) -> None:
+        fault = classify(exc)
+        if fault is Fault.GONE:
+            return  # vanished since its parent was listed: the parent's listing decides
+        if fault is Fault.ROOT:
+            raise SweepAborted(f"{exc.strerror or exc} reading {os.fsdecode(self.root.abs(rel))}")
+        # Unreadable: keep what the catalog knew of it; never call it missing.
+        if fault is Fault.DENIED:
+            self.tally.unreadable += 1
+        else:
+            self.tally.errors += 1
+        log.warning(
+            "sweep.unreadable" if fault is Fault.DENIED else "sweep.error",
+            root=self.root.display,
+            path=self.root.abs(rel),
+            error=exc.strerror or str(exc),
+        )
+
+
+class Sweep:
+    """One sweep of one root; create, then :meth:`run` in a worker thread."""
+
+    def __init__(
+        self,
+        root: Root,
+        writer: Writer,
+        *,
+        full: bool,
+        stop: threading.Event,
+        batch_files: int = 5000,
+        root_ok: Callable[[Root], str | None] | None = None,
+        progress: Progress | None = None,
+        racy_ns: int = RACY_NS,
+    ) -> None:
+        self.root = root
+        self.racy_ns = racy_ns
+        self.writer = writer
+        self.full = full
+        self.stop = stop
+        self.batch_files = batch_files
+        # None when the root is usable, else why not.
+        self.root_ok = root_ok or (
+            lambda r: None if os.path.isdir(r.path) else "root is not a directory"
+        )
+        self.progress: Progress = progress or _Progress()
+        self.tally = Tally()
+        self._gone = array.array("q")
+        self._pending: deque[Future[tuple[Tally, list[int]]]] = deque()
+        self._batch: list[DirDiff] = []
+        self._batch_size = 0
+
+    @property
+    def kind(self) -> str:
+        return "full" if self.full else "quick"
+
+    def run(self) -> Tally:
+        """Walk, compare, hand over, then confirm what is missing. Raises SweepAborted."""
+        reader = catalog.connect(self.writer.db_path, readonly=True)
+        try:
+            return self._run(reader)
+        finally:
+            reader.close()
+
+    def _run(self, reader: apsw.Connection) -> Tally:
+        row = catalog.get_root(reader, self.root.id)
+        assert row is not None, "the root is registered before it is swept"
+        first_index = row.last_full_sweep is None
+        if first_index:
+            self.full = True  # nothing to compare a quick sweep with yet
+        self.progress.kind = self.kind
+        self.progress.total = None if first_index else row.present + row.offline
+        started = time.time()
+        t0 = time.monotonic()
+        log.info("sweep.start", root=self.root.display, kind=self.kind, first_index=first_index)
+        walker = Walker(self.root, full=self.full, stop=self.stop, racy_ns=self.racy_ns)
+        try:
+            problem = self.root_ok(self.root)
+            if problem:
+                raise SweepAborted(problem)
+            self._compare(reader, walker, first_index)
+            self._flush(first_index)
+            self._drain(0)
+            self._confirm_missing(reader, started, row.last_sweep)
+            self.writer.call(
+                lambda c: catalog.set_root_swept(c, self.root.id, started, full=self.full)
+            )
+        except SweepAborted as exc:
+            self._drain(0, quiet=True)
+            self._count_walk(walker)
+            log.warning(
+                "sweep.abort",
+                root=self.root.display,
+                kind=self.kind,
+                reason=str(exc),
+                **dataclasses.asdict(self.tally),
+            )
+            raise
+        self._count_walk(walker)
+        log.info(
+            "sweep.finish",
+            root=self.root.display,
+            kind=self.kind,
+            first_index=first_index,
+            duration_s=round(time.monotonic() - t0, 3),
+            **dataclasses.asdict(self.tally),
+        )
+        return self.tally
+
+    def _count_walk(self, walker: Walker) -> None:
+        for name in ("files", "dirs_listed", "dirs_skipped", "unreadable", "errors"):
+            setattr(self.tally, name, getattr(walker.tally, name))
+
+    # -- comparing -----------------------------------------------------------
+
+    def _compare(self, reader: apsw.Connection, walker: Walker, first_index: bool) -> None:
+        root_id = self.root.id
+        for listing in walker.walk(reader):
+            if first_index:
+                rows, known, stored = [], [], None
+            else:
+                rows = catalog.dir_rows(reader, root_id, listing.dir)
+                known = list(catalog.child_dirs(reader, root_id, listing.dir))
+                stored = catalog.dir_stamp(reader, root_id, listing.dir)
+            self.progress.done += len(listing.files)
+            diff = reconcile.diff_listing(listing, rows, known, stored)
+            if diff:
+                self._batch.append(diff)
+                self._batch_size += len(diff.new) + len(diff.touched) + len(diff.gone) + 1
+                if self._batch_size >= self.batch_files:
+                    self._flush(first_index)
+
+    def _flush(self, first_index: bool) -> None:
+        if not self._batch:
+            return
+        batch, self._batch, self._batch_size = self._batch, [], 0
+        root, now = self.root, time.time()
+
+        def apply(conn: apsw.Connection) -> tuple[Tally, list[int]]:
+            total, gone = Tally(), []
+            for diff in batch:
+                tally, ids = reconcile.apply_diff(conn, root, diff, now, first_index=first_index)
+                total.add(tally)
+                gone.extend(ids)
+            return total, gone
+
+        self._pending.append(self.writer.submit(apply))
+        self._drain(BATCHES_IN_FLIGHT)
+
+    def _drain(self, keep: int, *, quiet: bool = False) -> None:
+        """Wait for handed-over batches until at most ``keep`` are in flight."""
+        while len(self._pending) > keep:
+            future = self._pending.popleft()
+            try:
+                tally, gone = future.result()
+            except Exception as exc:
+                if quiet:
+                    continue
+                raise SweepAborted(f"catalog write failed: {exc}") from exc
+            self.tally.new += tally.new
+            self.tally.changed += tally.changed
+            self.tally.restored += tally.restored
+            self._gone.extend(gone)
+
+    # -- the end: what is really missing ------------------------------------------
+
+    def _confirm_missing(
+        self, reader: apsw.Connection, started: float, last_seen: float | None
+    ) -> None:
+        gone = sorted(set(self._gone))
+        real_root = os.path.realpath(self.root.path)
+        for i in range(0, len(gone), CONFIRM_CHUNK):
+            if self.stop.is_set():
+                raise SweepAborted("daemon stopping")
+            chunk = []
+            for file_id in gone[i : i + CONFIRM_CHUNK]:
+                row = catalog.get_file(reader, file_id)
+                if row is None or row.state != catalog.PRESENT:
+                    continue
+                if not self._still_there(row.path, real_root):
+                    chunk.append((file_id, row.path))
+            # The last word before committing: is the root still the root?
+            problem = self.root_ok(self.root)
+            if problem:
+                raise SweepAborted(problem)
+            if chunk:
+                self.tally.missing += self.writer.call(
+                    partial(
+                        reconcile.confirm_missing,
+                        root=self.root,
+                        paths=chunk,
+                        reason="not_found",
+                        now=started,
+                        last_seen=last_seen,
+                    )
+                )
+
+    def _still_there(self, rel: bytes, real_root: bytes) -> bool:
+        """A gone candidate that is on disk again (and not excluded) is not missing.
+
+        ``lstat`` follows symlinks in the directories above the name; a
+        directory replaced by a symlink must not keep its old files present,
+        so the real path of the parent must be the expected one.
+        """
+        if self.root.excluder.excluded_path(rel):
+            return False
+        path = self.root.abs(rel)
+        try:
+            if not stat.S_ISREG(os.lstat(path).st_mode):
+                return False
+        except OSError as exc:
+            if classify(exc) is Fault.ROOT:
+                raise SweepAborted(f"{exc.strerror or exc} checking {os.fsdecode(path)}") from exc
+            return False
+        dir = catalog.split(rel)[0]
+        expected = real_root + b"/" + dir if dir else real_root
+        return os.path.realpath(os.path.dirname(path)) == expected

@@ -1,0 +1,114 @@
+"""Shared fixtures: real trees under tmp_path, a real catalog, real sweeps."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from filewarden import catalog, logs
+from filewarden.config import LogConfig, RootConfig
+from filewarden.reconcile import Tally
+from filewarden.roots import Root
+from filewarden.sweep import Sweep
+from filewarden.writer import Writer
+
+logs.configure(LogConfig(format="json", level="warning"))
+
+
+class Harness:
+    """A catalog with its writer and one root, swept on demand in the test's thread."""
+
+    def __init__(self, state: Path, root_dir: Path, **root_options: object) -> None:
+        self.db_path = state / "catalog.db"
+        self.writer = Writer(self.db_path)
+        self.writer.start()
+        self.reader = catalog.connect(self.db_path, readonly=True)
+        self.root_dir = root_dir
+        self.root = self.add_root(root_dir, **root_options)
+        self.stop = threading.Event()
+
+    def add_root(self, path: Path, **options: object) -> Root:
+        root_id = self.writer.call(lambda c: catalog.ensure_root(c, os.fsencode(path)))
+        return Root.make(root_id, RootConfig(path=path, **options))  # type: ignore[arg-type]
+
+    def sweep(self, *, full: bool = True, root: Root | None = None, **kw: object) -> Tally:
+        return Sweep(root or self.root, self.writer, full=full, stop=self.stop, **kw).run()  # type: ignore[arg-type]
+
+    def at(self, path: Path | bytes) -> catalog.FileRow | None:
+        rel = os.path.relpath(os.fsencode(path), os.fsencode(self.root_dir))
+        return catalog.file_at(self.reader, self.root.id, rel)
+
+    def files(self, state: str | None = None) -> list[catalog.FileRow]:
+        return [
+            f
+            for f in catalog.iter_files(self.reader, self.root.id)
+            if state is None or f.state == state
+        ]
+
+    def counts(self) -> tuple[int, int, int]:
+        row = catalog.get_root(self.reader, self.root.id)
+        assert row is not None
+        return row.present, row.missing, row.offline
+
+    def close(self) -> None:
+        self.reader.close()
+        self.writer.stop(time.monotonic() + 10)
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def harness(tmp_path: Path, tree: Path) -> Iterator[Harness]:
+    h = Harness(tmp_path / "state", tree)
+    yield h
+    h.close()
+
+
+def make_files(base: Path, count: int, per_dir: int = 10) -> list[Path]:
+    """``count`` small files with distinct content, ``per_dir`` per directory."""
+    paths = []
+    for i in range(count):
+        d = base / f"d{i // per_dir:04d}"
+        d.mkdir(parents=True, exist_ok=True)
+        p = d / f"f{i:05d}.txt"
+        p.write_bytes(b"content %d\n" % i)
+        paths.append(p)
+    return paths
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 30, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m filewarden ARGS`` as a user would, and wait for it."""
+    return subprocess.run(
+        [sys.executable, "-m", "filewarden", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        input=input,
+    )
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):  # type: ignore[no-untyped-def]
+    """Poll ``predicate`` until it returns something truthy, or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)

@@ -1,0 +1,85 @@
+"""A real daemon process for tests: started with `python -m filewarden run`, logs read as JSON lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+
+class DaemonProcess:
+    """Runs the daemon in the foreground with JSON logs on stderr, parsed as they come."""
+
+    def __init__(self, tmp: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.env = dict(os.environ if env is None else env)
+        self.env.setdefault("XDG_STATE_HOME", str(tmp / "state"))
+        self.env.setdefault("XDG_RUNTIME_DIR", str(tmp / "run"))
+        (tmp / "run").mkdir(exist_ok=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "filewarden", "run", "--log-format", "json", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=self.env,
+        )
+        self.events: list[dict[str, Any]] = []
+        self.raw: list[str] = []
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            text = line.decode("utf-8")
+            self.raw.append(text)
+            try:
+                event = json.loads(text)
+            except ValueError:
+                continue  # a library's plain line; tests that care check self.raw
+            self.events.append(event)
+            self._queue.put(event)
+        self._queue.put(None)
+
+    def wait_event(self, name: str, timeout: float = 30, **fields: Any) -> dict[str, Any]:
+        """The next log event called ``name`` (with these field values); fails at the deadline."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(
+                    f"no {name} {fields} within {timeout} s; saw {[e['event'] for e in self.events]}"
+                )
+            try:
+                event = self._queue.get(timeout=left)
+            except queue.Empty:
+                continue
+            if event is None:
+                raise AssertionError(
+                    f"daemon exited ({self.proc.wait()}) before {name}: {''.join(self.raw)[-2000:]}"
+                )
+            if event.get("event") == name and all(event.get(k) == v for k, v in fields.items()):
+                return event
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        self.proc.send_signal(signum)
+
+    def stop(self, timeout: float = 10) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._reader.join(5)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()

@@ -1,0 +1,106 @@
+"""The daemon process: start, index, stop on SIGTERM/SIGINT, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from filewarden import catalog
+from tests.conftest import make_files
+from tests.daemon_proc import DaemonProcess
+
+
+@pytest.fixture
+def procs() -> Iterator[list[DaemonProcess]]:
+    started: list[DaemonProcess] = []
+    yield started
+    for p in started:
+        p.kill()
+
+
+def test_run_root_without_config_indexes_and_stops_cleanly(
+    tmp_path: Path, tree: Path, procs: list[DaemonProcess]
+) -> None:
+    """`run --root DIR` with no config indexes the tree, logs the contract's events, exits 0 on SIGTERM."""
+    make_files(tree, 120)
+    d = DaemonProcess(tmp_path, "--root", str(tree))
+    procs.append(d)
+    start = d.wait_event("daemon.start")
+    assert start["catalog"] == str(tmp_path / "state" / "filewarden" / "catalog.db")
+    finish = d.wait_event("sweep.finish", first_index=True)
+    assert finish["new"] == 120 and finish["files"] == 120 and finish["duration_s"] >= 0
+    t0 = time.monotonic()
+    assert d.stop() == 0
+    assert time.monotonic() - t0 < 5
+    assert d.events[-1]["event"] == "daemon.stop"
+    for line in d.raw:
+        event = json.loads(line)
+        assert list(event)[:3] == ["timestamp", "level", "event"]
+        assert event["timestamp"].endswith("Z")
+    conn = catalog.connect(tmp_path / "state" / "filewarden" / "catalog.db", readonly=True)
+    assert catalog.recount(conn, 1) == (120, 0, 0)
+    conn.close()
+
+
+def test_restart_finds_changes_made_while_stopped(
+    tmp_path: Path, tree: Path, procs: list[DaemonProcess]
+) -> None:
+    """A restart sweeps at once and records what changed while the daemon was down."""
+    paths = make_files(tree, 30)
+    d = DaemonProcess(tmp_path, "--root", str(tree))
+    procs.append(d)
+    d.wait_event("sweep.finish")
+    assert d.stop() == 0
+    paths[0].unlink()
+    (tree / "new.txt").write_text("new")
+    d = DaemonProcess(tmp_path, "--root", str(tree))
+    procs.append(d)
+    finish = d.wait_event("sweep.finish", first_index=False)
+    assert (finish["new"], finish["missing"]) == (1, 1)
+    missing = d.events[[e["event"] for e in d.events].index("file.missing")]
+    assert missing["path"] == str(paths[0]) and missing["reason"] == "not_found"
+    assert d.stop() == 0
+
+
+def test_sigterm_during_first_index_exits_0_within_5s(
+    tmp_path: Path, tree: Path, procs: list[DaemonProcess]
+) -> None:
+    """SIGTERM in the middle of a big first index ends the open transaction and exits 0 within 5 s."""
+    make_files(tree, 20000, per_dir=200)
+    d = DaemonProcess(tmp_path, "--root", str(tree), "--log-level", "debug")
+    procs.append(d)
+    d.wait_event("file.new", timeout=60)  # indexing has begun
+    t0 = time.monotonic()
+    d.signal(signal.SIGTERM)
+    assert d.stop(timeout=10) == 0
+    assert time.monotonic() - t0 < 5
+    events = [e["event"] for e in d.events]
+    assert "daemon.stop" in events
+    conn = catalog.connect(tmp_path / "state" / "filewarden" / "catalog.db", readonly=True)
+    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    present, missing, offline = catalog.recount(conn, 1)
+    assert catalog.get_root(conn, 1).present == present  # type: ignore[union-attr]
+    assert missing == 0 and offline == 0
+    conn.close()
+    # A restart picks up where it stopped: the next first... full sweep completes the index.
+    d = DaemonProcess(tmp_path, "--root", str(tree))
+    procs.append(d)
+    d.wait_event("sweep.finish", timeout=120)
+    assert d.stop() == 0
+    conn = catalog.connect(tmp_path / "state" / "filewarden" / "catalog.db", readonly=True)
+    assert catalog.recount(conn, 1) == (20000, 0, 0)
+    conn.close()
+
+
+def test_missing_root_is_offline_not_an_error(tmp_path: Path, procs: list[DaemonProcess]) -> None:
+    """A root that does not exist at start is logged offline and nothing is swept or marked."""
+    d = DaemonProcess(tmp_path, "--root", str(tmp_path / "not-mounted"))
+    procs.append(d)
+    event = d.wait_event("root.offline")
+    assert event["reason"] == "path does not exist"
+    assert d.stop() == 0

@@ -83,3 +83,22 @@ class DaemonProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+def write_config(tmp: Path, roots: list[Path], **daemon: object) -> Path:
+    """A config file for a test daemon: state and socket under ``tmp``, short client timeouts."""
+    socket_path = daemon.pop("socket", tmp / "run" / "fw.sock")
+    lines = [
+        "[daemon]",
+        f'state_dir = "{tmp / "state"}"',
+        f'socket = "{socket_path}"',
+        'client_request_timeout = "1s"',
+        'client_idle_timeout = "3s"',
+    ]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in daemon.items()]
+    lines += ["[sweep]", 'interval = "never"', 'quick_interval = "never"']
+    for root in roots:
+        lines += ["[[root]]", f'path = "{root}"']
+    path = tmp / "config.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path

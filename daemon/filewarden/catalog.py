@@ -18,7 +18,7 @@ from typing import Any, cast
 
 import apsw
 
-from filewarden.errors import CatalogError
+from filewarden.errors import CatalogError, prepare_dir
 
 # Column order of a file row as returned by every query below (FILE_COLS).
 FILE_COLS = (
@@ -208,7 +208,7 @@ def connect(path: Path, *, readonly: bool = False) -> apsw.Connection:
     if readonly:
         flags = apsw.SQLITE_OPEN_READONLY
     else:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        prepare_dir(path.parent, 0o700)
         flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
     try:
         conn = apsw.Connection(str(path), flags=flags)
@@ -597,3 +597,78 @@ def iter_files(conn: apsw.Connection, root: int | None = None) -> Iterator[FileR
         cursor = conn.execute(f"SELECT {FILE_COLS} FROM files WHERE root = ? ORDER BY id", (root,))
     for row in cursor:
         yield FileRow(*row)
+
+
+# --- queries for the socket API -------------------------------------------------
+
+
+def list_files(
+    conn: apsw.Connection, *, state: str | None, root: int | None, after_id: int, limit: int
+) -> list[FileRow]:
+    """A page of files in id order, optionally of one state and one root."""
+    where, params = ["id > ?"], [after_id]
+    if state is not None:
+        where.append("state = ?")
+        params.append(state)  # type: ignore[arg-type]
+    if root is not None:
+        where.append("root = ?")
+        params.append(root)
+    sql = f"SELECT {FILE_COLS} FROM files WHERE {' AND '.join(where)} ORDER BY id LIMIT ?"
+    return [FileRow(*r) for r in _rows(conn, sql, (*params, limit))]
+
+
+def totals(conn: apsw.Connection) -> tuple[int, int, int]:
+    """Present, missing and offline files over all roots, from the kept counters."""
+    row = _rows(
+        conn,
+        "SELECT coalesce(sum(present), 0), coalesce(sum(missing), 0),"
+        " coalesce(sum(offline), 0) FROM roots",
+    )[0]
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def missing_before(conn: apsw.Connection, cutoff: float) -> list[int]:
+    """Ids of files missing since before ``cutoff`` (unix seconds)."""
+    return [
+        int(r[0])
+        for r in _rows(
+            conn,
+            "SELECT id FROM files WHERE state = 'missing' AND missing_since < ? ORDER BY id",
+            (cutoff,),
+        )
+    ]
+
+
+def all_missing(conn: apsw.Connection) -> list[int]:
+    return [
+        int(r[0]) for r in _rows(conn, "SELECT id FROM files WHERE state = 'missing' ORDER BY id")
+    ]
+
+
+def purge(
+    conn: apsw.Connection, file_id: int, now: float, detail: dict[str, Any]
+) -> FileRow | None:
+    """Delete a missing file for good, with its annotations; journal it. None if not missing."""
+    row = get_file(conn, file_id)
+    if row is None or row.state != MISSING:
+        return None
+    conn.execute("DELETE FROM annotations WHERE file = ?", (file_id,))
+    conn.execute("DELETE FROM files WHERE id = ?", (file_id,))
+    bump(conn, row.root, missing=-1)
+    journal(conn, now, "purge", file_id, row.root, row.path, detail=detail)
+    return row
+
+
+def mark_dir_dirty(conn: apsw.Connection, root: int, dir: bytes) -> None:
+    """Make the next quick sweep list ``dir``: its listing is known to be stale.
+
+    Ancestors without a row get one too, or the quick sweep, which reaches a
+    directory only through its parent's known children, would never get there.
+    """
+    put_dir(conn, root, dir, DIRTY)
+    while dir:
+        dir = split(dir)[0]
+        conn.execute(
+            "INSERT OR IGNORE INTO dirs(root, path, parent, mtime_ns, ctime_ns, inode) VALUES (?, ?, ?, 0, 0, 0)",
+            (root, dir, split(dir)[0] if dir else None),
+        )

@@ -7,14 +7,27 @@ Exit codes (the contract): 0 ok, 1 failure, 2 usage or config error,
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
+import json
 import os
+import re
 import sys
 import threading
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from filewarden import __version__, config, logs
-from filewarden.errors import CatalogError, ConfigError
+from filewarden.client import Client, Unreachable
+from filewarden.errors import ConfigError, FilewardenError
+from filewarden.protocol import (
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    NOT_FOUND,
+    PERMISSION_DENIED,
+    RpcError,
+)
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_DENIED, EXIT_NOT_FOUND = 0, 1, 2, 3, 4, 5
 
@@ -49,8 +62,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     logs.configure(cfg.log)
     try:
         code = Daemon(cfg).run()
-    except CatalogError as exc:
+    except FilewardenError as exc:
         logs.get().critical("daemon.stop", reason=str(exc))
+        print(f"filewarden: {exc}", file=sys.stderr)
+        _exit_now_if_threads_linger(EXIT_FAILURE)
         return EXIT_FAILURE
     _exit_now_if_threads_linger(code)
     return code
@@ -82,9 +97,328 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def socket_path(args: argparse.Namespace) -> Path:
+    """The socket a client command talks to: --socket, else the config's, else the per-user default."""
+    if args.socket:
+        return Path(args.socket)
+    file = config.find_config_file(args.config)
+    if file is not None:
+        return config.load(file).daemon.socket
+    return config.user_defaults().socket
+
+
+def _client(args: argparse.Namespace) -> Client:
+    return Client(socket_path(args), timeout=None if getattr(args, "wait", False) else 120.0)
+
+
+_LONE_SURROGATE = re.compile("[\udc80-\udcff]")
+
+
+def _print_json(value: object) -> None:
+    """Readable JSON (UTF-8 as is) that stays valid UTF-8: names that are not
+    UTF-8 keep their \\udcXX escapes instead of becoming raw bytes."""
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    print(_LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
+
+
+def _show(text: str) -> str:
+    """A path for a terminal line: control characters escaped, so a newline in a name cannot break the table."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+        for c in text
+    )
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "K", "M", "G", "T"):
+        if value < 1024 or unit == "T":
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    return str(n)
+
+
+def _table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
+    ]
+    for line in [header, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+
+
+# --- client commands -------------------------------------------------------------
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        st = c.call("status")
+    if args.json:
+        _print_json(st)
+        return EXIT_OK
+    print(
+        f"filewarden {st['version']}, pid {st['pid']}, up {_duration(st['uptime_s'])}, journal seq {st['seq']}"
+    )
+    rows = [
+        [
+            _show(r["path"]),
+            r["state"] + (f" ({r['reason']})" if r.get("reason") else ""),
+            r["backend"],
+            str(r["files"]["present"]),
+            str(r["files"]["missing"]),
+            str(r["files"]["offline"]),
+            r["last_sweep"] or "never",
+        ]
+        for r in st["roots"]
+    ]
+    _table(rows, ["ROOT", "STATE", "BACKEND", "PRESENT", "MISSING", "OFFLINE", "LAST SWEEP"])
+    t = st["totals"]
+    print(f"total: {t['present']} present, {t['missing']} missing, {t['offline']} offline")
+    for job in st["jobs"]:
+        total = f"/{job['total']}" if job["total"] is not None else ""
+        print(
+            f"job {job['id']}: {job['kind']} sweep of {_show(job['root'] or 'all')}: {job['state']}, {job['done']}{total} files"
+        )
+    for w in [*st["warnings"], *(f"{r['path']}: {w}" for r in st["roots"] for w in r["warnings"])]:
+        print(f"warning: {_show(w)}")
+    return EXIT_OK
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    return " ".join(f"{v}{u}" for v, u in ((d, "d"), (h, "h"), (m, "m"), (s, "s")) if v) or "0s"
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        target = args.target
+        record = None
+        if target.isdigit() and not os.path.lexists(target):
+            record = c.call("file", {"id": int(target)})
+        else:
+            path = os.path.abspath(target)
+            found = c.call("lookup", {"path": path})
+            if found is None:
+                print(f"filewarden: {_show(path)} is not in the catalog", file=sys.stderr)
+                return EXIT_NOT_FOUND
+            record = c.call("file", {"id": found["id"]})
+    if args.json:
+        _print_json(record)
+        return EXIT_OK
+    for key in (
+        "id",
+        "root",
+        "path",
+        "state",
+        "size",
+        "mtime_ns",
+        "device",
+        "inode",
+        "hash",
+        "first_seen",
+        "last_seen",
+        "missing_since",
+        "missing_reason",
+    ):
+        value = record.get(key)
+        if value is not None:
+            print(f"{key:15} {_show(str(value))}")
+    for key, value in sorted(record["annotations"].items()):
+        print(f"annotation      {_show(key)} = {_show(value)}")
+    print("history:")
+    for entry in record["history"]:
+        old = f"  (from {_show(entry['old_path'])})" if entry.get("old_path") else ""
+        print(
+            f"  {entry['seq']:>8}  {entry['time']}  {entry['kind']:8} {_show(entry['path'] or '')}{old}"
+        )
+    return EXIT_OK
+
+
+def _all_files(c: Client, state: str, root: str | None) -> list[dict[str, object]]:
+    files: list[dict[str, object]] = []
+    after = 0
+    while True:
+        params: dict[str, object] = {"state": state, "after_id": after, "limit": 10000}
+        if root:
+            params["root"] = os.path.abspath(root)
+        page = c.call("list", params)
+        files.extend(page["files"])
+        if page["next_after_id"] is None:
+            return files
+        after = page["next_after_id"]
+
+
+CSV_FIELDS = ["id", "root", "path", "size", "hash", "missing_since", "missing_reason", "last_seen"]
+
+
+def _cmd_missing(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        files = _all_files(c, "missing", args.root)
+    files.sort(key=lambda f: (str(f["missing_since"] or ""), int(f["id"])), reverse=True)  # type: ignore[call-overload]
+    if args.json:
+        _print_json(files)
+    elif args.csv:
+        # RFC 4180: CRLF rows, quotes doubled; names that are not UTF-8 keep
+        # their raw bytes (stdout uses surrogateescape), so they round-trip.
+        out = csv.writer(sys.stdout, lineterminator="\r\n")
+        out.writerow(CSV_FIELDS)
+        for f in files:
+            out.writerow(["" if f[k] is None else f[k] for k in CSV_FIELDS])
+    else:
+        rows = [
+            [
+                str(f["missing_since"]),
+                str(f["missing_reason"]),
+                str(f["id"]),
+                _size(f["size"]),  # type: ignore[arg-type]
+                _show(str(f["path"])),
+            ]
+            for f in files
+        ]
+        _table(rows, ["MISSING SINCE", "REASON", "ID", "SIZE", "PATH"])
+        if sys.stdout.isatty():
+            print(f"{len(files)} missing")
+    return EXIT_OK
+
+
+def _cmd_offline(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        files = _all_files(c, "offline", args.root)
+    if args.json:
+        _print_json(files)
+        return EXIT_OK
+    by_root: dict[str, list[dict[str, object]]] = {}
+    for f in files:
+        by_root.setdefault(str(f["root"]), []).append(f)
+    for root, group in sorted(by_root.items()):
+        print(f"{_show(root)}: {len(group)} offline")
+        for f in group:
+            print(f"  {f['id']:>8}  {_size(f['size']):>7}  {_show(str(f['path']))}")  # type: ignore[arg-type]
+    return EXIT_OK
+
+
+def _cmd_changes(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        result = c.call("changes", {"since": args.since, "limit": args.limit})
+    if args.json:
+        _print_json(result)
+        return EXIT_OK
+    for ch in result["changes"]:
+        old = f" (from {_show(ch['old_path'])})" if ch.get("old_path") else ""
+        print(
+            f"{ch['seq']:>8}  {ch['time']}  {ch['kind']:8} {ch['id'] if ch['id'] is not None else '-':>8}  "
+            f"{_show(ch['path'] or '')}{old}"
+        )
+    print(f"seq {result['seq']}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _cmd_annotate(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        if args.value is None and not args.delete:
+            record = c.call("file", {"id": args.id})
+            if args.key not in record["annotations"]:
+                print(f"filewarden: file {args.id} has no annotation {args.key!r}", file=sys.stderr)
+                return EXIT_NOT_FOUND
+            print(record["annotations"][args.key])
+            return EXIT_OK
+        c.call(
+            "annotate",
+            {"id": args.id, "key": args.key, "value": None if args.delete else args.value},
+        )
+    return EXIT_OK
+
+
+def _cmd_purge(args: argparse.Namespace) -> int:
+    params: dict[str, object]
+    if args.id:
+        params = {"ids": args.id}
+    elif args.older_than:
+        params = {"older_than": args.older_than}
+    else:
+        params = {"all": True}
+    with _client(args) as c:
+        if sys.stdin.isatty() and not args.yes:
+            what = (
+                f"files {', '.join(map(str, args.id))}"
+                if args.id
+                else f"every file missing for more than {args.older_than}"
+                if args.older_than
+                else "every missing file"
+            )
+            answer = input(f"Purge {what} from the catalog, with their annotations? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                print("nothing purged", file=sys.stderr)
+                return EXIT_FAILURE
+        result = c.call("purge", params)
+    print(f"purged {result['purged']}")
+    for refused in result["refused"]:
+        print(f"not purged: {refused['id']}: {refused['reason']}", file=sys.stderr)
+    return EXIT_OK if not result["refused"] else EXIT_FAILURE
+
+
+def _cmd_scan(args: argparse.Namespace) -> int:
+    params: dict[str, object] = {}
+    if args.root:
+        params["root"] = os.path.abspath(args.root)
+    with _client(args) as c:
+        if args.wait and sys.stderr.isatty():
+            jobs = c.call("scan", params)["jobs"]
+            ids = {j["id"] for j in jobs}
+            while True:
+                table = {j["id"]: j for j in c.call("jobs") if j["id"] in ids}
+                _progress(list(table.values()))
+                if all(j["state"] not in ("queued", "running") for j in table.values()):
+                    break
+                time.sleep(0.25)  # a progress bar refreshes on a clock
+            sys.stderr.write("\n")
+            jobs = list(table.values())
+        else:
+            jobs = c.call("scan", {**params, "wait": args.wait})["jobs"]
+    for job in jobs:
+        counts = (
+            ", ".join(f"{k} {v}" for k, v in job["counts"].items() if v) if job["counts"] else ""
+        )
+        print(
+            f"job {job['id']}: {job['kind']} sweep of {_show(job['root'])}: {job['state']}"
+            + (f" ({counts})" if counts else "")
+            + (f": {job['error']}" if job.get("error") else "")
+        )
+    return (
+        EXIT_OK if all(j["state"] in ("done", "queued", "running") for j in jobs) else EXIT_FAILURE
+    )
+
+
+def _progress(jobs: list[dict[str, object]]) -> None:
+    done = sum(int(j["done"]) for j in jobs)  # type: ignore[call-overload]
+    totals = [j["total"] for j in jobs]
+    if all(t is not None for t in totals) and sum(totals):  # type: ignore[arg-type]
+        total = sum(totals)  # type: ignore[arg-type]
+        width = 30
+        filled = min(width, int(width * done / total))
+        bar = "=" * filled + ">" * (filled < width) + " " * (width - filled - 1)
+        sys.stderr.write(f"\r[{bar}] {done}/{total} files")
+    else:
+        sys.stderr.write(f"\rindexing: {done} files")
+    sys.stderr.flush()
+
+
+def _cmd_sync(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        result = c.call("sync", {"timeout_s": args.timeout})
+    print(f"in sync at seq {result['seq']}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="filewarden", description=__doc__.splitlines()[0] if __doc__ else None
+        prog="filewarden", description="A stable-id catalog of the files under your roots."
     )
     parser.add_argument("--version", action="version", version=f"filewarden {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -110,10 +444,63 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--config", metavar="FILE")
     check.add_argument("--root", action="append", default=[], metavar="DIR")
     check.set_defaults(func=_cmd_check_config)
+
+    conn = argparse.ArgumentParser(add_help=False)
+    conn.add_argument(
+        "--socket",
+        metavar="PATH",
+        help="the daemon's socket (default: from the config, else per user)",
+    )
+    conn.add_argument("--config", metavar="FILE", help="read the socket path from this config file")
+
+    def client(name: str, help: str, func: object) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, parents=[conn])
+        p.set_defaults(func=func)
+        return p
+
+    p = client("status", "roots, states, counts, last sweeps, warnings", _cmd_status)
+    p.add_argument("--json", action="store_true")
+    p = client("info", "everything about one file, by path or id, with its history", _cmd_info)
+    p.add_argument("target", metavar="PATH|ID")
+    p.add_argument("--json", action="store_true")
+    p = client("missing", "list missing files, newest first", _cmd_missing)
+    p.add_argument("--root", metavar="R")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--csv", action="store_true", help="RFC 4180 CSV with a header row")
+    fmt.add_argument("--json", action="store_true")
+    p = client("offline", "list files of offline roots, per root", _cmd_offline)
+    p.add_argument("--root", metavar="R")
+    p.add_argument("--json", action="store_true")
+    p = client("changes", "the journal since a seq", _cmd_changes)
+    p.add_argument("--since", type=int, default=0, metavar="N")
+    p.add_argument("--limit", type=int, default=1000, metavar="N")
+    p.add_argument("--json", action="store_true")
+    p = client("annotate", "show, set or remove an annotation of a file", _cmd_annotate)
+    p.add_argument("id", type=int)
+    p.add_argument("key")
+    p.add_argument("value", nargs="?")
+    p.add_argument("--delete", action="store_true", help="remove the key")
+    p = client("purge", "delete missing files from the catalog for good (admin)", _cmd_purge)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", type=int, nargs="+", metavar="N")
+    which.add_argument("--older-than", metavar="DURATION", help='e.g. "30d"')
+    which.add_argument("--all", action="store_true")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p = client("scan", "full sweep of one root or all, now", _cmd_scan)
+    p.add_argument("root", nargs="?", metavar="ROOT")
+    p.add_argument(
+        "--wait", action="store_true", help="wait for the end (progress bar on a terminal)"
+    )
+    p = client("sync", "wait until the catalog has every change made on disk before now", _cmd_sync)
+    p.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Names that are not UTF-8 go out as their own bytes, not as an exception.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="surrogateescape")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -121,5 +508,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"filewarden: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except Unreachable as exc:
+        print(f"filewarden: {exc} (is `filewarden run` running?)", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except RpcError as exc:
+        print(f"filewarden: {exc.message}", file=sys.stderr)
+        return _RPC_EXIT.get(exc.code, EXIT_FAILURE)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return EXIT_OK  # the reader (head, less) had enough
+
+
+_RPC_EXIT = {
+    PERMISSION_DENIED: EXIT_DENIED,
+    NOT_FOUND: EXIT_NOT_FOUND,
+    INVALID_PARAMS: EXIT_USAGE,
+    INVALID_REQUEST: EXIT_USAGE,
+}

@@ -59,6 +59,8 @@ class DaemonConfig:
     socket_mode: int = 0o660
     socket_group: str = ""
     admin_group: str = ""
+    client_idle_timeout: float = 300.0  # a connection with no request for this long is closed
+    client_request_timeout: float = 10.0  # a started request line must be complete within this
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,6 +166,12 @@ def parse(data: Mapping[str, Any], *, source: Path | None = None) -> Config:
         socket_mode=sec.get("socket_mode", _mode, defaults.socket_mode),
         socket_group=sec.get("socket_group", _str, ""),
         admin_group=sec.get("admin_group", _str, ""),
+        client_idle_timeout=sec.get(
+            "client_idle_timeout", _duration_required, defaults.client_idle_timeout
+        ),
+        client_request_timeout=sec.get(
+            "client_request_timeout", _duration_required, defaults.client_request_timeout
+        ),
     )
     sec.done()
     sec = _Section(where, "log", data.get("log", {}))

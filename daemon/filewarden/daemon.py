@@ -18,10 +18,12 @@ from types import FrameType
 
 import apsw
 
-from filewarden import __version__, catalog, logs
+from filewarden import __version__, catalog, logs, protocol
+from filewarden.api import Api
 from filewarden.config import Config
 from filewarden.jobs import Job, JobTable
 from filewarden.roots import Root
+from filewarden.server import AdminCheck, Server, bind_unix_socket
 from filewarden.sweep import Sweep, SweepAborted
 from filewarden.writer import Writer
 
@@ -51,9 +53,17 @@ class Scheduler(threading.Thread):
         self._due: dict[int, dict[str, float]] = {}
 
     def request(self, root: Root, *, full: bool) -> Job:
-        """Queue a sweep of ``root`` before any scheduled one; returns its job."""
-        job = self.d.jobs.new("full" if full else "quick", root.display)
+        """Queue a sweep of ``root`` before any scheduled one; returns its job.
+
+        A sweep of the root that is queued but not started yet is shared:
+        it starts after this call, so it serves this caller too (a hundred
+        clients calling ``sync`` at once cost one quick sweep).
+        """
         with self._wake:
+            for root_id, queued_full, job in self._requests:
+                if root_id == root.id and (queued_full or not full):
+                    return job
+            job = self.d.jobs.new("full" if full else "quick", root.display)
             self._requests.append((root.id, full, job))
             self._wake.notify()
         return job
@@ -120,6 +130,8 @@ class Daemon:
         self.roots: dict[int, Root] = {}
         self.started_at = time.time()
         self.scheduler = Scheduler(self)
+        self.api = Api(self)
+        self.server: Server | None = None
         self._reader: apsw.Connection | None = None
         self._signals = 0
 
@@ -142,14 +154,28 @@ class Daemon:
             root = Root.make(root_id, rc)
             self.roots[root_id] = root
             self._check_root(root)
+        self._start_server()
         self.scheduler.start()
-        log.info("daemon.ready", roots=len(self.roots))
+        log.info("daemon.ready", roots=len(self.roots), socket=str(self.config.daemon.socket))
+
+    def _start_server(self) -> None:
+        cfg = self.config.daemon
+        sock = bind_unix_socket(cfg.socket, cfg.socket_mode, cfg.socket_group)
+        self.server = Server(
+            self.api,
+            sock,
+            admin=AdminCheck(cfg.admin_group),
+            request_timeout=cfg.client_request_timeout,
+            idle_timeout=cfg.client_idle_timeout,
+            owns_path=cfg.socket,
+        )
+        self.server.start()
 
     def run(self) -> int:
         """Start, serve until SIGTERM/SIGINT, stop. Returns the exit code."""
         self._install_signals()
-        self.start()
         try:
+            self.start()
             while not self.stopping.wait(1.0):
                 if not self.writer.alive():
                     log.critical("daemon.stop", reason="catalog writer died")
@@ -161,10 +187,13 @@ class Daemon:
     def stop(self) -> None:
         deadline = time.monotonic() + STOP_DEADLINE
         self.stopping.set()
+        if self.server is not None:
+            self.server.stop()
         self.scheduler.wake()
         if self.scheduler.is_alive():
             self.scheduler.join(max(0.0, deadline - time.monotonic() - 1.0))
-        self.writer.stop(deadline)
+        if self.writer.alive():
+            self.writer.stop(deadline)
         if self._reader is not None:
             self._reader.close()
         log.info("daemon.stop", uptime_s=round(time.time() - self.started_at, 3))
@@ -180,6 +209,73 @@ class Daemon:
         signal.signal(signal.SIGINT, on_signal)
 
     # -- work ------------------------------------------------------------
+
+    # -- what the API asks of the daemon ------------------------------------------
+
+    def root_problem(self, root: Root) -> str | None:
+        return root_problem(root)
+
+    def backend_of(self, root: Root) -> str:
+        """How changes under a root reach the catalog: only sweeps, for now."""
+        return "sweep"
+
+    def root_warnings(self, root: Root) -> list[str]:
+        return [f"last sweep {j.state}: {j.error}" for j in self.jobs.recent_failures(root.display)]
+
+    def warnings(self) -> list[str]:
+        found = []
+        if self.writer.last_error:
+            found.append(f"catalog writes failing: {self.writer.last_error}")
+        return found
+
+    def sync(self, timeout: float) -> bool:
+        """Wait until what is on disk now is in the catalog: a quick sweep of each online root."""
+        deadline = time.monotonic() + timeout
+        jobs = [
+            self.scheduler.request(root, full=False)
+            for root in self.roots.values()
+            if not root_problem(root)
+        ]
+        return all(job.finished_event.wait(max(0.0, deadline - time.monotonic())) for job in jobs)
+
+    def purge(self, *, ids: list[int] | None, cutoff: float | None, uid: int) -> dict[str, object]:
+        """Delete missing files for good: these ids, those missing since before ``cutoff``, or all."""
+        now = time.time()
+
+        def job(conn: apsw.Connection) -> tuple[list[catalog.FileRow], list[dict[str, object]]]:
+            if ids is not None:
+                targets = ids
+            elif cutoff is not None:
+                targets = catalog.missing_before(conn, cutoff)
+            else:
+                targets = catalog.all_missing(conn)
+            purged, refused = [], []
+            for file_id in targets:
+                row = catalog.purge(conn, file_id, now, {"by_uid": uid})
+                if row is not None:
+                    purged.append(row)
+                    continue
+                other = catalog.get_file(conn, file_id)
+                reason = (
+                    "no such file"
+                    if other is None
+                    else f"file is {other.state}; only missing files are purged"
+                )
+                refused.append({"id": file_id, "reason": reason})
+            return purged, refused
+
+        purged, refused = self.writer.call(job)
+        for row in purged:
+            root_path = self.api.root_path(row.root)
+            log.info(
+                "file.purge",
+                id=row.id,
+                root=root_path,
+                path=root_path + b"/" + row.path,
+                by_uid=uid,
+                missing_since=protocol.rfc3339(row.missing_since),
+            )
+        return {"purged": len(purged), "refused": refused}
 
     def _check_root(self, root: Root) -> str | None:
         problem = root_problem(root)

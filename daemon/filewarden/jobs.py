@@ -78,6 +78,12 @@ class JobTable:
         with self._lock:
             return sorted([*self._finished, *self._active.values()], key=lambda j: j.id)
 
+    def recent_failures(self, root: str) -> list[Job]:
+        """The last finished job of ``root`` if it did not finish well."""
+        with self._lock:
+            last = next((j for j in reversed(self._finished) if j.root == root), None)
+        return [last] if last is not None and last.state != "done" else []
+
     def active(self) -> list[Job]:
         with self._lock:
             return list(self._active.values())

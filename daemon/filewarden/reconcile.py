@@ -183,6 +183,40 @@ def apply_diff(
     return tally, gone
 
 
+def observe_path(
+    conn: apsw.Connection,
+    root: Root,
+    rel: bytes,
+    sig: Signature | None,
+    now: float,
+    *,
+    reason: str = "not_found",
+) -> int | None:
+    """One path as just seen on disk (``sig``) or seen absent (None); returns the file id there.
+
+    For checks on access and live hints: a present file that is gone becomes
+    missing with ``reason``; a file the catalog did not know is new; a known
+    one is compared as a sweep would.
+    """
+    row = catalog.file_at(conn, root.id, rel)
+    dir, name = catalog.split(rel)
+    if sig is None:
+        if row is not None and row.state == PRESENT:
+            confirm_missing(conn, root, [(row.id, rel)], reason, now, None)
+            catalog.mark_dir_dirty(conn, root.id, dir)
+        return row.id if row is not None else None
+    if row is None:
+        after, count = catalog.insert_files(conn, root.id, dir, [(name, sig)], now)
+        catalog.mark_dir_dirty(conn, root.id, dir)
+        if not count:
+            return None
+        file_id = catalog.added_since(conn, after)[0][0]
+        log.info("file.new", id=file_id, root=root.display, path=root.abs(rel))
+        return file_id
+    observe_file(conn, root, row, sig, now, Tally())
+    return row.id
+
+
 def forget_subtree(conn: apsw.Connection, root: int, dir: bytes) -> list[int]:
     """The directory ``dir`` is gone: forget its listings, return its present file ids."""
     ids = [file_id for file_id, _, _ in catalog.present_ids_under(conn, root, dir)]

@@ -1,0 +1,447 @@
+"""The socket methods: what each JSON-RPC call reads or asks the writer to do.
+
+Reads go through a read connection of the calling thread (WAL: they never
+wait for the writer). Changes go through the writer and are answered after
+their commit. Every method validates its params and raises
+:class:`filewarden.protocol.RpcError` with the contract's codes.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import apsw
+
+from filewarden import __version__, catalog, logs, protocol, reconcile
+from filewarden.catalog import FileRow
+from filewarden.config import parse_duration
+from filewarden.errors import Fault, classify
+from filewarden.protocol import NOT_FOUND, PERMISSION_DENIED, UNAVAILABLE, RpcError, invalid_params
+from filewarden.roots import Root
+
+if TYPE_CHECKING:
+    from filewarden.daemon import Daemon
+
+log = logs.get("filewarden.api")
+
+LIST_DEFAULT, LIST_MAX = 1000, 10_000
+MAX_KEY, MAX_VALUE = 256, 65_536
+
+
+@dataclasses.dataclass(frozen=True)
+class Peer:
+    """Who is at the other end of a connection (SO_PEERCRED)."""
+
+    pid: int
+    uid: int
+    gid: int
+    admin: bool
+
+
+def _check(
+    params: Mapping[str, Any], allowed: Mapping[str, tuple[type | tuple[type, ...], bool]]
+) -> None:
+    """Refuse unknown params, missing required ones and wrong types (bool is not an int here)."""
+    for key in params:
+        if key not in allowed:
+            raise invalid_params(
+                f"unknown param {key!r} (known: {', '.join(sorted(allowed)) or 'none'})"
+            )
+    for key, (types, required) in allowed.items():
+        if key not in params:
+            if required:
+                raise invalid_params(f"param {key!r} is required")
+            continue
+        value = params[key]
+        if value is None and not required:
+            continue
+        wanted = types if isinstance(types, tuple) else (types,)
+        if isinstance(value, bool) and bool not in wanted:
+            raise invalid_params(f"param {key!r} must be {_names(wanted)}, not a boolean")
+        if not isinstance(value, wanted):
+            raise invalid_params(
+                f"param {key!r} must be {_names(wanted)}, not {type(value).__name__}"
+            )
+        if isinstance(value, int) and not -(1 << 63) <= value < (1 << 63):
+            raise invalid_params(f"param {key!r} is out of range")
+        if isinstance(value, list) and any(
+            isinstance(v, int) and not 0 <= v < (1 << 63) for v in value
+        ):
+            raise invalid_params(f"param {key!r} holds an integer out of range")
+
+
+def _names(types: tuple[type, ...]) -> str:
+    return " or ".join(
+        {
+            "str": "a string",
+            "int": "an integer",
+            "float": "a number",
+            "bool": "a boolean",
+            "list": "an array",
+        }.get(t.__name__, t.__name__)
+        for t in types
+    )
+
+
+def _positive(params: Mapping[str, Any], key: str, default: int, maximum: int) -> int:
+    value = params.get(key)
+    if value is None:
+        return default
+    if value < 0:
+        raise invalid_params(f"param {key!r} must not be negative")
+    return min(int(value), maximum)
+
+
+class Api:
+    """The method table of the contract, bound to a running daemon."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.d = daemon
+        self._local = threading.local()
+        self._root_paths: dict[int, bytes] = {}
+        self.methods: dict[str, Callable[[dict[str, Any], Peer], Any]] = {
+            "status": self.status,
+            "sync": self.sync,
+            "lookup": self.lookup,
+            "file": self.file,
+            "list": self.list,
+            "changes": self.changes,
+            "scan": self.scan,
+            "jobs": self.jobs,
+            "annotate": self.annotate,
+            "purge": self.purge,
+        }
+
+    # -- plumbing --------------------------------------------------------------
+
+    def reader(self) -> apsw.Connection:
+        """This thread's read connection (one per server worker thread)."""
+        conn: apsw.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = catalog.connect(self.d.db_path, readonly=True)
+            self._local.conn = conn
+        return conn
+
+    def close_reader(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def _write(self, job: Callable[[apsw.Connection], Any], timeout: float = 60) -> Any:
+        try:
+            return self.d.writer.call(job, timeout)
+        except TimeoutError:
+            raise RpcError(UNAVAILABLE, "the catalog writer is busy; try again") from None
+        except apsw.Error as exc:
+            raise RpcError(UNAVAILABLE, f"catalog write failed: {exc}") from None
+
+    def root_path(self, root_id: int) -> bytes:
+        """The path of a root by id, also for roots no longer configured."""
+        path = self._root_paths.get(root_id)
+        if path is None:
+            self._root_paths = {r.id: r.path for r in catalog.all_roots(self.reader())}
+            path = self._root_paths.get(root_id, b"")
+        return path
+
+    def resolve(self, path: bytes) -> tuple[Root, bytes] | None:
+        """The configured root holding absolute ``path`` and the path relative to it."""
+        if not path.startswith(b"/"):
+            raise invalid_params("path must be absolute")
+        path = os.path.normpath(path)
+        for root in self.d.roots.values():
+            if path == root.path:
+                return None  # the root directory itself is not a file
+            if path.startswith(root.path + b"/"):
+                return root, path[len(root.path) + 1 :]
+        return None
+
+    def record(
+        self, row: FileRow, swept: Mapping[int, float | None] | None = None
+    ) -> dict[str, Any]:
+        """A file record as the contract shapes it.
+
+        ``swept`` maps root ids to their last sweep (read once per call when
+        many records are built).
+        """
+        conn = self.reader()
+        root_path = self.root_path(row.root)
+        if swept is None:
+            swept = self._swept()
+        last_seen = row.last_seen
+        last_sweep = swept.get(row.root)
+        # Present files are confirmed by every sweep without a write each:
+        # the root's last sweep is when they were last seen.
+        if row.state == catalog.PRESENT and last_sweep is not None and last_sweep > last_seen:
+            last_seen = last_sweep
+        return {
+            "id": row.id,
+            "root": os.fsdecode(root_path),
+            **protocol.path_fields(root_path + b"/" + row.path),
+            "state": row.state,
+            "size": row.size,
+            "mtime_ns": row.mtime_ns,
+            "device": row.device,
+            "inode": row.inode,
+            "hash": protocol.hash_hex(row.hash),
+            "first_seen": protocol.rfc3339(row.first_seen),
+            "last_seen": protocol.rfc3339(last_seen),
+            "missing_since": protocol.rfc3339(row.missing_since),
+            "missing_reason": row.missing_reason,
+            "annotations": catalog.get_annotations(conn, row.id),
+        }
+
+    def _swept(self) -> dict[int, float | None]:
+        return {r.id: r.last_sweep for r in catalog.all_roots(self.reader())}
+
+    def _file_or_404(self, file_id: Any) -> FileRow:
+        row = catalog.get_file(self.reader(), file_id)
+        if row is None:
+            raise RpcError(NOT_FOUND, f"no file with id {file_id}")
+        return row
+
+    def _root_by_path(self, text: str) -> Root:
+        raw = os.path.normpath(text.encode("utf-8", "surrogateescape"))
+        for root in self.d.roots.values():
+            if root.path == raw:
+                return root
+        raise RpcError(NOT_FOUND, f"no configured root {text!r}")
+
+    # -- methods ------------------------------------------------------------------
+
+    def status(self, params: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        _check(params, {})
+        conn = self.reader()
+        rows = {r.id: r for r in catalog.all_roots(conn)}
+        roots = []
+        for root in self.d.roots.values():
+            row = rows.get(root.id)
+            if row is None:
+                continue
+            roots.append(
+                {
+                    "path": root.display,
+                    "state": row.state,
+                    "reason": row.state_reason,
+                    "since": protocol.rfc3339(row.state_since),
+                    "mode": root.config.mode,
+                    "backend": self.d.backend_of(root),
+                    "files": {
+                        "present": row.present,
+                        "missing": row.missing,
+                        "offline": row.offline,
+                    },
+                    "last_sweep": protocol.rfc3339(row.last_sweep),
+                    "last_full_sweep": protocol.rfc3339(row.last_full_sweep),
+                    "warnings": self.d.root_warnings(root),
+                }
+            )
+        present, missing, offline = catalog.totals(conn)
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime_s": round(time.time() - self.d.started_at, 3),
+            "seq": catalog.last_seq(conn),
+            "roots": roots,
+            "totals": {"present": present, "missing": missing, "offline": offline},
+            "jobs": [j.snapshot() for j in self.d.jobs.active()],
+            "warnings": self.d.warnings(),
+        }
+
+    def sync(self, params: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        _check(params, {"timeout_s": ((int, float), False)})
+        timeout = float(params.get("timeout_s") or 60.0)
+        if timeout <= 0:
+            raise invalid_params("timeout_s must be positive")
+        if not self.d.sync(timeout):
+            raise RpcError(UNAVAILABLE, f"not in sync within {timeout:g} s")
+        return {"seq": catalog.last_seq(self.reader())}
+
+    def lookup(self, params: dict[str, Any], peer: Peer) -> dict[str, Any] | None:
+        _check(params, {"path": (str, False), "path_b64": (str, False), "verify": (bool, False)})
+        found = self.resolve(protocol.path_param(params))
+        if found is None:
+            return None
+        root, rel = found
+        if params.get("verify"):
+            file_id = self._verify(root, rel)
+            row = catalog.get_file(self.reader(), file_id) if file_id is not None else None
+        else:
+            row = catalog.file_at(self.reader(), root.id, rel)
+        return self.record(row) if row is not None else None
+
+    def _verify(self, root: Root, rel: bytes) -> int | None:
+        """Stat the path now and record what is there (check on access)."""
+        problem = self.d.root_problem(root)
+        if problem:
+            raise RpcError(UNAVAILABLE, f"root {root.display} is offline: {problem}")
+        try:
+            st = os.lstat(root.abs(rel))
+            sig = catalog.signature(st) if stat.S_ISREG(st.st_mode) else None
+        except OSError as exc:
+            if classify(exc) is Fault.ROOT:
+                raise RpcError(UNAVAILABLE, f"cannot read {root.display}: {exc.strerror}") from None
+            if classify(exc) is Fault.DENIED:
+                raise RpcError(UNAVAILABLE, f"permission denied: {exc.strerror}") from None
+            sig = None
+        if sig is not None and root.excluder.excluded_path(rel):
+            sig = None
+        file_id: int | None = self._write(
+            partial(reconcile.observe_path, root=root, rel=rel, sig=sig, now=time.time())
+        )
+        return file_id
+
+    def file(self, params: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        _check(params, {"id": (int, True)})
+        row = self._file_or_404(params["id"])
+        result = self.record(row)
+        result["history"] = [self._change(e) for e in catalog.history(self.reader(), row.id)]
+        return result
+
+    def list(self, params: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        _check(
+            params,
+            {
+                "state": (str, False),
+                "root": (str, False),
+                "limit": (int, False),
+                "after_id": (int, False),
+            },
+        )
+        state = params.get("state")
+        if state is not None and state not in (catalog.PRESENT, catalog.MISSING, catalog.OFFLINE):
+            raise invalid_params("state must be present, missing or offline")
+        root = self._root_by_path(params["root"]).id if params.get("root") else None
+        limit = _positive(params, "limit", LIST_DEFAULT, LIST_MAX)
+        rows = catalog.list_files(
+            self.reader(),
+            state=state,
+            root=root,
+            after_id=_positive(params, "after_id", 0, 1 << 62),
+            limit=limit,
+        )
+        swept = self._swept()
+        return {
+            "files": [self.record(r, swept) for r in rows],
+            "next_after_id": rows[-1].id if len(rows) == limit and rows else None,
+        }
+
+    def _change(self, entry: catalog.JournalEntry) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "seq": entry.seq,
+            "time": protocol.rfc3339(entry.time),
+            "kind": entry.kind,
+            "id": entry.file,
+            "path": None,
+            "old_path": None,
+        }
+        if entry.path is not None and entry.root is not None:
+            out.update(protocol.path_fields(self.root_path(entry.root) + b"/" + entry.path))
+        if entry.old_path is not None:
+            old = protocol.path_fields(
+                self.root_path(entry.old_root or entry.root or 0) + b"/" + entry.old_path
+            )
+            out["old_path"] = old["path"]
+            if "path_b64" in old:
+                out["old_path_b64"] = old["path_b64"]
+        if entry.detail:
+            out.update({k: v for k, v in entry.detail.items() if k not in out})
+        return out
+
+    def changes(self, params: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        _check(params, {"since": (int, True), "limit": (int, False)})
+        conn = self.reader()
+        seq = catalog.last_seq(conn)
+        entries = catalog.journal_since(
+            conn,
+            _positive(params, "since", 0, 1 << 62),
+            _positive(params, "limit", LIST_DEFAULT, LIST_MAX),
+        )
+        return {
+            "changes": [self._change(e) for e in entries],
+            "seq": entries[-1].seq if entries else seq,
+        }
+
+    def scan(self, params: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        _check(params, {"root": (str, False), "wait": (bool, False)})
+        roots = (
+            [self._root_by_path(params["root"])]
+            if params.get("root")
+            else list(self.d.roots.values())
+        )
+        for root in roots:
+            problem = self.d.root_problem(root)
+            if problem and params.get("root"):
+                raise RpcError(UNAVAILABLE, f"root {root.display} is offline: {problem}")
+        jobs = [self.d.scheduler.request(root, full=True) for root in roots]
+        if params.get("wait"):
+            for job in jobs:
+                job.finished_event.wait()
+        snapshots = [j.snapshot() for j in jobs]
+        return {"job": snapshots[0] if snapshots else None, "jobs": snapshots}
+
+    def jobs(self, params: dict[str, Any], peer: Peer) -> builtins.list[dict[str, Any]]:
+        _check(params, {})
+        return [j.snapshot() for j in self.d.jobs.all()]
+
+    def annotate(self, params: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        _check(params, {"id": (int, True), "key": (str, True), "value": (str, False)})
+        if "value" not in params:
+            raise invalid_params("param 'value' is required (null removes the key)")
+        key, value = params["key"], params["value"]
+        if not key or len(key) > MAX_KEY:
+            raise invalid_params(f"key must be 1 to {MAX_KEY} characters")
+        if value is not None and len(value) > MAX_VALUE:
+            raise invalid_params(f"value must be at most {MAX_VALUE} characters")
+        file_id = params["id"]
+
+        def job(conn: apsw.Connection) -> bool:
+            if catalog.get_file(conn, file_id) is None:
+                return False
+            catalog.set_annotation(conn, file_id, key, value)
+            return True
+
+        if not self._write(job):
+            raise RpcError(NOT_FOUND, f"no file with id {file_id}")
+        return self.record(self._file_or_404(file_id))
+
+    def purge(self, params: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        _check(
+            params,
+            {"ids": (list, False), "older_than": ((str, int, float), False), "all": (bool, False)},
+        )
+        if not peer.admin:
+            raise RpcError(PERMISSION_DENIED, "purge is for root and members of admin_group")
+        chosen = [k for k in ("ids", "older_than", "all") if params.get(k) not in (None, False)]
+        if len(chosen) != 1:
+            raise invalid_params("give exactly one of ids, older_than or all: true")
+        ids: list[int] | None = None
+        cutoff: float | None = None
+        if chosen == ["ids"]:
+            ids = params["ids"]
+            if not ids or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+                raise invalid_params("ids must be a non-empty array of integers")
+        elif chosen == ["older_than"]:
+            cutoff = time.time() - _seconds(params["older_than"])
+        return self.d.purge(ids=ids, cutoff=cutoff, uid=peer.uid)
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, str):
+        try:
+            seconds = parse_duration(value, allow_never=False)
+        except ValueError as exc:
+            raise invalid_params(f"older_than: {exc}") from None
+        assert seconds is not None
+        return seconds
+    if value < 0:
+        raise invalid_params("older_than must not be negative")
+    return float(value)

@@ -1,0 +1,150 @@
+"""The socket protocol: JSON-RPC 2.0, one object per line, and how values cross it.
+
+Paths are bytes inside filewarden. On the wire, ``path`` is always a string
+(the ``surrogateescape`` decoding, so a name that is not UTF-8 shows
+``\\udcXX`` escapes), and ``path_b64`` carries the raw bytes when they are not
+UTF-8. Requests may give either. Times are RFC 3339 UTC strings.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime
+import json
+from collections.abc import Mapping
+from typing import Any
+
+MAX_LINE = 1 << 20  # a request line over 1 MiB is refused and the connection closed
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+PERMISSION_DENIED = -32001
+NOT_FOUND = -32002
+UNAVAILABLE = -32003
+
+
+class RpcError(Exception):
+    """An error answer: its JSON-RPC code, a message for people, optional data."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+    def to_json(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            error["data"] = self.data
+        return error
+
+
+def invalid_params(message: str) -> RpcError:
+    return RpcError(INVALID_PARAMS, message)
+
+
+# --- framing --------------------------------------------------------------------
+
+
+def response(request_id: Any, result: Any) -> bytes:
+    return _line({"jsonrpc": "2.0", "id": request_id, "result": result})
+
+
+def error_response(request_id: Any, error: RpcError) -> bytes:
+    return _line({"jsonrpc": "2.0", "id": request_id, "error": error.to_json()})
+
+
+def _line(obj: Mapping[str, Any]) -> bytes:
+    # ensure_ascii: lone surrogates (non-UTF-8 names) become \\udcXX escapes,
+    # and the line is plain ASCII, valid UTF-8 whatever the names hold.
+    return json.dumps(obj, ensure_ascii=True, separators=(",", ":")).encode("ascii") + b"\n"
+
+
+def parse_request(line: bytes) -> tuple[Any, str, dict[str, Any], bool]:
+    """Parse one request line into ``(id, method, params, is_notification)``.
+
+    Raises RpcError with the id set in ``data`` where one could be read.
+    """
+    try:
+        obj = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RpcError(PARSE_ERROR, f"invalid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise RpcError(
+            INVALID_REQUEST, "a request is one JSON object per line (batches are not supported)"
+        )
+    request_id = obj.get("id")
+    if isinstance(request_id, bool) or not (
+        request_id is None or isinstance(request_id, str | int | float)
+    ):
+        raise RpcError(INVALID_REQUEST, "id must be a string, a number or null")
+    if obj.get("jsonrpc") != "2.0":
+        raise RpcError(INVALID_REQUEST, 'jsonrpc must be "2.0"', data={"id": request_id})
+    method = obj.get("method")
+    if not isinstance(method, str) or not method:
+        raise RpcError(
+            INVALID_REQUEST, "method must be a non-empty string", data={"id": request_id}
+        )
+    params = obj.get("params", {})
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise RpcError(INVALID_PARAMS, "params must be an object", data={"id": request_id})
+    unknown = set(obj) - {"jsonrpc", "id", "method", "params"}
+    if unknown:
+        raise RpcError(
+            INVALID_REQUEST,
+            f"unknown member(s): {', '.join(sorted(unknown))}",
+            data={"id": request_id},
+        )
+    return request_id, method, params, "id" not in obj
+
+
+# --- values ---------------------------------------------------------------------
+
+
+def rfc3339(ts: float | None) -> str | None:
+    """Unix seconds as an RFC 3339 UTC string (milliseconds), or None."""
+    if ts is None:
+        return None
+    moment = datetime.datetime.fromtimestamp(ts, datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def path_fields(path: bytes) -> dict[str, str]:
+    """``{"path": str}`` plus ``path_b64`` when the bytes are not UTF-8."""
+    try:
+        return {"path": path.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {
+            "path": path.decode("utf-8", "surrogateescape"),
+            "path_b64": base64.b64encode(path).decode("ascii"),
+        }
+
+
+def path_param(params: Mapping[str, Any], name: str = "path") -> bytes:
+    """The path a request gives as ``path`` or ``path_b64``, as bytes."""
+    b64 = params.get(f"{name}_b64")
+    text = params.get(name)
+    if b64 is not None:
+        if not isinstance(b64, str):
+            raise invalid_params(f"{name}_b64 must be a base64 string")
+        try:
+            raw = base64.b64decode(b64, validate=True)
+        except (binascii.Error, ValueError):
+            raise invalid_params(f"{name}_b64 is not valid base64") from None
+    elif isinstance(text, str):
+        raw = text.encode("utf-8", "surrogateescape")
+    else:
+        raise invalid_params(f"{name} (a string) or {name}_b64 is required")
+    if not raw or b"\0" in raw:
+        raise invalid_params(f"{name} must be non-empty and hold no NUL byte")
+    return raw
+
+
+def hash_hex(value: bytes | None) -> str | None:
+    return value.hex() if value is not None else None

@@ -1,0 +1,294 @@
+"""The Unix socket server: JSON-RPC 2.0 over lines, many clients, never blocking the writer.
+
+An asyncio loop in its own thread owns the connections; each request runs
+in a worker thread with its own read connection, so a slow client or a
+long query holds neither the loop nor the writer. Requests of one
+connection are answered in order, pipelined or not. A client that sends
+half a line and stalls, or nothing at all for too long, is dropped; one that
+sends a line over 1 MiB gets an error and is dropped; one that does not read
+its answers is dropped when its send buffer stays full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import grp
+import os
+import pwd
+import socket
+import stat
+import struct
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from filewarden import logs, protocol
+from filewarden.api import Api, Peer
+from filewarden.errors import FilewardenError, prepare_dir
+from filewarden.protocol import INTERNAL_ERROR, METHOD_NOT_FOUND, RpcError
+
+log = logs.get("filewarden.server")
+
+READ_CHUNK = 65536
+MAX_CLIENTS = 512
+# Methods that may wait (for the writer, a sweep, a cookie) run on their own
+# threads so that a hundred waiting clients never starve quick reads.
+WAITING_METHODS = frozenset({"sync", "scan", "annotate", "purge"})
+
+
+class SocketInUse(FilewardenError):
+    """Another live daemon serves the socket path, or the path is not a socket."""
+
+
+def bind_unix_socket(path: Path, mode: int, group: str) -> socket.socket:
+    """Bind and listen on ``path`` with ``mode`` and ``group``, replacing only a stale socket.
+
+    The mode and group are set between bind and listen: nobody can connect
+    before they are right.
+    """
+    prepare_dir(path.parent, 0o755)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise SocketInUse(f"{path} exists and is not a socket; refusing to replace it")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(2)
+        try:
+            probe.connect(os.fspath(path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            os.unlink(path)  # left by a daemon that died: nobody listens
+        except OSError as exc:
+            raise SocketInUse(
+                f"{path}: cannot tell whether another daemon serves it: {exc}"
+            ) from None
+        else:
+            raise SocketInUse(f"another filewarden is already serving {path}")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(os.fspath(path))
+        os.chmod(path, mode)
+        if group:
+            try:
+                gid = grp.getgrnam(group).gr_gid
+            except KeyError:
+                raise FilewardenError(f"socket_group {group!r}: no such group") from None
+            os.chown(path, -1, gid)
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class AdminCheck:
+    """Who may purge: root, the daemon's own user, and members of ``admin_group``."""
+
+    def __init__(self, admin_group: str) -> None:
+        self.gid: int | None = None
+        self.members: frozenset[str] = frozenset()
+        if admin_group:
+            try:
+                entry = grp.getgrnam(admin_group)
+            except KeyError:
+                log.warning(
+                    "socket.error",
+                    error=f"admin_group {admin_group!r} does not exist; only root may purge",
+                )
+            else:
+                self.gid, self.members = entry.gr_gid, frozenset(entry.gr_mem)
+
+    def __call__(self, pid: int, uid: int, gid: int) -> bool:
+        if uid == 0 or uid == os.geteuid():
+            return True
+        if self.gid is None:
+            return False
+        if gid == self.gid or self.gid in _process_groups(pid):
+            return True
+        try:
+            return pwd.getpwuid(uid).pw_name in self.members
+        except KeyError:
+            return False
+
+
+def _process_groups(pid: int) -> set[int]:
+    """The supplementary groups of a live process (what it really has, not /etc/group)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Groups:"):
+                    return {int(g) for g in line.split()[1:]}
+    except OSError:
+        pass
+    return set()
+
+
+class Server:
+    """Serves the API on a listening Unix socket until stopped."""
+
+    def __init__(
+        self,
+        api: Api,
+        sock: socket.socket,
+        *,
+        admin: AdminCheck,
+        request_timeout: float = 10.0,
+        idle_timeout: float = 300.0,
+        owns_path: Path | None = None,
+    ) -> None:
+        self.api = api
+        self.sock = sock
+        self.admin = admin
+        self.request_timeout = request_timeout
+        self.idle_timeout = idle_timeout
+        self.owns_path = owns_path  # unlinked at stop; None for a socket passed by systemd
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="filewarden-server", daemon=True)
+        self._ready = threading.Event()
+        self._quick = ThreadPoolExecutor(4, thread_name_prefix="filewarden-read")
+        self._slow = ThreadPoolExecutor(64, thread_name_prefix="filewarden-wait")
+        self._server: asyncio.base_events.Server | None = None
+        self._clients: set[asyncio.Task[None]] = set()
+        self.requests = 0
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait(10)
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self.loop.call_soon_threadsafe(self._shutdown)
+            self._thread.join(3)
+        self._quick.shutdown(wait=False, cancel_futures=True)
+        self._slow.shutdown(wait=False, cancel_futures=True)
+        if self.owns_path is not None:
+            try:
+                os.unlink(self.owns_path)
+            except FileNotFoundError:
+                pass
+
+    def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._clients):
+            task.cancel()
+        self.loop.call_later(0.2, self.loop.stop)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+
+        async def serve() -> None:
+            self._server = await asyncio.start_unix_server(
+                self._client, sock=self.sock, limit=READ_CHUNK
+            )
+
+        self.loop.run_until_complete(serve())
+        self._ready.set()
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop.close()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if len(self._clients) >= MAX_CLIENTS:
+            writer.close()
+            return
+        self._clients.add(task)
+        try:
+            await self._converse(reader, writer)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        except Exception as exc:  # one connection's trouble never stops the server
+            log.error("socket.error", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._clients.discard(task)
+            writer.close()
+
+    async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        pid, uid, gid = struct.unpack(
+            "3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+        )
+        peer = Peer(pid, uid, gid, self.admin(pid, uid, gid))
+        buffer = bytearray()
+        while True:
+            newline = buffer.find(b"\n")
+            if newline < 0:
+                if len(buffer) > protocol.MAX_LINE:
+                    await self._send(
+                        writer,
+                        protocol.error_response(
+                            None,
+                            RpcError(protocol.INVALID_REQUEST, "request line over 1 MiB; closing"),
+                        ),
+                    )
+                    return
+                # A started line must be finished soon; an idle connection may wait longer.
+                timeout = self.request_timeout if buffer else self.idle_timeout
+                try:
+                    chunk = await asyncio.wait_for(reader.read(READ_CHUNK), timeout)
+                except TimeoutError:
+                    log.debug("socket.timeout", pid=pid, uid=uid, partial=len(buffer))
+                    return
+                if not chunk:
+                    if buffer.strip():  # a last line without its newline
+                        await self._answer(writer, bytes(buffer), peer)
+                    return
+                buffer += chunk
+                continue
+            line = bytes(buffer[:newline])
+            del buffer[: newline + 1]
+            if len(line) > protocol.MAX_LINE:
+                await self._send(
+                    writer,
+                    protocol.error_response(
+                        None, RpcError(protocol.INVALID_REQUEST, "request line over 1 MiB; closing")
+                    ),
+                )
+                return
+            if line.strip():
+                await self._answer(writer, line, peer)
+
+    async def _answer(self, writer: asyncio.StreamWriter, line: bytes, peer: Peer) -> None:
+        reply = await self._dispatch(line, peer)
+        if reply is not None:
+            await self._send(writer, reply)
+
+    async def _send(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        writer.write(data)
+        # A client that does not read its answers is dropped, not waited for.
+        await asyncio.wait_for(writer.drain(), self.request_timeout)
+
+    async def _dispatch(self, line: bytes, peer: Peer) -> bytes | None:
+        self.requests += 1
+        try:
+            request_id, method, params, notification = protocol.parse_request(line)
+        except RpcError as exc:
+            request_id = exc.data.get("id") if isinstance(exc.data, dict) else None
+            return protocol.error_response(request_id, RpcError(exc.code, exc.message))
+        handler = self.api.methods.get(method)
+        if handler is None:
+            error = RpcError(METHOD_NOT_FOUND, f"unknown method {method!r}")
+            return None if notification else protocol.error_response(request_id, error)
+        slow = method in WAITING_METHODS or (method == "lookup" and params.get("verify"))
+        try:
+            result: Any = await self.loop.run_in_executor(
+                self._slow if slow else self._quick, handler, params, peer
+            )
+        except RpcError as exc:
+            return None if notification else protocol.error_response(request_id, exc)
+        except Exception as exc:  # a bug answers -32603 and is logged; the server goes on
+            log.exception("socket.error", method=method, error=f"{type(exc).__name__}: {exc}")
+            error = RpcError(INTERNAL_ERROR, f"internal error: {type(exc).__name__}")
+            return None if notification else protocol.error_response(request_id, error)
+        return None if notification else protocol.response(request_id, result)

@@ -85,8 +85,12 @@ class DaemonProcess:
             self.proc.wait()
 
 
-def write_config(tmp: Path, roots: list[Path], **daemon: object) -> Path:
-    """A config file for a test daemon: state and socket under ``tmp``, short client timeouts."""
+def write_config(tmp: Path, roots: list[Path], backend: str = "poll", **daemon: object) -> Path:
+    """A config file for a test daemon: state and socket under ``tmp``, short client timeouts.
+
+    The API tests default to the poll backend: what they check (lookup with
+    verify, scan counts) must not race a watcher that got there first.
+    """
     socket_path = daemon.pop("socket", tmp / "run" / "fw.sock")
     lines = [
         "[daemon]",
@@ -96,7 +100,8 @@ def write_config(tmp: Path, roots: list[Path], **daemon: object) -> Path:
         'client_idle_timeout = "3s"',
     ]
     lines += [f"{k} = {json.dumps(v)}" for k, v in daemon.items()]
-    lines += ["[sweep]", 'interval = "never"', 'quick_interval = "never"']
+    lines += ["[sweep]", 'interval = "never"', 'quick_interval = "never"', 'poll_interval = "1h"']
+    lines += ["[watch]", f'backend = "{backend}"']
     for root in roots:
         lines += ["[[root]]", f'path = "{root}"']
     path = tmp / "config.toml"

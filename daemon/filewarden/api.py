@@ -232,7 +232,7 @@ class Api:
                     "state": row.state,
                     "reason": row.state_reason,
                     "since": protocol.rfc3339(row.state_since),
-                    "mode": root.config.mode,
+                    "mode": self.d.mode_of(root),
                     "backend": self.d.backend_of(root),
                     "files": {
                         "present": row.present,

@@ -672,3 +672,114 @@ def mark_dir_dirty(conn: apsw.Connection, root: int, dir: bytes) -> None:
             "INSERT OR IGNORE INTO dirs(root, path, parent, mtime_ns, ctime_ns, inode) VALUES (?, ?, ?, 0, 0, 0)",
             (root, dir, split(dir)[0] if dir else None),
         )
+
+
+# --- moves (live events) ----------------------------------------------------------
+
+
+def files_with_inode(conn: apsw.Connection, device: int, inode: int) -> list[FileRow]:
+    """Present or missing files last seen with this ``(device, inode)``."""
+    return [
+        FileRow(*r)
+        for r in _rows(
+            conn,
+            f"SELECT {FILE_COLS} FROM files WHERE device = ? AND inode = ? AND state != 'offline'",
+            (device, inode),
+        )
+    ]
+
+
+def move_file(
+    conn: apsw.Connection,
+    row: FileRow,
+    root: int,
+    path: bytes,
+    sig: Signature | None,
+    now: float,
+    *,
+    kind: str = "move",
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """Give file ``row`` a new place (and present state); journal it as ``kind``.
+
+    A rename changes the inode's ctime and nothing else: the hash stays
+    valid when size, mtime and inode are unchanged.
+    """
+    dir, name = split(path)
+    new_sig = sig or row.signature
+    keep_hash = (new_sig[0], new_sig[1], new_sig[3], new_sig[4]) == (
+        row.size,
+        row.mtime_ns,
+        row.device,
+        row.inode,
+    )
+    conn.execute(
+        "UPDATE files SET root = ?, dir = ?, name = ?, size = ?, mtime_ns = ?, ctime_ns = ?, device = ?, inode = ?,"
+        " state = 'present', missing_since = NULL, missing_reason = NULL, last_seen = ?"
+        + ("" if keep_hash else ", hash = NULL")
+        + " WHERE id = ?",
+        (root, dir, name, *new_sig, now, row.id),
+    )
+    if row.root != root or row.state != PRESENT:
+        bump(conn, row.root, **{row.state: -1})
+        bump(conn, root, present=1)
+    journal(
+        conn,
+        now,
+        kind,
+        row.id,
+        root,
+        path,
+        old_root=row.root if row.root != root else None,
+        old_path=row.path,
+        detail=detail,
+    )
+
+
+def move_prefix(
+    conn: apsw.Connection, src_root: int, src: bytes, dst_root: int, dst: bytes, now: float
+) -> int:
+    """Move every file under directory ``src`` to under ``dst``: one UPDATE for the subtree.
+
+    Journals a ``move`` per file (in one INSERT ... SELECT) so history and
+    ``changes`` show each file's new path. Returns the number of files.
+    Raises apsw.ConstraintError when a moved path is taken at the destination.
+    """
+    lo, hi = under(src)
+    # The (dir, name) pairs before the move, for the journal and the counts.
+    conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS moving (id INTEGER PRIMARY KEY, old_dir BLOB, state TEXT)"
+    )
+    conn.execute("DELETE FROM temp.moving")
+    conn.execute(
+        "INSERT INTO temp.moving SELECT id, dir, state FROM files WHERE root = ? AND (dir = ? OR (dir >= ? AND dir < ?))",
+        (src_root, src, lo, hi),
+    )
+    # CAST keeps the new dir a BLOB (|| on BLOBs yields TEXT).
+    conn.execute(
+        "UPDATE files SET root = ?, dir = CAST(? || substr(dir, ?) AS BLOB) WHERE id IN (SELECT id FROM temp.moving)",
+        (dst_root, dst, len(src) + 1),
+    )
+    count = int(_value(conn, "SELECT count(*) FROM temp.moving"))
+    conn.execute(
+        "INSERT INTO journal(time, kind, file, root, path, old_root, old_path)"
+        " SELECT ?, 'move', f.id, f.root, CAST(f.dir || x'2f' || f.name AS BLOB), ?,"
+        " CAST(CASE WHEN m.old_dir = x'' THEN f.name ELSE m.old_dir || x'2f' || f.name END AS BLOB)"
+        " FROM temp.moving m JOIN files f ON f.id = m.id ORDER BY f.id",
+        (now, src_root if src_root != dst_root else None),
+    )
+    if src_root != dst_root:
+        for state, n in _rows(conn, "SELECT state, count(*) FROM temp.moving GROUP BY state"):
+            bump(conn, src_root, **{state: -n})
+            bump(conn, dst_root, **{state: n})
+    # The quick sweep's memory moves along; the moved directory itself is dirty.
+    conn.execute(
+        "UPDATE dirs SET root = ?, path = CAST(? || substr(path, ?) AS BLOB),"
+        " parent = CAST(? || substr(parent, ?) AS BLOB)"
+        " WHERE root = ? AND path >= ? AND path < ?",
+        (dst_root, dst, len(src) + 1, dst, len(src) + 1, src_root, lo, hi),
+    )
+    conn.execute("DELETE FROM dirs WHERE root = ? AND path = ?", (src_root, src))
+    mark_dir_dirty(conn, dst_root, dst)
+    conn.execute("DELETE FROM temp.moving")
+    return count

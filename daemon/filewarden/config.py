@@ -80,6 +80,11 @@ class SweepConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class WatchConfig:
+    backend: str = "watchdog"  # watchdog | pyinotify | poll
+
+
+@dataclasses.dataclass(frozen=True)
 class RetentionConfig:
     purge_missing_after: float | None = None
 
@@ -101,6 +106,7 @@ class Config:
     retention: RetentionConfig
     roots: tuple[RootConfig, ...]
     source: Path | None = None  # the file it came from; None for the embedded default
+    watch: WatchConfig = WatchConfig()
 
 
 def user_defaults() -> DaemonConfig:
@@ -155,7 +161,7 @@ def load(path: str | os.PathLike[str]) -> Config:
 def parse(data: Mapping[str, Any], *, source: Path | None = None) -> Config:
     """Build a Config from parsed TOML, checking every key and value."""
     where = f"{source}: " if source else ""
-    _no_unknown(data, {"daemon", "log", "sweep", "retention", "root"}, where, "")
+    _no_unknown(data, {"daemon", "log", "sweep", "watch", "retention", "root"}, where, "")
     sec = _Section(where, "daemon", data.get("daemon", {}))
     defaults = DaemonConfig(
         state_dir=Path("/var/lib/filewarden"), socket=Path("/run/filewarden/filewarden.sock")
@@ -193,6 +199,11 @@ def parse(data: Mapping[str, Any], *, source: Path | None = None) -> Config:
         batch_files=sec.get("batch_files", _positive_int, base.batch_files),
     )
     sec.done()
+    sec = _Section(where, "watch", data.get("watch", {}))
+    watch = WatchConfig(
+        backend=sec.get("backend", _choice("watchdog", "pyinotify", "poll"), "watchdog")
+    )
+    sec.done()
     sec = _Section(where, "retention", data.get("retention", {}))
     retention = RetentionConfig(purge_missing_after=sec.get("purge_missing_after", _duration, None))
     sec.done()
@@ -215,7 +226,13 @@ def parse(data: Mapping[str, Any], *, source: Path | None = None) -> Config:
         )
         sec.done()
     return Config(
-        daemon, log, sweep, retention, _dedupe_roots(tuple(roots), f"{where}[[root]]"), source
+        daemon,
+        log,
+        sweep,
+        retention,
+        _dedupe_roots(tuple(roots), f"{where}[[root]]"),
+        source,
+        watch,
     )
 
 

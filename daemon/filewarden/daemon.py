@@ -25,6 +25,7 @@ from filewarden.jobs import Job, JobTable
 from filewarden.roots import Root
 from filewarden.server import AdminCheck, Server, bind_unix_socket
 from filewarden.sweep import Sweep, SweepAborted
+from filewarden.watch import Watcher, wait_all
 from filewarden.writer import Writer
 
 log = logs.get("filewarden.daemon")
@@ -60,17 +61,35 @@ class Scheduler(threading.Thread):
         clients calling ``sync`` at once cost one quick sweep).
         """
         with self._wake:
-            for root_id, queued_full, job in self._requests:
-                if root_id == root.id and (queued_full or not full):
-                    return job
-            job = self.d.jobs.new("full" if full else "quick", root.display)
-            self._requests.append((root.id, full, job))
-            self._wake.notify()
+            return self._enqueue(root.id, full)
+
+    def _enqueue(self, root_id: int, full: bool) -> Job:
+        for queued_id, queued_full, job in self._requests:
+            if queued_id == root_id and (queued_full or not full):
+                return job
+        job = self.d.jobs.new("full" if full else "quick", self.d.roots[root_id].display)
+        self._requests.append((root_id, full, job))
+        self._wake.notify()
         return job
+
+    def reschedule(self, root_id: int) -> None:
+        """Forget a root's due times (its mode changed); they are computed afresh."""
+        with self._wake:
+            self._due.pop(root_id, None)
+            self._wake.notify()
 
     def wake(self) -> None:
         with self._wake:
             self._wake.notify()
+
+    def _interval(self, root_id: int, kind: str) -> float | None:
+        cfg = self.d.config.sweep
+        if kind == "full":
+            return cfg.interval
+        root = self.d.roots.get(root_id)
+        if root is not None and self.d.watcher.mode_of(root) == "poll":
+            return cfg.poll_interval
+        return cfg.quick_interval
 
     def _next(self, interval: float | None) -> float:
         if interval is None:
@@ -78,29 +97,25 @@ class Scheduler(threading.Thread):
         jitter = self.d.config.sweep.jitter
         return time.monotonic() + interval * (1 + random.uniform(-jitter, jitter))
 
+    def _queue_due(self) -> None:
+        now = time.monotonic()
+        for root_id in list(self.d.roots):
+            due = self._due.setdefault(
+                root_id, {k: self._next(self._interval(root_id, k)) for k in ("full", "quick")}
+            )
+            for kind, at in due.items():
+                if at <= now:
+                    due[kind] = self._next(self._interval(root_id, kind))
+                    self._enqueue(root_id, kind == "full")
+
     def run(self) -> None:
-        cfg = self.d.config.sweep
-        for root in self.d.roots.values():
-            self.request(root, full=True)
+        with self._wake:
+            for root_id in self.d.roots:
+                self._enqueue(root_id, True)
         while not self.d.stopping.is_set():
             with self._wake:
                 if not self._requests:
-                    now = time.monotonic()
-                    for root_id in self.d.roots:
-                        due = self._due.setdefault(
-                            root_id,
-                            {
-                                "full": self._next(cfg.interval),
-                                "quick": self._next(cfg.quick_interval),
-                            },
-                        )
-                        for kind, at in due.items():
-                            if at <= now:
-                                due[kind] = self._next(
-                                    cfg.interval if kind == "full" else cfg.quick_interval
-                                )
-                                job = self.d.jobs.new(kind, self.d.roots[root_id].display)
-                                self._requests.append((root_id, kind == "full", job))
+                    self._queue_due()
                 if not self._requests:
                     soonest = min(
                         (t for d in self._due.values() for t in d.values()), default=float("inf")
@@ -130,7 +145,11 @@ class Daemon:
         self.roots: dict[int, Root] = {}
         self.started_at = time.time()
         self.scheduler = Scheduler(self)
+        self.watcher = Watcher(self, self.db_path, config.watch.backend)
         self.api = Api(self)
+        self._overflows: dict[int, float] = {}  # root id → when its events were last lost
+        self._watch_backoff = 1.0
+        self._watch_retry_at = 0.0
         self.server: Server | None = None
         self._reader: apsw.Connection | None = None
         self._signals = 0
@@ -155,8 +174,17 @@ class Daemon:
             self.roots[root_id] = root
             self._check_root(root)
         self._start_server()
+        self.watcher.start()
+        for root in self.roots.values():
+            if not self._root_offline(root):
+                self.watcher.add(root)
         self.scheduler.start()
-        log.info("daemon.ready", roots=len(self.roots), socket=str(self.config.daemon.socket))
+        log.info(
+            "daemon.ready",
+            roots=len(self.roots),
+            socket=str(self.config.daemon.socket),
+            watched=len(self.watcher.watched),
+        )
 
     def _start_server(self) -> None:
         cfg = self.config.daemon
@@ -180,6 +208,7 @@ class Daemon:
                 if not self.writer.alive():
                     log.critical("daemon.stop", reason="catalog writer died")
                     return 1
+                self._check_watcher()
         finally:
             self.stop()
         return 0
@@ -189,6 +218,7 @@ class Daemon:
         self.stopping.set()
         if self.server is not None:
             self.server.stop()
+        self.watcher.stop()
         self.scheduler.wake()
         if self.scheduler.is_alive():
             self.scheduler.join(max(0.0, deadline - time.monotonic() - 1.0))
@@ -216,11 +246,65 @@ class Daemon:
         return root_problem(root)
 
     def backend_of(self, root: Root) -> str:
-        """How changes under a root reach the catalog: only sweeps, for now."""
-        return "sweep"
+        """How changes under a root reach the catalog: a watcher backend, or poll."""
+        return self.watcher.backend_of(root)
+
+    def mode_of(self, root: Root) -> str:
+        return self.watcher.mode_of(root)
 
     def root_warnings(self, root: Root) -> list[str]:
-        return [f"last sweep {j.state}: {j.error}" for j in self.jobs.recent_failures(root.display)]
+        found = [
+            f"last sweep {j.state}: {j.error}" for j in self.jobs.recent_failures(root.display)
+        ]
+        why = self.watcher.why_polled(root)
+        if why and root.config.mode != "poll":
+            found.append(f"polled, not watched: {why}")
+        lost = self._overflows.get(root.id)
+        if lost is not None and time.time() - lost < 86400:
+            found.append(
+                f"watcher events were lost (queue overflow) at {protocol.rfc3339(lost)}; re-swept"
+            )
+        return found
+
+    # -- what the watcher asks of the daemon ---------------------------------------
+
+    def watched_roots(self) -> list[Root]:
+        return self.watcher.watched_roots()
+
+    def on_overflow(self, root: Root | None) -> None:
+        """Events were lost: sweep what the lost events were about (all watched roots if unknown)."""
+        roots = [root] if root is not None else self.watcher.watched_roots()
+        now = time.time()
+        for r in roots:
+            self._overflows[r.id] = now
+            log.warning("watcher.overflow", root=r.display, action="full sweep")
+            self.scheduler.request(r, full=True)
+
+    def on_unmount(self, path: bytes) -> None:
+        for root in self.roots.values():
+            if root.path == path or path.startswith(root.path + b"/"):
+                self._check_root(root)
+
+    def on_hint_failed(self, root: Root, error: str) -> None:
+        self.scheduler.request(root, full=True)
+
+    def _check_watcher(self) -> None:
+        """A dead observer is restarted (with backoff) and its roots swept: events may be lost."""
+        if self.watcher.alive() or time.monotonic() < self._watch_retry_at:
+            if self.watcher.alive():
+                self._watch_backoff = 1.0
+            return
+        log.error(
+            "watcher.error", error="watcher stopped; restarting it", backoff_s=self._watch_backoff
+        )
+        self._watch_retry_at = time.monotonic() + self._watch_backoff
+        self._watch_backoff = min(self._watch_backoff * 2, 60.0)
+        for root in self.watcher.restart_backend():
+            self.scheduler.request(root, full=True)
+
+    def _root_offline(self, root: Root) -> bool:
+        row = catalog.get_root(self._reader_conn(), root.id)
+        return row is not None and row.state == "offline"
 
     def warnings(self) -> list[str]:
         found = []
@@ -229,14 +313,32 @@ class Daemon:
         return found
 
     def sync(self, timeout: float) -> bool:
-        """Wait until what is on disk now is in the catalog: a quick sweep of each online root."""
-        deadline = time.monotonic() + timeout
-        jobs = [
-            self.scheduler.request(root, full=False)
-            for root in self.roots.values()
-            if not root_problem(root)
-        ]
-        return all(job.finished_event.wait(max(0.0, deadline - time.monotonic())) for job in jobs)
+        """Wait until what is on disk now is in the catalog.
+
+        A watched root gets a cookie file, and the answer waits for its event
+        to be applied (with everything the watcher delivered before it); a
+        polled root, or one where no cookie can be written, gets a quick
+        sweep. Sweeps already queued or running for a root (after an
+        overflow, say) are waited for too.
+        """
+        waits: list[threading.Event] = []
+        cookies: list[bytes] = []
+        for root in self.roots.values():
+            if root_problem(root):
+                continue
+            waits += [j.finished_event for j in self.jobs.active() if j.root == root.display]
+            cookie = self.watcher.cookie(root)
+            if cookie is None:
+                waits.append(self.scheduler.request(root, full=False).finished_event)
+            else:
+                cookies.append(cookie[0])
+                waits.append(cookie[1])
+        try:
+            return wait_all(waits, timeout)
+        finally:
+            for path in cookies:
+                self.watcher.aggregator.forget_cookie(path)
+                Watcher.drop_cookie(path)
 
     def purge(self, *, ids: list[int] | None, cutoff: float | None, uid: int) -> dict[str, object]:
         """Delete missing files for good: these ids, those missing since before ``cutoff``, or all."""

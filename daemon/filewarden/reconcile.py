@@ -217,6 +217,84 @@ def observe_path(
     return row.id
 
 
+def apply_move(
+    conn: apsw.Connection,
+    src: Root,
+    src_rel: bytes,
+    dst: Root,
+    dst_rel: bytes,
+    sig: Signature | None,
+    now: float,
+    *,
+    file_id: int | None = None,
+    by: str | None = None,
+) -> int | None:
+    """A file moved from ``src_rel`` to ``dst_rel`` (a live event, or found by inode).
+
+    The id goes with the file. If the destination path already belongs to
+    a catalogued file (a rename over it), that file keeps its id and gets
+    the new content as a change, and the moved one is gone (``deleted``):
+    a path's identity wins, as it does for a file coming back at its path.
+    ``file_id`` names the file when it was found by inode, ``by`` says how.
+    """
+    row = (
+        catalog.get_file(conn, file_id)
+        if file_id is not None
+        else catalog.file_at(conn, src.id, src_rel)
+    )
+    if row is None or row.state == catalog.OFFLINE or (file_id is None and row.state != PRESENT):
+        return observe_path(conn, dst, dst_rel, sig, now) if sig is not None else None
+    there = catalog.file_at(conn, dst.id, dst_rel)
+    if there is not None and there.id != row.id:
+        if sig is not None:
+            observe_file(conn, dst, there, sig, now, Tally())
+        if row.state == PRESENT:
+            confirm_missing(conn, src, [(row.id, row.path)], "deleted", now, None)
+        return there.id
+    old = src.abs(row.path) if row.root == src.id else None
+    was = row.state
+    kind = "relink" if was != PRESENT else "move"
+    detail = {"by": by} if by else None
+    catalog.move_file(conn, row, dst.id, dst_rel, sig, now, kind=kind, detail=detail)
+    catalog.mark_dir_dirty(conn, dst.id, catalog.split(dst_rel)[0])
+    event = "file.relink" if kind == "relink" else "file.move"
+    log.info(
+        event,
+        id=row.id,
+        root=dst.display,
+        path=dst.abs(dst_rel),
+        old_path=old or row.path,
+        by=by or "event",
+    )
+    return row.id
+
+
+def apply_move_dir(
+    conn: apsw.Connection, src: Root, src_rel: bytes, dst: Root, dst_rel: bytes, now: float
+) -> int:
+    """A directory moved: every file below it follows in one update."""
+    count = catalog.move_prefix(conn, src.id, src_rel, dst.id, dst_rel, now)
+    log.info(
+        "dir.move", root=dst.display, path=dst.abs(dst_rel), old_path=src.abs(src_rel), files=count
+    )
+    return count
+
+
+def gone_under(conn: apsw.Connection, root: Root, rel: bytes, reason: str, now: float) -> int:
+    """Everything present at or below ``rel`` left (deleted, moved out): missing with ``reason``."""
+    row = catalog.file_at(conn, root.id, rel) if rel else None
+    targets = [(row.id, rel)] if row is not None and row.state == PRESENT else []
+    targets += [
+        (file_id, catalog.join(dir, name))
+        for file_id, dir, name in catalog.present_ids_under(conn, root.id, rel)
+    ]
+    count = confirm_missing(conn, root, targets, reason, now, None) if targets else 0
+    catalog.forget_dirs_under(conn, root.id, rel)
+    if rel:
+        catalog.mark_dir_dirty(conn, root.id, catalog.split(rel)[0])
+    return count
+
+
 def forget_subtree(conn: apsw.Connection, root: int, dir: bytes) -> list[int]:
     """The directory ``dir`` is gone: forget its listings, return its present file ids."""
     ids = [file_id for file_id, _, _ in catalog.present_ids_under(conn, root, dir)]

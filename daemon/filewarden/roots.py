@@ -9,6 +9,10 @@ import re
 
 from filewarden.config import RootConfig
 
+# ``sync`` drops files named like this in watched roots and waits for their
+# events; they are the daemon's own and never catalogued.
+COOKIE_PREFIX = b".filewarden-sync-"
+
 
 class Excluder:
     """The ``exclude`` globs of a root, compiled once.

@@ -35,7 +35,7 @@ from filewarden import catalog, logs, reconcile
 from filewarden.catalog import DIRTY, DirStamp, Signature
 from filewarden.errors import Fault, classify
 from filewarden.reconcile import DirDiff, Listing, Tally
-from filewarden.roots import Root
+from filewarden.roots import COOKIE_PREFIX, Root
 from filewarden.writer import Writer
 
 log = logs.get("filewarden.sweep")
@@ -99,6 +99,8 @@ def list_dir(
             for entry in entries:
                 name = entry.name
                 if excluder is not None and excluder.excluded(rel, name):
+                    continue
+                if name[:1] == b"." and name.startswith(COOKIE_PREFIX):
                     continue
                 try:
                     if entry.is_dir(follow_symlinks=False):

@@ -1,0 +1,388 @@
+"""The aggregator: turns a stream of hints into batches of catalog decisions.
+
+It runs in its own thread. Whatever arrived while the writer was busy with
+the previous batch becomes the next batch, so a storm costs a few large
+transactions and a lone rename costs one small one, at once. A created file
+waits (``CREATE_SETTLE``) for its close, so a file being written is recorded
+once, whole; a create followed by a delete within that time (a temporary
+file) costs nothing. A new path is first matched by ``(device, inode)``
+against known files, so a move the watcher saw only half of (between two
+roots, or from a moment it was not watching) keeps the file's id.
+
+Nothing here writes the catalog: it stats paths and asks
+:mod:`filewarden.reconcile` through the writer.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Protocol
+
+import apsw
+
+from filewarden import catalog, logs, reconcile
+from filewarden.catalog import Signature
+from filewarden.reconcile import Tally
+from filewarden.roots import Root
+from filewarden.sweep import list_dir
+from filewarden.watch.hints import Hint, Kind, is_cookie
+from filewarden.writer import Writer
+
+log = logs.get("filewarden.watch")
+
+CREATE_SETTLE = 1.0  # seconds a created file may take to be closed before it is recorded anyway
+MAX_BATCH = 20_000  # hints per writer transaction
+
+
+class Host(Protocol):
+    """What the aggregator needs from the daemon."""
+
+    writer: Writer
+
+    def watched_roots(self) -> list[Root]: ...
+    def on_overflow(self, root: Root | None) -> None: ...
+    def on_unmount(self, path: bytes) -> None: ...
+    def on_hint_failed(self, root: Root, error: str) -> None: ...
+
+
+Action = Callable[[apsw.Connection], Any]
+
+
+@dataclass
+class _Batch:
+    actions: list[tuple[Root, Action]] = field(default_factory=list)
+    cookies: list[threading.Event] = field(default_factory=list)
+
+
+class Aggregator(threading.Thread):
+    def __init__(self, host: Host, db_path: os.PathLike[str] | str) -> None:
+        super().__init__(name="filewarden-aggregator", daemon=True)
+        self.host = host
+        self.db_path = db_path
+        self._queue: collections.deque[Hint] = collections.deque()
+        self._wake = threading.Condition()
+        self._halt = threading.Event()
+        self._pending: dict[
+            bytes, float
+        ] = {}  # created files waiting for their close: path → deadline
+        self._cookies: dict[bytes, threading.Event] = {}
+        self._reader: apsw.Connection | None = None
+        self.hints = 0
+        self.batches = 0
+        self.last_progress = time.monotonic()
+
+    # -- input (any thread) ------------------------------------------------------
+
+    def put(self, hint: Hint) -> None:
+        with self._wake:
+            self._queue.append(hint)
+            self._wake.notify()
+
+    def expect_cookie(self, path: bytes, done: threading.Event) -> None:
+        """``done`` is set once the creation of ``path`` and everything before it is committed."""
+        with self._wake:
+            self._cookies[path] = done
+
+    def forget_cookie(self, path: bytes) -> None:
+        with self._wake:
+            self._cookies.pop(path, None)
+
+    def stop(self) -> None:
+        self._halt.set()
+        with self._wake:
+            self._wake.notify()
+        self.join(3)
+
+    # -- the loop ------------------------------------------------------------------
+
+    def run(self) -> None:
+        self._reader = catalog.connect(self.db_path, readonly=True)  # type: ignore[arg-type]
+        try:
+            while not self._halt.is_set():
+                hints = self._take()
+                self.last_progress = time.monotonic()
+                if hints is None:
+                    continue
+                try:
+                    self._process(hints)
+                except Exception as exc:  # a bug here must not end live updates: sweep instead
+                    log.exception("watcher.error", error=f"{type(exc).__name__}: {exc}")
+                    for root in self.host.watched_roots():
+                        self.host.on_hint_failed(root, f"aggregator: {type(exc).__name__}: {exc}")
+        finally:
+            self._reader.close()
+
+    def _take(self) -> list[Hint] | None:
+        with self._wake:
+            while not self._queue and not self._halt.is_set():
+                due = min(self._pending.values(), default=None)
+                if due is not None and due <= time.monotonic():
+                    return []  # settled creations to record
+                self._wake.wait(None if due is None else max(0.0, due - time.monotonic()))
+            if self._halt.is_set():
+                return None
+            count = min(len(self._queue), MAX_BATCH)
+            return [self._queue.popleft() for _ in range(count)]
+
+    def _process(self, hints: list[Hint]) -> None:
+        self.hints += len(hints)
+        roots = self.host.watched_roots()
+        batch = _Batch()
+        for hint in hints:
+            self._plan(hint, roots, batch)
+        now = time.monotonic()
+        for path, due in list(self._pending.items()):
+            if due <= now:
+                del self._pending[path]
+                self._observe(path, roots, batch)
+        if batch.actions:
+            self._commit(batch)
+        for done in batch.cookies:
+            done.set()
+
+    def _commit(self, batch: _Batch) -> None:
+        failed: list[tuple[Root, str]] = []
+        actions = batch.actions
+
+        def job(conn: apsw.Connection) -> None:
+            for root, action in actions:
+                try:
+                    with conn:  # one savepoint each: a failing decision rolls back alone
+                        action(conn)
+                except apsw.FullError:
+                    raise
+                except Exception as exc:
+                    failed.append((root, f"{type(exc).__name__}: {exc}"))
+
+        self.host.writer.call(job)
+        self.batches += 1
+        for root, error in failed:
+            log.warning("watcher.error", root=root.display, error=error)
+            self.host.on_hint_failed(root, error)
+
+    # -- planning: from hints to decisions ----------------------------------------------
+
+    @staticmethod
+    def _resolve(path: bytes, roots: list[Root]) -> tuple[Root, bytes] | None:
+        """The root a path is under and the relative path, unless outside or excluded."""
+        for root in roots:
+            if path.startswith(root.path + b"/"):
+                rel = path[len(root.path) + 1 :]
+                if root.excluder.excluded_path(rel):
+                    return None
+                return root, rel
+        return None
+
+    def _plan(self, hint: Hint, roots: list[Root], batch: _Batch) -> None:
+        kind, path, dest = hint
+        if kind is Kind.OVERFLOW:
+            self.host.on_overflow(next((r for r in roots if r.path == path), None))
+            return
+        if kind is Kind.UNMOUNT:
+            self.host.on_unmount(path)
+            return
+        if is_cookie(path) or (dest and is_cookie(dest)):
+            if kind is Kind.CREATED:
+                with self._wake:
+                    done = self._cookies.pop(path, None)
+                if done is not None:
+                    # Everything before the cookie must be in the catalog when sync answers.
+                    for pending in list(self._pending):
+                        del self._pending[pending]
+                        self._observe(pending, roots, batch)
+                    batch.cookies.append(done)
+            return
+        if kind is Kind.CREATED:
+            self._pending.setdefault(path, time.monotonic() + CREATE_SETTLE)
+        elif kind is Kind.CLOSED:
+            self._pending.pop(path, None)
+            self._observe(path, roots, batch)
+        elif kind is Kind.DELETED:
+            self._pending.pop(path, None)
+            self._gone(path, roots, batch, "deleted", directory=False)
+        elif kind is Kind.DIR_DELETED:
+            self._drop_pending_under(path)
+            self._gone(path, roots, batch, "deleted", directory=True)
+        elif kind is Kind.MOVED:
+            self._move(path, dest, roots, batch)
+        elif kind is Kind.DIR_MOVED:
+            self._move_dir(path, dest, roots, batch)
+        elif kind is Kind.DIR_SCAN:
+            self._scan(path, roots, batch)
+
+    def _drop_pending_under(self, path: bytes) -> list[bytes]:
+        prefix = path + b"/"
+        dropped = [p for p in self._pending if p.startswith(prefix)]
+        for p in dropped:
+            del self._pending[p]
+        return dropped
+
+    def _stat(self, path: bytes) -> Signature | None:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None
+        return catalog.signature(st) if stat.S_ISREG(st.st_mode) else None
+
+    def _observe(self, path: bytes, roots: list[Root], batch: _Batch) -> None:
+        """Record what is at ``path`` now: new (or moved, matched by inode), changed, or gone."""
+        where = self._resolve(path, roots)
+        if where is None:
+            return
+        root, rel = where
+        sig = self._stat(path)
+        if (
+            sig is not None
+            and self._reader is not None
+            and catalog.file_at(self._reader, root.id, rel) is None
+        ):
+            found = self._by_inode(sig, roots)
+            if found is not None:
+                row, src_root = found
+                batch.actions.append(
+                    (
+                        root,
+                        partial(
+                            reconcile.apply_move,
+                            src=src_root,
+                            src_rel=row.path,
+                            dst=root,
+                            dst_rel=rel,
+                            sig=sig,
+                            now=time.time(),
+                            file_id=row.id,
+                            by="inode",
+                        ),
+                    )
+                )
+                return
+        batch.actions.append(
+            (
+                root,
+                partial(
+                    reconcile.observe_path,
+                    root=root,
+                    rel=rel,
+                    sig=sig,
+                    now=time.time(),
+                    reason="deleted",
+                ),
+            )
+        )
+
+    def _by_inode(self, sig: Signature, roots: list[Root]) -> tuple[catalog.FileRow, Root] | None:
+        """A known file this new path is, by ``(device, inode)``, size and mtime, whose old path is gone.
+
+        A present candidate still at its own path is a hard link, a different file.
+        """
+        assert self._reader is not None
+        size, mtime_ns, _, device, inode = sig
+        by_id = {r.id: r for r in roots}
+        best: tuple[catalog.FileRow, Root] | None = None
+        for row in catalog.files_with_inode(self._reader, device, inode):
+            src_root = by_id.get(row.root)
+            if src_root is None or row.size != size or row.mtime_ns != mtime_ns:
+                continue
+            if row.state == catalog.PRESENT:
+                there = self._stat(src_root.abs(row.path))
+                if there is not None and there[3:] == (device, inode):
+                    continue  # still there: a hard link
+                return row, src_root
+            if best is None or (row.missing_since or 0) > (best[0].missing_since or 0):
+                best = (row, src_root)
+        return best
+
+    def _gone(
+        self, path: bytes, roots: list[Root], batch: _Batch, reason: str, *, directory: bool
+    ) -> None:
+        where = self._resolve(path, roots)
+        if where is None:
+            return
+        root, rel = where
+        if not directory and self._stat(path) is not None:
+            self._observe(path, roots, batch)  # already back: a newer event will say more
+            return
+        if directory and os.path.isdir(path):
+            return
+        batch.actions.append(
+            (
+                root,
+                partial(reconcile.gone_under, root=root, rel=rel, reason=reason, now=time.time()),
+            )
+        )
+
+    def _move(self, src: bytes, dest: bytes, roots: list[Root], batch: _Batch) -> None:
+        if src:
+            self._pending.pop(src, None)
+        from_ = self._resolve(src, roots) if src else None
+        to = self._resolve(dest, roots) if dest else None
+        if from_ is not None and to is not None:
+            (src_root, src_rel), (dst_root, dst_rel) = from_, to
+            batch.actions.append(
+                (
+                    dst_root,
+                    partial(
+                        reconcile.apply_move,
+                        src=src_root,
+                        src_rel=src_rel,
+                        dst=dst_root,
+                        dst_rel=dst_rel,
+                        sig=self._stat(dest),
+                        now=time.time(),
+                    ),
+                )
+            )
+        elif from_ is not None:
+            self._gone(src, roots, batch, "moved_out", directory=False)
+        elif to is not None:
+            self._observe(dest, roots, batch)
+
+    def _move_dir(self, src: bytes, dest: bytes, roots: list[Root], batch: _Batch) -> None:
+        if src:
+            for path in self._drop_pending_under(src):
+                if dest:
+                    self._pending[dest + path[len(src) :]] = time.monotonic() + CREATE_SETTLE
+        from_ = self._resolve(src, roots) if src else None
+        to = self._resolve(dest, roots) if dest else None
+        if from_ is not None and to is not None:
+            (src_root, src_rel), (dst_root, dst_rel) = from_, to
+            batch.actions.append(
+                (
+                    dst_root,
+                    partial(
+                        reconcile.apply_move_dir,
+                        src=src_root,
+                        src_rel=src_rel,
+                        dst=dst_root,
+                        dst_rel=dst_rel,
+                        now=time.time(),
+                    ),
+                )
+            )
+        elif from_ is not None:
+            self._gone(src, roots, batch, "moved_out", directory=True)
+        # Moved in from outside: the backend reports (or asks us to scan) its contents.
+
+    def _scan(self, path: bytes, roots: list[Root], batch: _Batch) -> None:
+        """List a directory that appeared, and everything below it, and observe each file."""
+        where = self._resolve(path, roots)
+        if where is None:
+            return
+        root, rel = where
+        stack = [rel]
+        while stack:
+            current = stack.pop()
+            try:
+                _, files, subdirs = list_dir(root, current, Tally())
+            except OSError:
+                continue
+            for name in files:
+                self._observe(root.abs(catalog.join(current, name)), roots, batch)
+            stack.extend(catalog.join(current, d) for d in subdirs)

@@ -1,0 +1,164 @@
+"""The watchdog backend: inotify on Linux (FSEvents on macOS), turned into hints.
+
+Set up against the defaults that lose events (see FIELD-NOTES): an event
+filter keeps open/close-nowrite/modify floods out of the kernel queue; full
+move events tell a move out of the tree from a deletion; synthetic per-child
+events of a directory move are dropped, because the catalog moves the whole
+subtree in one update; every exception in the handler is caught, because one
+escaping kills the dispatcher while the emitters keep queueing; and queue
+overflows, which watchdog only logs, are caught from its log and reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers.api import BaseObserver, ObservedWatch
+
+from filewarden import logs
+from filewarden.watch.hints import Hint, Kind
+
+log = logs.get("filewarden.watch")
+
+EVENT_FILTER: list[type[FileSystemEvent]] = [
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    FileClosedEvent,
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+]
+
+
+def _path(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else os.fsencode(value)
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, emit: Callable[[Hint], None]) -> None:
+        self.emit = emit
+        self.errors = 0
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        try:
+            self._translate(event)
+        except Exception as exc:  # an escaping exception would kill watchdog's dispatcher thread
+            self.errors += 1
+            log.error(
+                "watcher.error", error=f"{type(exc).__name__}: {exc}", event=repr(event)[:300]
+            )
+
+    def _translate(self, event: FileSystemEvent) -> None:
+        src = _path(event.src_path)
+        if isinstance(event, FileMovedEvent | DirMovedEvent):
+            if event.is_synthetic and event.src_path and event.dest_path:
+                return  # a child of a moved directory: the directory's move covers it
+            kind = Kind.DIR_MOVED if event.is_directory else Kind.MOVED
+            self.emit(Hint(kind, src, _path(event.dest_path)))
+        elif isinstance(event, FileCreatedEvent):
+            self.emit(Hint(Kind.CREATED, src))
+        elif isinstance(event, FileClosedEvent):
+            self.emit(Hint(Kind.CLOSED, src))
+        elif isinstance(event, FileDeletedEvent):
+            self.emit(Hint(Kind.DELETED, src))
+        elif isinstance(event, DirDeletedEvent):
+            self.emit(Hint(Kind.DIR_DELETED, src))
+        # DirCreatedEvent: watchdog walks the new directory itself and reports
+        # its files as created (synthetic events), so nothing more to do.
+
+
+class _OverflowLog(logging.Handler):
+    """watchdog reports a kernel queue overflow only as a log line; catch it there."""
+
+    def __init__(self, emit: Callable[[Hint], None]) -> None:
+        super().__init__(logging.WARNING)
+        self.emit_hint = emit
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            if "overflow" in message.lower():
+                self.emit_hint(Hint(Kind.OVERFLOW, b""))
+            else:
+                log.warning("watcher.error", source=record.name, error=message)
+        except Exception:
+            pass
+
+
+def _observer() -> BaseObserver:
+    if sys.platform.startswith("linux"):
+        from watchdog.observers.inotify import InotifyObserver
+
+        return InotifyObserver(generate_full_events=True)
+    from watchdog.observers import Observer
+
+    return Observer()
+
+
+class WatchdogBackend:
+    """One observer (one inotify instance) with a recursive watch per root."""
+
+    name = "watchdog"
+
+    def __init__(self, emit: Callable[[Hint], None]) -> None:
+        self._handler = _Handler(emit)
+        self._log_handler = _OverflowLog(emit)
+        self._observer = _observer()
+        self._watches: dict[bytes, ObservedWatch] = {}
+
+    def start(self) -> None:
+        for name in ("watchdog.observers.inotify", "watchdog.observers.inotify_c"):
+            logger = logging.getLogger(name)
+            logger.addHandler(self._log_handler)
+            logger.propagate = False
+        self._observer.start()
+
+    def watch(self, path: bytes) -> None:
+        """Watch ``path`` recursively; raises OSError when the root itself cannot be watched."""
+        self._watches[path] = self._observer.schedule(
+            self._handler,
+            path,
+            recursive=True,  # type: ignore[arg-type]
+            event_filter=EVENT_FILTER,
+        )
+
+    def unwatch(self, path: bytes) -> None:
+        watch = self._watches.pop(path, None)
+        if watch is not None:
+            try:
+                self._observer.unschedule(watch)
+            except (KeyError, OSError) as exc:
+                log.debug("watcher.error", error=f"unschedule {os.fsdecode(path)}: {exc}")
+
+    def alive(self) -> bool:
+        if not self._observer.is_alive():
+            return False
+        return all(emitter.is_alive() for emitter in self._observer.emitters)
+
+    def stop(self) -> None:
+        for name in ("watchdog.observers.inotify", "watchdog.observers.inotify_c"):
+            logging.getLogger(name).removeHandler(self._log_handler)
+        try:
+            self._observer.stop()
+            self._observer.join(3)
+        except Exception as exc:  # stopping a broken observer must not stop the daemon
+            log.warning("watcher.error", error=f"stop: {type(exc).__name__}: {exc}")
+
+    @property
+    def handler_errors(self) -> int:
+        return self._handler.errors

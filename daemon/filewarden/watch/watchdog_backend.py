@@ -130,10 +130,11 @@ class WatchdogBackend:
 
     def watch(self, path: bytes) -> None:
         """Watch ``path`` recursively; raises OSError when the root itself cannot be watched."""
+        # A bytes path gives bytes event paths: names that are not UTF-8 stay exact.
         self._watches[path] = self._observer.schedule(
             self._handler,
-            path,
-            recursive=True,  # type: ignore[arg-type]
+            path,  # type: ignore[arg-type]
+            recursive=True,
             event_filter=EVENT_FILTER,
         )
 

@@ -231,7 +231,8 @@ def test_quick_sweep_sees_creations_deletions_renames_not_edits(
         f.write(b"edited")
     tally = harness.sweep(full=False, racy_ns=0)
     assert (tally.dirs_listed, tally.dirs_skipped) == (3, 8)
-    assert tally.new == 2 and tally.missing == 2 and tally.changed == 0
+    assert (tally.new, tally.moved, tally.missing, tally.changed) == (1, 1, 1, 0)
+    assert harness.at(paths[30].parent / "renamed.txt").id == ids[paths[20]]  # type: ignore[union-attr]
     assert harness.at(paths[0]).state == "missing"  # type: ignore[union-attr]
     assert harness.at(paths[50]).size == paths[50].stat().st_size - 6  # type: ignore[union-attr]
     # The full sweep sees the edit, on the same id.
@@ -262,14 +263,29 @@ def test_quick_sweep_finds_new_and_removed_directories(harness: Harness, tree: P
     assert harness.counts() == (17, 10, 0)
 
 
-def test_rename_seen_by_sweep_is_new_plus_missing_for_now(harness: Harness, tree: Path) -> None:
-    """Without relinking (a later feature), a rename seen by a sweep is one missing and one new."""
+def test_rename_seen_by_sweep_keeps_id_by_inode(harness: Harness, tree: Path) -> None:
+    """A rename seen only by a sweep is a move (same inode, size, mtime), not missing + new."""
     (tree / "a.txt").write_text("a")
     harness.sweep(racy_ns=0)
+    old = harness.at(tree / "a.txt")
     next_tick(tree)
-    (tree / "a.txt").rename(tree / "b.txt")
+    (tree / "sub").mkdir()
+    (tree / "a.txt").rename(tree / "sub" / "b.txt")
     tally = harness.sweep(full=False, racy_ns=0)
-    assert (tally.new, tally.missing) == (1, 1)
+    assert (tally.new, tally.moved, tally.missing) == (0, 1, 0)
+    row = harness.at(tree / "sub" / "b.txt")
+    assert row is not None and old is not None and row.id == old.id and row.state == "present"
+    assert [e.kind for e in catalog.history(harness.reader, old.id)] == ["new", "move"]
+
+
+def test_hard_link_is_a_new_file(harness: Harness, tree: Path) -> None:
+    """A second name for the same inode (a hard link) is a new file; the first keeps its id."""
+    (tree / "a.txt").write_text("a")
+    harness.sweep()
+    os.link(tree / "a.txt", tree / "b.txt")
+    tally = harness.sweep()
+    assert (tally.new, tally.moved) == (1, 0)
+    assert harness.at(tree / "a.txt").state == "present"  # type: ignore[union-attr]
 
 
 def test_directory_replaced_by_symlink_loses_its_files(

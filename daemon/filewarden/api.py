@@ -253,6 +253,7 @@ class Api:
             "roots": roots,
             "totals": {"present": present, "missing": missing, "offline": offline},
             "jobs": [j.snapshot() for j in self.d.jobs.active()],
+            "hashing": {**self.d.hashing(), "pending": catalog.count_unhashed(conn)},
             "warnings": self.d.warnings(),
         }
 

@@ -198,6 +198,12 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX journal_file ON journal(file, seq);
     """,
+    # 2: identity. The background hasher walks unhashed present files by id;
+    # relinking looks up missing files by size. Both indexes hold few rows.
+    """
+    CREATE INDEX files_unhashed ON files(id) WHERE hash IS NULL AND state = 'present';
+    CREATE INDEX files_missing_size ON files(size) WHERE state = 'missing';
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -783,3 +789,101 @@ def move_prefix(
     mark_dir_dirty(conn, dst_root, dst)
     conn.execute("DELETE FROM temp.moving")
     return count
+
+
+# --- hashes and relinking ---------------------------------------------------------------
+
+
+def unhashed(conn: apsw.Connection, after_id: int, limit: int) -> list[FileRow]:
+    """Present files without a hash, in id order (the background hasher's queue)."""
+    return [
+        FileRow(*r)
+        for r in _rows(
+            conn,
+            f"SELECT {FILE_COLS} FROM files WHERE hash IS NULL AND state = 'present' AND id > ?"
+            " ORDER BY id LIMIT ?",
+            (after_id, limit),
+        )
+    ]
+
+
+def count_unhashed(conn: apsw.Connection) -> int:
+    return int(_value(conn, "SELECT count(*) FROM files WHERE hash IS NULL AND state = 'present'"))
+
+
+def set_hash(conn: apsw.Connection, file_id: int, sig: Signature, digest: bytes) -> bool:
+    """Store a hash if the file is still what was hashed (same signature); True if stored."""
+    conn.execute(
+        "UPDATE files SET hash = ? WHERE id = ? AND size = ? AND mtime_ns = ? AND ctime_ns = ?"
+        " AND device = ? AND inode = ?",
+        (digest, file_id, *sig),
+    )
+    return conn.changes() > 0
+
+
+def missing_with_size(conn: apsw.Connection, size: int) -> list[FileRow]:
+    """Missing files of this size that have a hash: the candidates for relinking by content."""
+    return [
+        FileRow(*r)
+        for r in _rows(
+            conn,
+            f"SELECT {FILE_COLS} FROM files WHERE state = 'missing' AND size = ? AND hash IS NOT NULL",
+            (size,),
+        )
+    ]
+
+
+def merge_into(
+    conn: apsw.Connection,
+    keep: FileRow,
+    take: FileRow,
+    digest: bytes,
+    now: float,
+    detail: dict[str, Any],
+) -> bool:
+    """Missing file ``keep`` is found again as the just-added file ``take``: ``keep`` gets its place.
+
+    ``take`` is deleted (journaled as a purge that names the id it went
+    back to). Refused (False) unless ``keep`` is still missing and ``take``
+    still present, unannotated and where it was.
+    """
+    k, t = get_file(conn, keep.id), get_file(conn, take.id)
+    if k is None or t is None or k.state != MISSING or t.state != PRESENT or t.path != take.path:
+        return False
+    if _value(conn, "SELECT 1 FROM annotations WHERE file = ? LIMIT 1", (t.id,)) is not None:
+        return False  # someone already gave the new file an identity of its own
+    conn.execute("DELETE FROM files WHERE id = ?", (t.id,))
+    bump(conn, t.root, present=-1)
+    journal(conn, now, "purge", t.id, t.root, t.path, detail={"relinked_to": k.id})
+    move_file(conn, k, t.root, t.path, t.signature, now, kind="relink", detail=detail)
+    conn.execute("UPDATE files SET hash = ? WHERE id = ?", (digest, k.id))
+    return True
+
+
+def journal_tail(
+    conn: apsw.Connection, since: int, limit: int
+) -> list[tuple[int, str, int, int | None]]:
+    """``(seq, kind, file, size)`` of the entries after ``since`` that name a file."""
+    return [
+        (int(r[0]), r[1], int(r[2]), r[3])
+        for r in _rows(
+            conn,
+            "SELECT j.seq, j.kind, j.file, f.size FROM journal j LEFT JOIN files f ON f.id = j.file"
+            " WHERE j.seq > ? AND j.file IS NOT NULL ORDER BY j.seq LIMIT ?",
+            (since, limit),
+        )
+    ]
+
+
+def missing_hashed_sizes(conn: apsw.Connection) -> set[int]:
+    return {
+        int(r[0])
+        for r in _rows(
+            conn, "SELECT DISTINCT size FROM files WHERE state = 'missing' AND hash IS NOT NULL"
+        )
+    }
+
+
+def has_files_outside(conn: apsw.Connection, root: int) -> bool:
+    """True if any other root has files (a first index may find some of them moved in)."""
+    return _value(conn, "SELECT 1 FROM files WHERE root != ? LIMIT 1", (root,)) is not None

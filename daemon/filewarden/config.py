@@ -85,6 +85,12 @@ class WatchConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class HashConfig:
+    enabled: bool = True  # hash every file in the background (needed to relink by content)
+    max_mb_per_s: float = 0.0  # 0 = no limit; the hasher runs at idle CPU and I/O priority anyway
+
+
+@dataclasses.dataclass(frozen=True)
 class RetentionConfig:
     purge_missing_after: float | None = None
 
@@ -107,6 +113,7 @@ class Config:
     roots: tuple[RootConfig, ...]
     source: Path | None = None  # the file it came from; None for the embedded default
     watch: WatchConfig = WatchConfig()
+    hash: HashConfig = HashConfig()
 
 
 def user_defaults() -> DaemonConfig:
@@ -161,7 +168,7 @@ def load(path: str | os.PathLike[str]) -> Config:
 def parse(data: Mapping[str, Any], *, source: Path | None = None) -> Config:
     """Build a Config from parsed TOML, checking every key and value."""
     where = f"{source}: " if source else ""
-    _no_unknown(data, {"daemon", "log", "sweep", "watch", "retention", "root"}, where, "")
+    _no_unknown(data, {"daemon", "log", "sweep", "watch", "hash", "retention", "root"}, where, "")
     sec = _Section(where, "daemon", data.get("daemon", {}))
     defaults = DaemonConfig(
         state_dir=Path("/var/lib/filewarden"), socket=Path("/run/filewarden/filewarden.sock")
@@ -204,6 +211,12 @@ def parse(data: Mapping[str, Any], *, source: Path | None = None) -> Config:
         backend=sec.get("backend", _choice("watchdog", "pyinotify", "poll"), "watchdog")
     )
     sec.done()
+    sec = _Section(where, "hash", data.get("hash", {}))
+    hashing = HashConfig(
+        enabled=sec.get("enabled", _bool, True),
+        max_mb_per_s=sec.get("max_mb_per_s", _non_negative, 0.0),
+    )
+    sec.done()
     sec = _Section(where, "retention", data.get("retention", {}))
     retention = RetentionConfig(purge_missing_after=sec.get("purge_missing_after", _duration, None))
     sec.done()
@@ -233,6 +246,7 @@ def parse(data: Mapping[str, Any], *, source: Path | None = None) -> Config:
         _dedupe_roots(tuple(roots), f"{where}[[root]]"),
         source,
         watch,
+        hashing,
     )
 
 
@@ -337,6 +351,12 @@ def _duration_required(v: Any) -> float:
 def _fraction(v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v < 1:
         raise ValueError(f"must be a number from 0 up to (not including) 1, not {v!r}")
+    return float(v)
+
+
+def _non_negative(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+        raise ValueError(f"must be a number >= 0, not {v!r}")
     return float(v)
 
 

@@ -21,7 +21,9 @@ import apsw
 from filewarden import __version__, catalog, logs, protocol
 from filewarden.api import Api
 from filewarden.config import Config
+from filewarden.hasher import Hasher
 from filewarden.jobs import Job, JobTable
+from filewarden.relink import Relinker
 from filewarden.roots import Root
 from filewarden.server import AdminCheck, Server, bind_unix_socket
 from filewarden.sweep import Sweep, SweepAborted
@@ -146,6 +148,13 @@ class Daemon:
         self.started_at = time.time()
         self.scheduler = Scheduler(self)
         self.watcher = Watcher(self, self.db_path, config.watch.backend)
+        self.relinker = Relinker(self.writer, self.all_roots)
+        self.hasher = Hasher(
+            self.writer,
+            self.all_roots,
+            max_bytes_per_s=config.hash.max_mb_per_s * 1e6,
+            stop=self.stopping,
+        )
         self.api = Api(self)
         self._overflows: dict[int, float] = {}  # root id → when its events were last lost
         self._watch_backoff = 1.0
@@ -174,11 +183,14 @@ class Daemon:
             self.roots[root_id] = root
             self._check_root(root)
         self._start_server()
+        self.relinker.start_at(catalog.last_seq(self._reader_conn()))
         self.watcher.start()
         for root in self.roots.values():
             if not self._root_offline(root):
                 self.watcher.add(root)
         self.scheduler.start()
+        if self.config.hash.enabled:
+            self.hasher.start()
         log.info(
             "daemon.ready",
             roots=len(self.roots),
@@ -271,6 +283,14 @@ class Daemon:
     def watched_roots(self) -> list[Root]:
         return self.watcher.watched_roots()
 
+    def all_roots(self) -> dict[int, Root]:
+        return dict(self.roots)
+
+    def after_batch(self, reader: apsw.Connection) -> None:
+        """Live changes were committed: relink what came back (rule 2), hash what is new."""
+        self.relinker.catch_up(reader)
+        self.hasher.poke()
+
     def on_overflow(self, root: Root | None) -> None:
         """Events were lost: sweep what the lost events were about (all watched roots if unknown)."""
         roots = [root] if root is not None else self.watcher.watched_roots()
@@ -305,6 +325,17 @@ class Daemon:
     def _root_offline(self, root: Root) -> bool:
         row = catalog.get_root(self._reader_conn(), root.id)
         return row is not None and row.state == "offline"
+
+    def hashing(self) -> dict[str, object]:
+        """Background hashing progress for status."""
+        h = self.hasher
+        return {
+            "enabled": self.config.hash.enabled,
+            "hashed": h.hashed,
+            "bytes": h.bytes,
+            "busy": h.busy,
+            "relinked_by_hash": self.relinker.relinked,
+        }
 
     def warnings(self) -> list[str]:
         found = []
@@ -409,6 +440,8 @@ class Daemon:
             batch_files=self.config.sweep.batch_files,
             root_ok=root_problem,
             progress=job,
+            roots=self.all_roots(),
+            relinker=self.relinker,
         )
         job.state, job.started = "running", time.time()
         try:
@@ -424,3 +457,4 @@ class Daemon:
             return
         job.counts = dataclasses.asdict(tally)
         self.jobs.close(job, "done")
+        self.hasher.poke()

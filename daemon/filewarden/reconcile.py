@@ -16,7 +16,7 @@ before calling :func:`confirm_missing`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import apsw
 
@@ -47,9 +47,13 @@ class DirDiff:
     touched: list[tuple[bytes, Signature]]  # names whose row differs (signature or state)
     gone: list[int]  # present files the listing does not show
     vanished: list[bytes]  # known subdirectories that are not there any more
+    # New names that are known files moved here: (name, signature, file id, its root id).
+    found: list[tuple[bytes, Signature, int, int]] = dataclasses.field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.stamp or self.new or self.touched or self.gone or self.vanished)
+        return bool(
+            self.stamp or self.new or self.touched or self.gone or self.vanished or self.found
+        )
 
 
 @dataclasses.dataclass
@@ -58,8 +62,10 @@ class Tally:
 
     files: int = 0
     new: int = 0
+    moved: int = 0
     changed: int = 0
     restored: int = 0
+    relinked: int = 0
     missing: int = 0
     dirs_listed: int = 0
     dirs_skipped: int = 0
@@ -140,11 +146,31 @@ def observe_file(
 
 
 def apply_diff(
-    conn: apsw.Connection, root: Root, diff: DirDiff, now: float, *, first_index: bool
+    conn: apsw.Connection,
+    root: Root,
+    diff: DirDiff,
+    now: float,
+    *,
+    first_index: bool,
+    roots: Mapping[int, Root] | None = None,
 ) -> tuple[Tally, list[int]]:
     """Record one directory's differences (writer thread); returns the tally and gone ids."""
     tally = Tally()
     rid = root.id
+    for name, sig, file_id, src_root_id in diff.found:
+        src = (roots or {}).get(src_root_id, root)
+        apply_move(
+            conn,
+            src,
+            b"",
+            root,
+            catalog.join(diff.dir, name),
+            sig,
+            now,
+            file_id=file_id,
+            by="inode",
+        )
+        tally.moved += 1
     for name, sig in diff.touched:
         row = catalog.file_at(conn, rid, catalog.join(diff.dir, name))
         if row is not None:

@@ -31,10 +31,11 @@ from typing import Protocol
 
 import apsw
 
-from filewarden import catalog, logs, reconcile
+from filewarden import catalog, logs, reconcile, relink
 from filewarden.catalog import DIRTY, DirStamp, Signature
 from filewarden.errors import Fault, classify
 from filewarden.reconcile import DirDiff, Listing, Tally
+from filewarden.relink import Relinker
 from filewarden.roots import COOKIE_PREFIX, Root
 from filewarden.writer import Writer
 
@@ -223,8 +224,12 @@ class Sweep:
         root_ok: Callable[[Root], str | None] | None = None,
         progress: Progress | None = None,
         racy_ns: int = RACY_NS,
+        roots: dict[int, Root] | None = None,
+        relinker: Relinker | None = None,
     ) -> None:
         self.root = root
+        self.roots = roots if roots is not None else {root.id: root}
+        self.relinker = relinker
         self.racy_ns = racy_ns
         self.writer = writer
         self.full = full
@@ -276,6 +281,11 @@ class Sweep:
             self.writer.call(
                 lambda c: catalog.set_root_swept(c, self.root.id, started, full=self.full)
             )
+            if self.relinker is not None:
+                if first_index:
+                    self.relinker.skip_to(catalog.last_seq(reader))
+                else:
+                    self.tally.relinked += self.relinker.catch_up(reader)
         except SweepAborted as exc:
             self._drain(0, quiet=True)
             self._count_walk(walker)
@@ -306,6 +316,9 @@ class Sweep:
 
     def _compare(self, reader: apsw.Connection, walker: Walker, first_index: bool) -> None:
         root_id = self.root.id
+        # Moves made while nobody watched are found by inode; not worth a
+        # query per file when the catalog holds nothing they could be.
+        match = not first_index or catalog.has_files_outside(reader, root_id)
         for listing in walker.walk(reader):
             if first_index:
                 rows, known, stored = [], [], None
@@ -315,22 +328,39 @@ class Sweep:
                 stored = catalog.dir_stamp(reader, root_id, listing.dir)
             self.progress.done += len(listing.files)
             diff = reconcile.diff_listing(listing, rows, known, stored)
+            if diff.new and match:
+                diff = self._identify(reader, diff)
             if diff:
                 self._batch.append(diff)
                 self._batch_size += len(diff.new) + len(diff.touched) + len(diff.gone) + 1
                 if self._batch_size >= self.batch_files:
                     self._flush(first_index)
 
+    def _identify(self, reader: apsw.Connection, diff: DirDiff) -> DirDiff:
+        """Which new names are known files moved here while nobody watched (rule 1: inode)."""
+        found, new = [], []
+        for name, sig in diff.new:
+            hit = relink.by_inode(reader, sig, self.roots)
+            if hit is None:
+                new.append((name, sig))
+            else:
+                found.append((name, sig, hit[0].id, hit[1].id))
+        if not found:
+            return diff
+        return dataclasses.replace(diff, new=new, found=found)
+
     def _flush(self, first_index: bool) -> None:
         if not self._batch:
             return
         batch, self._batch, self._batch_size = self._batch, [], 0
-        root, now = self.root, time.time()
+        root, roots, now = self.root, self.roots, time.time()
 
         def apply(conn: apsw.Connection) -> tuple[Tally, list[int]]:
             total, gone = Tally(), []
             for diff in batch:
-                tally, ids = reconcile.apply_diff(conn, root, diff, now, first_index=first_index)
+                tally, ids = reconcile.apply_diff(
+                    conn, root, diff, now, first_index=first_index, roots=roots
+                )
                 total.add(tally)
                 gone.extend(ids)
             return total, gone
@@ -349,6 +379,7 @@ class Sweep:
                     continue
                 raise SweepAborted(f"catalog write failed: {exc}") from exc
             self.tally.new += tally.new
+            self.tally.moved += tally.moved
             self.tally.changed += tally.changed
             self.tally.restored += tally.restored
             self._gone.extend(gone)

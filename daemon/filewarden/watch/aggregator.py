@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import apsw
 
-from filewarden import catalog, logs, reconcile
+from filewarden import catalog, logs, reconcile, relink
 from filewarden.catalog import Signature
 from filewarden.reconcile import Tally
 from filewarden.roots import Root
@@ -47,6 +47,8 @@ class Host(Protocol):
     writer: Writer
 
     def watched_roots(self) -> list[Root]: ...
+    def all_roots(self) -> dict[int, Root]: ...
+    def after_batch(self, reader: apsw.Connection) -> None: ...
     def on_overflow(self, root: Root | None) -> None: ...
     def on_unmount(self, path: bytes) -> None: ...
     def on_hint_failed(self, root: Root, error: str) -> None: ...
@@ -163,6 +165,8 @@ class Aggregator(threading.Thread):
 
         self.host.writer.call(job)
         self.batches += 1
+        if self._reader is not None:
+            self.host.after_batch(self._reader)
         for root, error in failed:
             log.warning("watcher.error", root=root.display, error=error)
             self.host.on_hint_failed(root, error)
@@ -243,7 +247,7 @@ class Aggregator(threading.Thread):
             and self._reader is not None
             and catalog.file_at(self._reader, root.id, rel) is None
         ):
-            found = self._by_inode(sig, roots)
+            found = relink.by_inode(self._reader, sig, self.host.all_roots())
             if found is not None:
                 row, src_root = found
                 batch.actions.append(
@@ -276,28 +280,6 @@ class Aggregator(threading.Thread):
                 ),
             )
         )
-
-    def _by_inode(self, sig: Signature, roots: list[Root]) -> tuple[catalog.FileRow, Root] | None:
-        """A known file this new path is, by ``(device, inode)``, size and mtime, whose old path is gone.
-
-        A present candidate still at its own path is a hard link, a different file.
-        """
-        assert self._reader is not None
-        size, mtime_ns, _, device, inode = sig
-        by_id = {r.id: r for r in roots}
-        best: tuple[catalog.FileRow, Root] | None = None
-        for row in catalog.files_with_inode(self._reader, device, inode):
-            src_root = by_id.get(row.root)
-            if src_root is None or row.size != size or row.mtime_ns != mtime_ns:
-                continue
-            if row.state == catalog.PRESENT:
-                there = self._stat(src_root.abs(row.path))
-                if there is not None and there[3:] == (device, inode):
-                    continue  # still there: a hard link
-                return row, src_root
-            if best is None or (row.missing_since or 0) > (best[0].missing_since or 0):
-                best = (row, src_root)
-        return best
 
     def _gone(
         self, path: bytes, roots: list[Root], batch: _Batch, reason: str, *, directory: bool

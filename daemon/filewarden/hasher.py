@@ -1,0 +1,176 @@
+"""Content hashes (xxh3-128): how a file is hashed safely, and the background hasher.
+
+A hash is only worth storing if it belongs to the signature stored beside
+it. So a file is hashed through one descriptor, ``fstat`` before and after
+reading (borg's files cache): if size, mtime, ctime or inode moved while it
+was read, the hash is thrown away; and the catalog takes it only if the row
+still has that signature (``catalog.set_hash``). Any later change of the
+signature drops the hash (``catalog.update_signature``), so only changed
+files are hashed again.
+
+The background hasher works through unhashed present files in id order
+(so a restart resumes where it was), at idle CPU and I/O priority and, if
+configured, under a rate limit, so live events and sweeps never wait for it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable
+from functools import partial
+
+import apsw
+import xxhash
+
+from filewarden import catalog, logs
+from filewarden.catalog import Signature
+from filewarden.roots import Root
+from filewarden.writer import Writer
+
+log = logs.get("filewarden.hasher")
+
+CHUNK = 1 << 20
+BATCH = 256
+_OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def hash_file(path: bytes, expected: Signature | None = None) -> tuple[bytes, Signature] | None:
+    """``(xxh3-128 digest, signature)`` of the regular file at ``path``, or None.
+
+    None when it is not a regular file, is not (any more) what ``expected``
+    says, changed while being read, or cannot be read. O_NONBLOCK and
+    O_NOFOLLOW: a FIFO or a symlink swapped in under the name is never
+    waited on or followed.
+    """
+    try:
+        fd = os.open(path, _OPEN)
+    except OSError:
+        return None
+    try:
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):
+            return None
+        sig = catalog.signature(before)
+        if expected is not None and sig != expected:
+            return None
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        except OSError:
+            pass
+        digest = xxhash.xxh3_128()
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        with os.fdopen(fd, "rb", buffering=0, closefd=False) as f:
+            while n := f.readinto(buf):
+                digest.update(view[:n])
+        after = os.fstat(fd)
+        if catalog.signature(after) != sig:
+            return None  # written while we read it: this hash belongs to nothing
+        return digest.digest(), sig
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def lower_priority() -> None:
+    """Idle CPU and I/O priority for the calling thread (Linux: both are per thread)."""
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, 19)
+    except OSError:
+        pass
+    if hasattr(os, "sched_param"):
+        try:
+            # ioprio_set(IOPRIO_WHO_PROCESS, tid, IOPRIO_CLASS_IDLE << 13); no Python binding exists.
+            libc = ctypes.CDLL(None, use_errno=True)
+            syscall_nr = {"x86_64": 251, "aarch64": 30}.get(os.uname().machine)
+            if syscall_nr is not None:
+                libc.syscall(syscall_nr, 1, tid, 3 << 13)
+        except OSError:
+            pass
+
+
+def _store(conn: apsw.Connection, results: list[tuple[int, Signature, bytes]]) -> int:
+    return sum(catalog.set_hash(conn, file_id, sig, digest) for file_id, sig, digest in results)
+
+
+class Hasher(threading.Thread):
+    """Hashes every present file that has no hash yet, in the background."""
+
+    def __init__(
+        self,
+        writer: Writer,
+        roots: Callable[[], dict[int, Root]],
+        *,
+        max_bytes_per_s: float = 0.0,
+        stop: threading.Event,
+    ) -> None:
+        super().__init__(name="filewarden-hasher", daemon=True)
+        self.writer = writer
+        self.roots = roots
+        self.max_bytes_per_s = max_bytes_per_s
+        self.halt = stop
+        self._poke = threading.Event()
+        self.hashed = 0
+        self.bytes = 0
+        self.skipped = 0
+        self.pending: int | None = None
+        self.busy = False
+
+    def poke(self) -> None:
+        """New unhashed files may exist: look again now."""
+        self._poke.set()
+
+    def run(self) -> None:
+        lower_priority()
+        reader = catalog.connect(self.writer.db_path, readonly=True)
+        try:
+            while not self.halt.is_set():
+                self._poke.clear()
+                self.pending = catalog.count_unhashed(reader)
+                worked = self._pass(reader)
+                if not worked:
+                    self.busy = False
+                    self._poke.wait(30)
+        finally:
+            reader.close()
+
+    def _pass(self, reader: apsw.Connection) -> bool:
+        """One walk over the unhashed files; True if anything was hashed."""
+        after, worked = 0, False
+        while not self.halt.is_set():
+            rows = catalog.unhashed(reader, after, BATCH)
+            if not rows:
+                return worked
+            self.busy = True
+            after = rows[-1].id
+            roots = self.roots()
+            results: list[tuple[int, Signature, bytes]] = []
+            started = time.monotonic()
+            size = 0
+            for row in rows:
+                root = roots.get(row.root)
+                if root is None or self.halt.is_set():
+                    continue
+                got = hash_file(root.abs(row.path), row.signature)
+                if got is None:
+                    self.skipped += 1  # changed or gone: the next sweep or event settles it
+                    continue
+                results.append((row.id, got[1], got[0]))
+                size += row.size
+            if results:
+                stored = self.writer.call(partial(_store, results=results))
+                self.hashed += stored
+                self.bytes += size
+                worked = True
+                if self.pending is not None:
+                    self.pending = max(0, self.pending - stored)
+            if self.max_bytes_per_s > 0:
+                # A rate limit is a matter of time: wait out the budget this batch used.
+                self.halt.wait(max(0.0, size / self.max_bytes_per_s - (time.monotonic() - started)))
+        return worked

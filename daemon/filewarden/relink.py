@@ -1,0 +1,225 @@
+"""Identity: telling that a file that appears is one the catalog already knows.
+
+Rules, in order (the contract's relink):
+
+1. same ``(device, inode)`` with the same size and mtime as a known file
+   whose own path no longer holds it: the same file, moved (also while the
+   daemon was down). Decided *before* the file is added, with no hashing.
+2. same size and xxh3-128 as a missing file, on any root: the missing file
+   is back. Decided from the journal right after the new file is committed:
+   a new file is hashed at once only when a missing file of its size has a
+   hash; and when a file goes missing, files that arrived since it was last
+   seen with its size are checked the same way (a move between filesystems
+   is a copy, then a delete). The new file is merged into the old id.
+3. otherwise it is new. A copy of a present file is a new file.
+
+Among several missing files with the same hash, the one with the same name
+wins, then the most recently missing; the choice is logged.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Callable, Iterable
+from functools import partial
+
+import apsw
+
+from filewarden import catalog, hasher, logs
+from filewarden.catalog import FileRow, Signature
+from filewarden.roots import Root
+from filewarden.writer import Writer
+
+log = logs.get("filewarden.relink")
+
+RECENT_SECONDS = 3600.0  # how long a new file may still turn out to be a missing one moved
+RECENT_MAX = 100_000
+
+
+def by_inode(
+    reader: apsw.Connection,
+    sig: Signature,
+    roots: dict[int, Root],
+    exclude_path: tuple[int, bytes] | None = None,
+) -> tuple[FileRow, Root] | None:
+    """The known file that ``sig`` (a new path's stat) is, by inode; None if none.
+
+    A present candidate still at its own path is a hard link, a different
+    file. Several missing candidates: the most recently missing.
+    """
+    size, mtime_ns, _, device, inode = sig
+    best: tuple[FileRow, Root] | None = None
+    for row in catalog.files_with_inode(reader, device, inode):
+        root = roots.get(row.root)
+        if root is None or row.size != size or row.mtime_ns != mtime_ns:
+            continue
+        if exclude_path is not None and (row.root, row.path) == exclude_path:
+            continue
+        if row.state == catalog.PRESENT:
+            there = _stat(root.abs(row.path))
+            if there is not None and there[3:] == (device, inode):
+                continue  # still there: a hard link
+            return row, root
+        if best is None or (row.missing_since or 0) > (best[0].missing_since or 0):
+            best = (row, root)
+    return best
+
+
+def _stat(path: bytes) -> Signature | None:
+    import os
+    import stat
+
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return catalog.signature(st) if stat.S_ISREG(st.st_mode) else None
+
+
+def choose(candidates: list[FileRow], name: bytes) -> FileRow:
+    """Same name first, then the most recently missing."""
+    return max(candidates, key=lambda r: (r.name == name, r.missing_since or 0.0, r.id))
+
+
+class Relinker:
+    """Applies rule 2 to what the journal says arrived or went missing; one cursor for the daemon."""
+
+    def __init__(self, writer: Writer, roots: Callable[[], dict[int, Root]]) -> None:
+        self.writer = writer
+        self.roots = roots
+        self._lock = threading.Lock()
+        self._seq: int | None = None
+        # size → recent arrivals (id, when): the new files a missing one may have become.
+        self._recent: dict[int, collections.deque[tuple[int, float]]] = collections.defaultdict(
+            collections.deque
+        )
+        self._recent_count = 0
+        self.relinked = 0
+
+    def start_at(self, seq: int) -> None:
+        with self._lock:
+            if self._seq is None:
+                self._seq = seq
+
+    def skip_to(self, seq: int) -> None:
+        """Do not look at entries up to ``seq`` (a root's first index: nothing there is a return)."""
+        with self._lock:
+            if self._seq is None or self._seq < seq:
+                self._seq = seq
+
+    def catch_up(self, reader: apsw.Connection) -> int:
+        """Look at every journal entry since the last call; returns how many files were relinked."""
+        with self._lock:
+            if self._seq is None:
+                self._seq = catalog.last_seq(reader)
+                return 0
+            done = 0
+            while True:
+                entries = catalog.journal_tail(reader, self._seq, 5000)
+                if not entries:
+                    return done
+                self._seq = entries[-1][0]
+                wanted = catalog.missing_hashed_sizes(reader)
+                now = time.monotonic()
+                arrived = []
+                for _, kind, file_id, size in entries:
+                    if kind == "new" and size is not None:
+                        self._remember(size, file_id, now)
+                        if size in wanted:
+                            arrived.append(file_id)
+                gone = [file_id for _, kind, file_id, _ in entries if kind == "missing"]
+                done += self._arrivals(reader, arrived)
+                done += self._departures(reader, gone)
+
+    def _arrivals(self, reader: apsw.Connection, ids: Iterable[int]) -> int:
+        """New files whose size a hashed missing file has: hash them now and compare."""
+        done = 0
+        roots = self.roots()
+        for file_id in ids:
+            row = catalog.get_file(reader, file_id)
+            if row is None or row.state != catalog.PRESENT:
+                continue
+            root = roots.get(row.root)
+            got = hasher.hash_file(root.abs(row.path), row.signature) if root is not None else None
+            if got is None:
+                continue
+            matches = [c for c in catalog.missing_with_size(reader, row.size) if c.hash == got[0]]
+            if matches:
+                done += self._merge(choose(matches, row.name), row, got[0], len(matches))
+        return done
+
+    def _departures(self, reader: apsw.Connection, ids: Iterable[int]) -> int:
+        done = 0
+        roots = self.roots()
+        for file_id in ids:
+            gone = catalog.get_file(reader, file_id)
+            if gone is None or gone.state != catalog.MISSING or gone.hash is None:
+                continue
+            for arrival_id, _ in list(self._recent.get(gone.size, ())):
+                new = catalog.get_file(reader, arrival_id)
+                if (
+                    new is None
+                    or new.state != catalog.PRESENT
+                    or new.first_seen < gone.last_seen - 1.0
+                ):
+                    continue
+                digest = new.hash
+                if digest is None:
+                    root = roots.get(new.root)
+                    got = (
+                        hasher.hash_file(root.abs(new.path), new.signature)
+                        if root is not None
+                        else None
+                    )
+                    digest = got[0] if got is not None else None
+                if digest == gone.hash:
+                    done += self._merge(gone, new, digest, 1)
+                    break
+        return done
+
+    def _merge(self, keep: FileRow, take: FileRow, digest: bytes, candidates: int) -> int:
+        roots = self.roots()
+        detail = {"by": "hash"}
+        merged = self.writer.call(
+            partial(
+                catalog.merge_into,
+                keep=keep,
+                take=take,
+                digest=digest,
+                now=time.time(),
+                detail=detail,
+            )
+        )
+        if merged:
+            self.relinked += 1
+            new_root, old_root = roots.get(take.root), roots.get(keep.root)
+            log.info(
+                "file.relink",
+                id=keep.id,
+                by="hash",
+                candidates=candidates,
+                path=new_root.abs(take.path) if new_root else take.path,
+                old_path=old_root.abs(keep.path) if old_root else keep.path,
+                replaces_id=take.id,
+                chose="same name" if keep.name == take.name else "most recently missing",
+            )
+        return int(merged)
+
+    def _remember(self, size: int, file_id: int, now: float) -> None:
+        bucket = self._recent[size]
+        bucket.append((file_id, now))
+        self._recent_count += 1
+        while bucket and now - bucket[0][1] > RECENT_SECONDS:
+            bucket.popleft()
+            self._recent_count -= 1
+        if self._recent_count > RECENT_MAX:
+            # Forget the oldest arrivals everywhere; a relink that old is a sweep's business.
+            for key in list(self._recent):
+                b = self._recent[key]
+                while b and now - b[0][1] > RECENT_SECONDS / 10:
+                    b.popleft()
+                    self._recent_count -= 1
+                if not b:
+                    del self._recent[key]

@@ -12,12 +12,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import marshal
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
 import apsw
+import xxhash
 
 from filewarden.errors import CatalogError
 
@@ -199,6 +201,12 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX journal_file ON journal(file, seq);
     """,
+    # 2: what a directory's files were when the catalog last matched a
+    # listing of it (see files_digest), so an unchanged directory costs a
+    # sweep one digest instead of reading back every row. NULL: not known.
+    """
+    ALTER TABLE dirs ADD COLUMN digest BLOB;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -315,6 +323,36 @@ def dir_rows(conn: apsw.Connection, root: int, dir: bytes) -> list[DirRow]:
     )
 
 
+def files_digest(entries: list[tuple[bytes, Signature]]) -> bytes:
+    """The digest of a directory's files: ``(name, signature)`` pairs sorted by name.
+
+    Stable across processes (marshal format 2 has no back-references, so
+    equal values give equal bytes; ``hash()`` of bytes is salted). Should a
+    Python release ever change those bytes, digests stop matching and sweeps
+    compare rows again until the next one stores new digests: slower, never wrong.
+    """
+    return xxhash.xxh3_128_digest(marshal.dumps(entries, 2))
+
+
+def present_digest(conn: apsw.Connection, root: int, dir: bytes) -> bytes:
+    """:func:`files_digest` of the present files the catalog has directly in ``dir``."""
+    return files_digest(
+        [
+            (r[0], tuple(r[1:]))
+            for r in conn.execute(
+                "SELECT name, size, mtime_ns, ctime_ns, device, inode FROM files"
+                " WHERE root = ? AND dir = ? AND state = 'present' ORDER BY name",
+                (root, dir),
+            )
+        ]
+    )
+
+
+def dir_is_empty(conn: apsw.Connection, root: int, dir: bytes) -> bool:
+    """Whether the catalog has no file at all, in any state, directly in ``dir``."""
+    return not _rows(conn, "SELECT 1 FROM files WHERE root = ? AND dir = ? LIMIT 1", (root, dir))
+
+
 def files_in_dir(conn: apsw.Connection, root: int, dir: bytes) -> list[FileRow]:
     """Every file the catalog has directly in ``dir``, whatever its state."""
     return [
@@ -391,6 +429,20 @@ def _insert_sql(rows: int) -> str:
     )
 
 
+def dir_changed(conn: apsw.Connection, root: int, dir: bytes) -> None:
+    """Forget the digest of ``dir``: its files' names, signatures or states changed.
+
+    Every function here that adds, removes, renames, re-signs or changes the
+    state of a file calls this in the same transaction, for the directory
+    it leaves and the one it enters; a stored digest therefore always
+    describes the rows as they are.
+    """
+    conn.execute(
+        "UPDATE dirs SET digest = NULL WHERE root = ? AND path = ? AND digest IS NOT NULL",
+        (root, dir),
+    )
+
+
 def insert_files(
     conn: apsw.Connection,
     root: int,
@@ -425,6 +477,7 @@ def insert_files(
             (now, after),
         )
         bump(conn, root, present=count)
+        dir_changed(conn, root, dir)
     return after, count
 
 
@@ -440,12 +493,14 @@ def update_signature(
     conn: apsw.Connection, file_id: int, sig: Signature, now: float, *, keep_hash: bool
 ) -> None:
     """Store a new stat signature; the hash goes unless the content is known unchanged."""
-    conn.execute(
+    for root, dir in _rows(
+        conn,
         "UPDATE files SET size = ?, mtime_ns = ?, ctime_ns = ?, device = ?, inode = ?, last_seen = ?"
         + ("" if keep_hash else ", hash = NULL")
-        + " WHERE id = ?",
+        + " WHERE id = ? RETURNING root, dir",
         (*sig, now, file_id),
-    )
+    ):
+        dir_changed(conn, root, dir)
 
 
 def set_present(conn: apsw.Connection, row: FileRow, now: float) -> None:
@@ -456,6 +511,7 @@ def set_present(conn: apsw.Connection, row: FileRow, now: float) -> None:
         (now, row.id),
     )
     bump(conn, row.root, present=1, **{row.state: -1})
+    dir_changed(conn, row.root, row.dir)
 
 
 def mark_missing(
@@ -480,6 +536,7 @@ def mark_missing(
             path = join(dir, name)
             journal(conn, now, "missing", file_id, root, path, detail={"reason": reason})
             bump(conn, root, present=-1, missing=1)
+            dir_changed(conn, root, dir)
             changed.append((file_id, int(root), path))
     return changed
 
@@ -496,6 +553,27 @@ def dir_stamp(conn: apsw.Connection, root: int, path: bytes) -> DirStamp | None:
         conn, "SELECT mtime_ns, ctime_ns, inode FROM dirs WHERE root = ? AND path = ?", (root, path)
     )
     return (int(rows[0][0]), int(rows[0][1]), int(rows[0][2])) if rows else None
+
+
+def dir_memory(
+    conn: apsw.Connection, root: int, path: bytes
+) -> tuple[DirStamp | None, bytes | None]:
+    """The stamp and files digest stored for ``path`` (each None when unknown)."""
+    rows = _rows(
+        conn,
+        "SELECT mtime_ns, ctime_ns, inode, digest FROM dirs WHERE root = ? AND path = ?",
+        (root, path),
+    )
+    if not rows:
+        return None, None
+    mtime_ns, ctime_ns, inode, digest = rows[0]
+    return (int(mtime_ns), int(ctime_ns), int(inode)), digest
+
+
+def set_dir_digest(conn: apsw.Connection, root: int, path: bytes, digest: bytes) -> None:
+    """Remember the digest of the present files in ``path``; only ever what
+    :func:`present_digest` would say now (see :func:`dir_changed`)."""
+    conn.execute("UPDATE dirs SET digest = ? WHERE root = ? AND path = ?", (digest, root, path))
 
 
 def child_dirs(conn: apsw.Connection, root: int, parent: bytes) -> dict[bytes, DirStamp]:

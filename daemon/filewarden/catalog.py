@@ -386,8 +386,10 @@ def present_ids_under(
     return [
         (int(r[0]), r[1], r[2])
         for r in conn.execute(
-            "SELECT id, dir, name FROM files WHERE root = ? AND state = 'present'"
-            " AND (dir = ? OR (dir >= ? AND dir < ?))",
+            # Two ranges, not one OR: with the OR the planner scans every file of the root.
+            "SELECT id, dir, name FROM files WHERE root = ?1 AND dir = ?2 AND state = 'present'"
+            " UNION ALL SELECT id, dir, name FROM files"
+            " WHERE root = ?1 AND dir >= ?3 AND dir < ?4 AND state = 'present'",
             (root, dir, lo, hi),
         )
     ]
@@ -581,7 +583,11 @@ def child_dirs(conn: apsw.Connection, root: int, parent: bytes) -> dict[bytes, D
     return {
         r[0]: (int(r[1]), int(r[2]), int(r[3]))
         for r in conn.execute(
-            "SELECT path, mtime_ns, ctime_ns, inode FROM dirs WHERE root = ? AND parent = ?",
+            # Without statistics the planner prefers the primary key on root
+            # alone, a scan of every directory of the root per call (0.4 ms
+            # each at 10,000 directories, most of a quick sweep).
+            "SELECT path, mtime_ns, ctime_ns, inode FROM dirs INDEXED BY dirs_parent"
+            " WHERE root = ? AND parent = ?",
             (root, parent),
         )
     }

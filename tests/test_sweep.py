@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from filewarden import catalog
+from filewarden import catalog, reconcile
 from filewarden.sweep import SweepAborted
 from tests.conftest import Harness, make_files, wait_for
 
@@ -389,3 +389,63 @@ def test_unreadable_directory_keeps_its_files(tmp_path: Path, tree: Path) -> Non
         assert sweep() == [1, 12, 0, 0]
     finally:
         (tree / "locked").chmod(0o755)
+
+
+def count_row_reads(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Record the directories whose catalog rows a sweep reads back."""
+    read: list[bytes] = []
+    real = catalog.dir_rows
+
+    def dir_rows(conn, root, dir):  # type: ignore[no-untyped-def]
+        read.append(dir)
+        return real(conn, root, dir)
+
+    monkeypatch.setattr(catalog, "dir_rows", dir_rows)
+    return read
+
+
+def test_unchanged_directories_are_not_read_back(
+    harness: Harness, tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a first index, a full sweep compares digests and reads the rows of changed directories only."""
+    paths = make_files(tree, 50)
+    harness.sweep()
+    read = count_row_reads(monkeypatch)
+    assert harness.sweep().files == 50
+    assert read == []
+    with open(paths[12], "ab") as f:
+        f.write(b"edited")
+    paths[33].unlink()
+    tally = harness.sweep()
+    assert (tally.changed, tally.missing) == (1, 1)
+    assert sorted(read) == [b"d0001", b"d0003"]
+    # d0003 lost a file after its rows were compared: one more read stores its digest.
+    read.clear()
+    harness.sweep()
+    assert read == [b"d0003"]
+    read.clear()
+    assert harness.sweep().changed == 0
+    assert read == []
+
+
+def test_a_diff_from_a_stale_read_stores_no_digest(
+    harness: Harness, tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file added to the catalog between the sweep's read and the writer's apply
+    keeps the directory's digest unknown, so the next sweep still compares rows."""
+    make_files(tree, 5)
+    sig = (1, 2, 3, 4, 5)
+    real_apply = reconcile.apply_diff
+
+    def apply_after_a_live_change(conn, root, diff, now, **kw):  # type: ignore[no-untyped-def]
+        if diff.dir == b"d0000":
+            catalog.insert_files(conn, root.id, b"d0000", [(b"live.txt", sig)], now)
+        return real_apply(conn, root, diff, now, **kw)
+
+    monkeypatch.setattr(reconcile, "apply_diff", apply_after_a_live_change)
+    harness.sweep()
+    monkeypatch.setattr(reconcile, "apply_diff", real_apply)
+    assert catalog.dir_memory(harness.reader, harness.root.id, b"d0000")[1] is None
+    # live.txt is not on disk: the next sweep must see that, not trust a digest.
+    assert harness.sweep().missing == 1
+    assert harness.at(tree / "d0000" / "live.txt").state == "missing"  # type: ignore[union-attr]

@@ -49,10 +49,20 @@ class DirDiff:
     vanished: list[bytes]  # known subdirectories that are not there any more
     # New names that are known files moved here: (name, signature, file id, its root id).
     found: list[tuple[bytes, Signature, int, int]] = dataclasses.field(default_factory=list)
+    # The listing's files digest, to store once the catalog's rows match it;
+    # None when the stored digest already is the listing's.
+    digest: bytes | None = None
+    listed: int = 0  # files in the listing
 
     def __bool__(self) -> bool:
         return bool(
-            self.stamp or self.new or self.touched or self.gone or self.vanished or self.found
+            self.stamp
+            or self.new
+            or self.touched
+            or self.gone
+            or self.vanished
+            or self.found
+            or self.digest is not None
         )
 
 
@@ -79,17 +89,24 @@ class Tally:
 
 def diff_listing(
     listing: Listing,
-    rows: Sequence[DirRow],
+    rows: Sequence[DirRow] | None,
     known_subdirs: Iterable[bytes],
     stored: DirStamp | None,
+    digest: bytes | None = None,
 ) -> DirDiff:
     """Compare one listing with the catalog's rows for its directory.
 
-    Pure: no I/O, no catalog access. ``rows`` are ``catalog.dir_rows``,
-    ``known_subdirs`` the paths ``catalog.child_dirs`` returns, ``stored``
-    the directory's stamp from its last listing.
+    Pure: no I/O, no catalog access. ``rows`` are ``catalog.dir_rows``, or
+    None when the stored files digest equals the listing's (nothing to
+    compare); ``known_subdirs`` the paths ``catalog.child_dirs`` returns,
+    ``stored`` the directory's stamp from its last listing, ``digest`` the
+    listing's :func:`catalog.files_digest` when the stored one differs.
     """
+    vanished = [p for p in known_subdirs if catalog.split(p)[1] not in listing.subdirs]
+    stamp = None if stored == listing.stamp else listing.stamp
     files = listing.files
+    if rows is None:
+        return DirDiff(listing.dir, stamp, [], [], [], vanished)
     touched: list[tuple[bytes, Signature]] = []
     gone: list[int] = []
     seen = set()
@@ -104,9 +121,7 @@ def diff_listing(
             touched.append((name, sig))
     new = [(name, sig) for name, sig in files.items() if name not in seen]
     new.sort()  # index order: cheaper B-tree inserts
-    vanished = [p for p in known_subdirs if catalog.split(p)[1] not in listing.subdirs]
-    stamp = None if stored == listing.stamp else listing.stamp
-    return DirDiff(listing.dir, stamp, new, touched, gone, vanished)
+    return DirDiff(listing.dir, stamp, new, touched, gone, vanished, digest=digest, listed=len(files))
 
 
 def _change_reason(old: Signature, new: Signature) -> str:
@@ -171,6 +186,16 @@ def apply_diff(
             by="inode",
         )
         tally.moved += 1
+    # A directory the catalog knew nothing of that ends up holding exactly
+    # the listing's files: its digest is the listing's, without reading back.
+    fresh = (
+        diff.digest is not None
+        and not diff.touched
+        and not diff.gone
+        and len(diff.new) == diff.listed
+        and catalog.dir_is_empty(conn, rid, diff.dir)
+    )
+    count = 0
     for name, sig in diff.touched:
         row = catalog.file_at(conn, rid, catalog.join(diff.dir, name))
         if row is not None:
@@ -206,6 +231,14 @@ def apply_diff(
         gone.extend(forget_subtree(conn, rid, path))
     if diff.stamp is not None:
         catalog.put_dir(conn, rid, diff.dir, diff.stamp)
+    # The digest describes the rows as they are now, not the listing: a live
+    # change since the sweep read the rows makes the two differ, and then
+    # nothing is stored. (With files still to confirm missing it would differ too.)
+    if diff.digest is not None and not diff.gone:
+        if (fresh and count == len(diff.new)) or catalog.present_digest(
+            conn, rid, diff.dir
+        ) == diff.digest:
+            catalog.set_dir_digest(conn, rid, diff.dir, diff.digest)
     return tally, gone
 
 

@@ -32,7 +32,7 @@ from typing import Protocol
 import apsw
 
 from filewarden import catalog, logs, reconcile, relink
-from filewarden.catalog import DIRTY, DirStamp, Signature
+from filewarden.catalog import DIRTY, DirRow, DirStamp, Signature
 from filewarden.errors import Fault, classify
 from filewarden.reconcile import DirDiff, Listing, Tally
 from filewarden.relink import Relinker
@@ -320,14 +320,20 @@ class Sweep:
         # query per file when the catalog holds nothing they could be.
         match = not first_index or catalog.has_files_outside(reader, root_id)
         for listing in walker.walk(reader):
+            digest: bytes | None = catalog.files_digest(sorted(listing.files.items()))
+            rows: list[DirRow] | None
             if first_index:
                 rows, known, stored = [], [], None
             else:
-                rows = catalog.dir_rows(reader, root_id, listing.dir)
+                stored, stored_digest = catalog.dir_memory(reader, root_id, listing.dir)
+                if stored_digest == digest:
+                    # The catalog's files here are the listing's: no rows to read.
+                    rows, digest = None, None
+                else:
+                    rows = catalog.dir_rows(reader, root_id, listing.dir)
                 known = list(catalog.child_dirs(reader, root_id, listing.dir))
-                stored = catalog.dir_stamp(reader, root_id, listing.dir)
             self.progress.done += len(listing.files)
-            diff = reconcile.diff_listing(listing, rows, known, stored)
+            diff = reconcile.diff_listing(listing, rows, known, stored, digest)
             if diff.new and match:
                 diff = self._identify(reader, diff)
             if diff:

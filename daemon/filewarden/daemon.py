@@ -226,14 +226,16 @@ class Daemon:
         return 0
 
     def stop(self) -> None:
+        # One deadline for everything: only the writer's open transaction
+        # must finish; the other threads are daemons and may be left behind.
         deadline = time.monotonic() + STOP_DEADLINE
         self.stopping.set()
         if self.server is not None:
-            self.server.stop()
-        self.watcher.stop()
+            self.server.stop(timeout=1.0)
+        self.watcher.stop(timeout=1.0)
         self.scheduler.wake()
         if self.scheduler.is_alive():
-            self.scheduler.join(max(0.0, deadline - time.monotonic() - 1.0))
+            self.scheduler.join(max(0.0, min(1.0, deadline - time.monotonic() - 1.5)))
         if self.writer.alive():
             self.writer.stop(deadline)
         if self._reader is not None:
@@ -335,6 +337,7 @@ class Daemon:
             "bytes": h.bytes,
             "busy": h.busy,
             "relinked_by_hash": self.relinker.relinked,
+            "hashed_to_relink": self.relinker.hashed,
         }
 
     def warnings(self) -> list[str]:

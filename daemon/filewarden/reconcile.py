@@ -121,7 +121,9 @@ def diff_listing(
             touched.append((name, sig))
     new = [(name, sig) for name, sig in files.items() if name not in seen]
     new.sort()  # index order: cheaper B-tree inserts
-    return DirDiff(listing.dir, stamp, new, touched, gone, vanished, digest=digest, listed=len(files))
+    return DirDiff(
+        listing.dir, stamp, new, touched, gone, vanished, digest=digest, listed=len(files)
+    )
 
 
 def _change_reason(old: Signature, new: Signature) -> str:

@@ -8,9 +8,12 @@ Rules, in order (the contract's relink):
 2. same size and xxh3-128 as a missing file, on any root: the missing file
    is back. Decided from the journal right after the new file is committed:
    a new file is hashed at once only when a missing file of its size has a
-   hash; and when a file goes missing, files that arrived since it was last
-   seen with its size are checked the same way (a move between filesystems
-   is a copy, then a delete). The new file is merged into the old id.
+   hash. The new file is merged into the old id. And when a file goes
+   missing, files of its size that arrived *on another filesystem* and were
+   last written within ``MOVE_WINDOW`` before it went are checked the same
+   way: a move between filesystems is a copy, then a delete (``mv``,
+   ``rsync --remove-source-files``). On one filesystem a move is a rename
+   (rule 1), so two identical copies there stay two files when one goes.
 3. otherwise it is new. A copy of a present file is a new file.
 
 Among several missing files with the same hash, the one with the same name
@@ -34,7 +37,8 @@ from filewarden.writer import Writer
 
 log = logs.get("filewarden.relink")
 
-RECENT_SECONDS = 3600.0  # how long a new file may still turn out to be a missing one moved
+RECENT_SECONDS = 3600.0  # how long a new file is remembered as a possible copy-half of a move
+MOVE_WINDOW = 60.0  # a copy must have been finished this recently before the original went
 RECENT_MAX = 100_000
 
 
@@ -97,6 +101,7 @@ class Relinker:
         )
         self._recent_count = 0
         self.relinked = 0
+        self.hashed = 0  # files hashed to decide a relink (not the background hasher's)
 
     def start_at(self, seq: int) -> None:
         with self._lock:
@@ -143,6 +148,7 @@ class Relinker:
                 continue
             root = roots.get(row.root)
             got = hasher.hash_file(root.abs(row.path), row.signature) if root is not None else None
+            self.hashed += 1
             if got is None:
                 continue
             matches = [c for c in catalog.missing_with_size(reader, row.size) if c.hash == got[0]]
@@ -162,7 +168,9 @@ class Relinker:
                 if (
                     new is None
                     or new.state != catalog.PRESENT
-                    or new.first_seen < gone.last_seen - 1.0
+                    or new.device == gone.device
+                    or gone.missing_since is None
+                    or not 0 <= gone.missing_since - new.last_seen <= MOVE_WINDOW
                 ):
                     continue
                 digest = new.hash
@@ -173,6 +181,7 @@ class Relinker:
                         if root is not None
                         else None
                     )
+                    self.hashed += 1
                     digest = got[0] if got is not None else None
                 if digest == gone.hash:
                     done += self._merge(gone, new, digest, 1)

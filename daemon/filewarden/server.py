@@ -163,10 +163,10 @@ class Server:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 3.0) -> None:
         if self._thread.is_alive():
             self.loop.call_soon_threadsafe(self._shutdown)
-            self._thread.join(3)
+            self._thread.join(timeout)
         self._quick.shutdown(wait=False, cancel_futures=True)
         self._slow.shutdown(wait=False, cancel_futures=True)
         if self.owns_path is not None:

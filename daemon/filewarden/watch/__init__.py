@@ -33,7 +33,7 @@ class Backend(Protocol):
     def watch(self, path: bytes) -> None: ...
     def unwatch(self, path: bytes) -> None: ...
     def alive(self) -> bool: ...
-    def stop(self) -> None: ...
+    def stop(self, timeout: float = 3.0) -> None: ...
 
 
 def make_backend(name: str, emit: Callable[[Hint], None]) -> Backend:
@@ -96,10 +96,11 @@ class Watcher:
                 hint="raise fs.inotify.max_user_instances" if isinstance(exc, OSError) else None,
             )
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 3.0) -> None:
+        deadline = time.monotonic() + timeout
         if self.backend is not None:
-            self.backend.stop()
-        self.aggregator.stop()
+            self.backend.stop(timeout=timeout / 2)
+        self.aggregator.stop(timeout=max(0.0, deadline - time.monotonic()))
 
     def alive(self) -> bool:
         backend_ok = self.backend is None or not self.watched or self.backend.alive()

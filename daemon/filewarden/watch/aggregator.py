@@ -96,11 +96,12 @@ class Aggregator(threading.Thread):
         with self._wake:
             self._cookies.pop(path, None)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 3.0) -> None:
         self._halt.set()
         with self._wake:
             self._wake.notify()
-        self.join(3)
+        if self.is_alive():
+            self.join(timeout)
 
     # -- the loop ------------------------------------------------------------------
 

@@ -197,13 +197,13 @@ class PyinotifyBackend:
     def alive(self) -> bool:
         return self._notifier.is_alive() and self._pairing.is_alive()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 3.0) -> None:
         self._stop.set()
         try:
             self._notifier.stop()
         except Exception as exc:  # stopping a broken notifier must not stop the daemon
             log.warning("watcher.error", error=f"stop: {type(exc).__name__}: {exc}")
-        self._pairing.join(2)
+        self._pairing.join(timeout)
 
     def _expire_moves(self) -> None:
         """A lone IN_MOVED_FROM with no event after it: moved out, once its partner cannot come."""

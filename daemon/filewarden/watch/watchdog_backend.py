@@ -151,12 +151,12 @@ class WatchdogBackend:
             return False
         return all(emitter.is_alive() for emitter in self._observer.emitters)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 3.0) -> None:
         for name in ("watchdog.observers.inotify", "watchdog.observers.inotify_c"):
             logging.getLogger(name).removeHandler(self._log_handler)
         try:
             self._observer.stop()
-            self._observer.join(3)
+            self._observer.join(timeout)
         except Exception as exc:  # stopping a broken observer must not stop the daemon
             log.warning("watcher.error", error=f"stop: {type(exc).__name__}: {exc}")
 

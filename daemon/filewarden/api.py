@@ -118,6 +118,7 @@ class Api:
             "jobs": self.jobs,
             "annotate": self.annotate,
             "purge": self.purge,
+            "accept_root": self.accept_root,
         }
 
     # -- plumbing --------------------------------------------------------------
@@ -433,6 +434,19 @@ class Api:
         elif chosen == ["older_than"]:
             cutoff = time.time() - _seconds(params["older_than"])
         return self.d.purge(ids=ids, cutoff=cutoff, uid=peer.uid)
+
+    def accept_root(self, params: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        """Take the filesystem now mounted at a root as that root's volume (admin only)."""
+        _check(params, {"root": (str, True)})
+        if not peer.admin:
+            raise RpcError(PERMISSION_DENIED, "accept_root is for root and members of admin_group")
+        root = self._root_by_path(params["root"])
+        problem = self.d.accept_root(root)
+        return {
+            "root": root.display,
+            "state": "offline" if problem else "online",
+            "reason": problem,
+        }
 
 
 def _seconds(value: Any) -> float:

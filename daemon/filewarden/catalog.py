@@ -213,6 +213,12 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE dirs ADD COLUMN digest BLOB;
     """,
+    # 4: the volume a root was first seen on, to tell it from another
+    # filesystem mounted at the same path.
+    """
+    ALTER TABLE roots ADD COLUMN fs_type TEXT;
+    ALTER TABLE roots ADD COLUMN fs_inner BLOB;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -1001,3 +1007,83 @@ def missing_hashed_sizes(conn: apsw.Connection) -> set[int]:
 def has_files_outside(conn: apsw.Connection, root: int) -> bool:
     """True if any other root has files (a first index may find some of them moved in)."""
     return _value(conn, "SELECT 1 FROM files WHERE root != ? LIMIT 1", (root,)) is not None
+
+
+# --- roots going offline and coming back ----------------------------------------------
+
+
+def get_identity(
+    conn: apsw.Connection, root: int
+) -> tuple[str | None, str, str, int, bytes] | None:
+    """``(uuid, source, fstype, device, inner)`` recorded for a root, or None."""
+    rows = _rows(
+        conn,
+        "SELECT fs_uuid, fs_source, fs_type, device, fs_inner FROM roots WHERE id = ?"
+        " AND device IS NOT NULL",
+        (root,),
+    )
+    return tuple(rows[0]) if rows else None
+
+
+def set_identity(
+    conn: apsw.Connection,
+    root: int,
+    uuid: str | None,
+    source: str,
+    fstype: str,
+    device: int,
+    inner: bytes,
+) -> None:
+    conn.execute(
+        "UPDATE roots SET fs_uuid = ?, fs_source = ?, fs_type = ?, device = ?, fs_inner = ? WHERE id = ?",
+        (uuid, source, fstype, device, inner, root),
+    )
+
+
+def set_root_offline(conn: apsw.Connection, root: int, reason: str, now: float) -> int:
+    """The root is not there: its present files become offline, in one update; missing ones stay.
+
+    One journal entry for the root, not one per file: an unplugged disk of a
+    million files must not write a million rows. Returns the number of files.
+    """
+    conn.execute("UPDATE files SET state = 'offline' WHERE root = ? AND state = 'present'", (root,))
+    changed = conn.changes()
+    bump(conn, root, present=-changed, offline=changed)
+    conn.execute("UPDATE dirs SET digest = NULL WHERE root = ?", (root,))
+    set_root_state(conn, root, OFFLINE, reason, now)
+    path = _value(conn, "SELECT path FROM roots WHERE id = ?", (root,))
+    journal(
+        conn,
+        now,
+        "offline",
+        None,
+        root,
+        None,
+        detail={"reason": reason, "files": changed, "root": os.fsdecode(path)},
+    )
+    return changed
+
+
+def set_root_online(conn: apsw.Connection, root: int, now: float) -> int:
+    """The root is back: its offline files are present again until the sweep that follows says otherwise."""
+    conn.execute(
+        "UPDATE files SET state = 'present', last_seen = ? WHERE root = ? AND state = 'offline'",
+        (now, root),
+    )
+    changed = conn.changes()
+    bump(conn, root, present=changed, offline=-changed)
+    conn.execute("UPDATE dirs SET digest = NULL WHERE root = ?", (root,))
+    was = _value(conn, "SELECT state FROM roots WHERE id = ?", (root,))
+    set_root_state(conn, root, "online", None, now)
+    if was == OFFLINE:  # a root seen for the first time has nothing to come back from
+        path = _value(conn, "SELECT path FROM roots WHERE id = ?", (root,))
+        journal(
+            conn,
+            now,
+            "online",
+            None,
+            root,
+            None,
+            detail={"files": changed, "root": os.fsdecode(path)},
+        )
+    return changed

@@ -409,6 +409,19 @@ def _progress(jobs: list[dict[str, object]]) -> None:
     sys.stderr.flush()
 
 
+def _cmd_accept_root(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        result = c.call("accept_root", {"root": os.path.abspath(args.root)})
+    if result["state"] == "online":
+        print(f"{_show(result['root'])}: accepted; online")
+        return EXIT_OK
+    print(
+        f"{_show(result['root'])}: accepted, but still offline: {_show(result['reason'] or '')}",
+        file=sys.stderr,
+    )
+    return EXIT_FAILURE
+
+
 def _cmd_sync(args: argparse.Namespace) -> int:
     with _client(args) as c:
         result = c.call("sync", {"timeout_s": args.timeout})
@@ -491,6 +504,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--wait", action="store_true", help="wait for the end (progress bar on a terminal)"
     )
+    p = client(
+        "accept-root",
+        "take the filesystem now mounted at ROOT as that root's volume (admin)",
+        _cmd_accept_root,
+    )
+    p.add_argument("root", metavar="ROOT")
     p = client("sync", "wait until the catalog has every change made on disk before now", _cmd_sync)
     p.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS")
     return parser

@@ -102,6 +102,7 @@ class RootConfig:
     marker: str = ""
     exclude: tuple[str, ...] = ()
     mode: RootMode = "auto"
+    check_volume: bool = True  # offline if another filesystem is mounted where this root was
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,6 +236,7 @@ def parse(data: Mapping[str, Any], *, source: Path | None = None) -> Config:
                 marker=sec.get("marker", _marker, ""),
                 exclude=sec.get("exclude", _globs, ()),
                 mode=sec.get("mode", _choice("auto", "watch", "poll"), "auto"),
+                check_volume=sec.get("check_volume", _bool, True),
             )
         )
         sec.done()

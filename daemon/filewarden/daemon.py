@@ -20,6 +20,7 @@ import apsw
 
 from filewarden import __version__, catalog, logs, protocol
 from filewarden.api import Api
+from filewarden.availability import Availability
 from filewarden.config import Config
 from filewarden.hasher import Hasher
 from filewarden.jobs import Job, JobTable
@@ -33,16 +34,6 @@ from filewarden.writer import Writer
 log = logs.get("filewarden.daemon")
 
 STOP_DEADLINE = 4.0  # seconds from SIGTERM to exit, leaving a margin under 5 s
-
-
-def root_problem(root: Root) -> str | None:
-    """Why a root cannot be swept now, or None when it can."""
-    try:
-        if not os.path.isdir(root.path):
-            return "path is not a directory" if os.path.exists(root.path) else "path does not exist"
-    except OSError as exc:  # e.g. EIO on a dead disk
-        return exc.strerror or str(exc)
-    return None
 
 
 class Scheduler(threading.Thread):
@@ -111,9 +102,13 @@ class Scheduler(threading.Thread):
                     self._enqueue(root_id, kind == "full")
 
     def run(self) -> None:
-        with self._wake:
-            for root_id in self.d.roots:
-                self._enqueue(root_id, True)
+        reader = catalog.connect(self.d.db_path, readonly=True)
+        try:
+            self._loop(reader)
+        finally:
+            reader.close()
+
+    def _loop(self, reader: apsw.Connection) -> None:
         while not self.d.stopping.is_set():
             with self._wake:
                 if not self._requests:
@@ -129,7 +124,7 @@ class Scheduler(threading.Thread):
             if target is None:
                 self.d.jobs.close(job, "aborted", error="root no longer configured")
                 continue
-            self.d.sweep(target, full=full, job=job)
+            self.d.sweep(target, full=full, job=job, reader=reader)
         with self._wake:
             for _, _, job in self._requests:
                 self.d.jobs.close(job, "aborted", error="daemon stopping")
@@ -149,6 +144,9 @@ class Daemon:
         self.scheduler = Scheduler(self)
         self.watcher = Watcher(self, self.db_path, config.watch.backend)
         self.relinker = Relinker(self.writer, self.all_roots)
+        self.availability = Availability(
+            self, self.writer, config.sweep.mount_check_interval, self.stopping
+        )
         self.hasher = Hasher(
             self.writer,
             self.all_roots,
@@ -179,16 +177,18 @@ class Daemon:
         for rc in self.config.roots:
             path = os.fsencode(rc.path)
             root_id = self.writer.call(partial(catalog.ensure_root, path=path))
-            root = Root.make(root_id, rc)
-            self.roots[root_id] = root
-            self._check_root(root)
+            self.roots[root_id] = Root.make(root_id, rc)
         self._start_server()
         self.relinker.start_at(catalog.last_seq(self._reader_conn()))
         self.watcher.start()
+        self.availability.load(self.roots, self._reader_conn())
         for root in self.roots.values():
-            if not self._root_offline(root):
-                self.watcher.add(root)
+            # Online ones get their watch and a first full sweep; a root coming
+            # back gets the same from root_online, so both are idempotent.
+            if self.availability.refresh(root, self._reader_conn()) is None:
+                self.root_online(root)
         self.scheduler.start()
+        self.availability.start()
         if self.config.hash.enabled:
             self.hasher.start()
         log.info(
@@ -257,7 +257,23 @@ class Daemon:
     # -- what the API asks of the daemon ------------------------------------------
 
     def root_problem(self, root: Root) -> str | None:
-        return root_problem(root)
+        """Why ``root`` is unusable now (offline), or None."""
+        return self.availability.problem(root)
+
+    def root_online(self, root: Root) -> None:
+        if root.id not in self.watcher.watched:
+            self.watcher.add(root)
+        self.scheduler.reschedule(root.id)
+        self.scheduler.request(root, full=True)
+
+    def root_offline(self, root: Root, reason: str) -> None:
+        # A watch on an unmounted filesystem hears nothing ever again (not even
+        # after a remount): drop it; root_online watches afresh.
+        self.watcher.remove(root)
+
+    def accept_root(self, root: Root) -> str | None:
+        """The filesystem now at ``root`` is the library: record it as the root's volume."""
+        return self.availability.accept(root, self._reader_conn())
 
     def backend_of(self, root: Root) -> str:
         """How changes under a root reach the catalog: a watcher backend, or poll."""
@@ -305,7 +321,7 @@ class Daemon:
     def on_unmount(self, path: bytes) -> None:
         for root in self.roots.values():
             if root.path == path or path.startswith(root.path + b"/"):
-                self._check_root(root)
+                self.availability.refresh(root, self._reader_conn())
 
     def on_hint_failed(self, root: Root, error: str) -> None:
         self.scheduler.request(root, full=True)
@@ -323,10 +339,6 @@ class Daemon:
         self._watch_backoff = min(self._watch_backoff * 2, 60.0)
         for root in self.watcher.restart_backend():
             self.scheduler.request(root, full=True)
-
-    def _root_offline(self, root: Root) -> bool:
-        row = catalog.get_root(self._reader_conn(), root.id)
-        return row is not None and row.state == "offline"
 
     def hashing(self) -> dict[str, object]:
         """Background hashing progress for status."""
@@ -358,7 +370,7 @@ class Daemon:
         waits: list[threading.Event] = []
         cookies: list[bytes] = []
         for root in self.roots.values():
-            if root_problem(root):
+            if self.root_problem(root):
                 continue
             waits += [j.finished_event for j in self.jobs.active() if j.root == root.display]
             cookie = self.watcher.cookie(root)
@@ -413,27 +425,15 @@ class Daemon:
             )
         return {"purged": len(purged), "refused": refused}
 
-    def _check_root(self, root: Root) -> str | None:
-        problem = root_problem(root)
-        state = "offline" if problem else "online"
-        now = time.time()
-        row = catalog.get_root(self._reader_conn(), root.id)
-        if row is None or row.state != state or row.state_reason != problem:
-            self.writer.call(lambda c: catalog.set_root_state(c, root.id, state, problem, now))
-            if problem:
-                log.warning("root.offline", root=root.display, reason=problem)
-            else:
-                log.info("root.online", root=root.display)
-        return problem
-
     def _reader_conn(self) -> apsw.Connection:
         assert self._reader is not None, "started"
         return self._reader
 
-    def sweep(self, root: Root, *, full: bool, job: Job) -> None:
-        """Run one sweep of ``root`` in the calling thread, tracked by ``job``."""
-        if self._check_root(root):
-            self.jobs.close(job, "aborted", error="root offline")
+    def sweep(self, root: Root, *, full: bool, job: Job, reader: apsw.Connection) -> None:
+        """Run one sweep of ``root`` in the calling thread (with its ``reader``), tracked by ``job``."""
+        problem = self.availability.refresh(root, reader)
+        if problem:
+            self.jobs.close(job, "aborted", error=f"root offline: {problem}")
             return
         sweep = Sweep(
             root,
@@ -441,7 +441,7 @@ class Daemon:
             full=full,
             stop=self.stopping,
             batch_files=self.config.sweep.batch_files,
-            root_ok=root_problem,
+            root_ok=self.root_problem,
             progress=job,
             roots=self.all_roots(),
             relinker=self.relinker,
@@ -452,7 +452,7 @@ class Daemon:
         except SweepAborted as exc:
             job.counts = dataclasses.asdict(sweep.tally)
             self.jobs.close(job, "aborted", error=str(exc))
-            self._check_root(root)
+            self.availability.refresh(root, reader)
             return
         except Exception as exc:  # a bug must not end the sweeps of other roots
             log.exception("sweep.error", root=root.display, error=str(exc))

@@ -93,3 +93,133 @@ def mount_of(path: bytes, mounts: list[Mount] | None = None) -> Mount | None:
 def is_remote(fstype: str) -> bool:
     """True for network and FUSE filesystems, where a root must be polled."""
     return fstype in REMOTE_FS or fstype.startswith("fuse.")
+
+
+# --- is a root there, and is it the same volume? ---------------------------------------
+
+# Sources that name no particular volume: a filesystem of these is told apart by its device number.
+PSEUDO_SOURCES = frozenset(
+    {"tmpfs", "none", "overlay", "ramfs", "proc", "sysfs", "devtmpfs", "shm", ""}
+)
+PROBE_TIMEOUT = 5.0  # a hung network mount must not hang the daemon: no answer in time is offline
+
+
+@dataclasses.dataclass(frozen=True)
+class Identity:
+    """Which volume a root's directory is, and where in it.
+
+    ``inner`` is the directory's path inside its filesystem (mountinfo's
+    root field plus the path below the mount point): after an unmount, the
+    empty mount point is another directory of the parent filesystem, and a
+    bind mount going away shows the same way.
+    """
+
+    uuid: str | None
+    source: str
+    fstype: str
+    device: int
+    inner: bytes
+
+    def describe(self) -> str:
+        what = (
+            f"UUID {self.uuid}"
+            if self.uuid
+            else f"{self.source} ({self.fstype}, device {self.device})"
+        )
+        return f"{what}, {os.fsdecode(self.inner)}"
+
+    def same_volume(self, other: Identity) -> bool:
+        if self.inner != other.inner:
+            return False
+        if self.uuid and other.uuid:
+            return self.uuid == other.uuid
+        if self.source not in PSEUDO_SOURCES and self.source == other.source:
+            return self.fstype == other.fstype
+        return self.device == other.device and self.fstype == other.fstype
+
+
+_uuid_cache: dict[tuple[str, int], str | None] = {}
+
+
+def volume_uuid(source: str) -> str | None:
+    """The filesystem UUID of a block device: /dev/disk/by-uuid, else blkid (cached per device)."""
+    if not source.startswith("/dev/"):
+        return None
+    try:
+        rdev = os.stat(source).st_rdev
+    except OSError:
+        return None
+    key = (source, rdev)
+    if key in _uuid_cache:
+        return _uuid_cache[key]
+    uuid = None
+    by_uuid = "/dev/disk/by-uuid"
+    try:
+        for name in os.listdir(by_uuid):
+            if os.stat(os.path.join(by_uuid, name)).st_rdev == rdev:
+                uuid = name
+                break
+    except OSError:
+        pass
+    if uuid is None:
+        import subprocess
+
+        try:
+            out = subprocess.run(
+                ["blkid", "-s", "UUID", "-o", "value", source],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=False,
+            )
+            uuid = out.stdout.strip() or None
+        except (OSError, subprocess.SubprocessError):
+            uuid = None
+    _uuid_cache[key] = uuid
+    return uuid
+
+
+def identity(path: bytes, mounts: list[Mount] | None = None) -> Identity | None:
+    """The identity of the directory at ``path`` now, or None when it cannot be told."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    mount = mount_of(path, mounts)
+    if mount is None:
+        return None
+    real = os.path.realpath(path)
+    below = real[len(mount.mount_point.rstrip(b"/")) :] if mount.mount_point != b"/" else real
+    inner = os.path.normpath(mount.root.rstrip(b"/") + below) if below else mount.root
+    return Identity(volume_uuid(mount.source), mount.source, mount.fstype, st.st_dev, inner)
+
+
+def is_mount_point(path: bytes, mounts: list[Mount] | None = None) -> bool:
+    real = os.path.realpath(path)
+    return any(m.mount_point == real for m in (mounts if mounts is not None else table()))
+
+
+def probe(path: bytes, timeout: float = PROBE_TIMEOUT) -> str | None:
+    """Read the directory once, in a thread with a deadline; the error, or None if it reads.
+
+    A dead USB disk answers EIO, a lost share ENOTCONN/ESTALE, a hung NFS
+    server does not answer at all.
+    """
+    import threading
+
+    result: list[str | None] = []
+
+    def read() -> None:
+        try:
+            with os.scandir(path) as entries:
+                next(entries, None)
+            result.append(None)
+        except OSError as exc:
+            result.append(exc.strerror or str(exc))
+
+    worker = threading.Thread(target=read, name="filewarden-probe", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if not result:
+        return f"not responding within {timeout:g} s"
+    return result[0]

@@ -358,6 +358,12 @@ class Sweep:
     def _flush(self, first_index: bool) -> None:
         if not self._batch:
             return
+        # Before anything of this batch is committed: is the root still the
+        # root? A disk unplugged mid-sweep ends the sweep here (its listings
+        # may already be of an empty mount point).
+        problem = self.root_ok(self.root)
+        if problem:
+            raise SweepAborted(problem)
         batch, self._batch, self._batch_size = self._batch, [], 0
         root, roots, now = self.root, self.roots, time.time()
 

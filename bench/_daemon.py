@@ -1,0 +1,175 @@
+"""A real daemon for the benchmarks: config, start, JSON log, stop.
+
+Each benchmark runs ``python -m filewarden run`` on its own state dir and
+socket under its work dir, reads the JSON log lines the daemon writes to
+stderr, and stops it with SIGTERM. Hashing is off unless asked for: the
+first pass of the background hasher over a fresh catalog would otherwise
+compete with what is measured on a two-core machine.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from filewarden.client import Client, Unreachable
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def log_time(record: dict[str, Any]) -> float:
+    """The wall-clock time (epoch seconds) of a JSON log line."""
+    stamp = record["timestamp"].replace("Z", "+00:00")
+    return dt.datetime.fromisoformat(stamp).timestamp()
+
+
+class Daemon:
+    def __init__(
+        self,
+        work: Path,
+        name: str,
+        roots: list[Path],
+        *,
+        backend: str = "watchdog",
+        hash_enabled: bool = False,
+        exclude: tuple[str, ...] = (),
+    ) -> None:
+        self.work = work
+        self.name = name
+        self.sock = work / f"{name}.sock"
+        self.state = work / f"{name}-state"
+        self.config = work / f"{name}.toml"
+        self.log_path = work / f"{name}.log"
+        excl = "[" + ", ".join(json.dumps(e) for e in exclude) + "]"
+        text = (
+            f'[daemon]\nstate_dir = "{self.state}"\nsocket = "{self.sock}"\n'
+            'client_idle_timeout = "1h"\n'
+            '[sweep]\ninterval = "never"\nquick_interval = "never"\n'
+            f'[watch]\nbackend = "{backend}"\n'
+            f"[hash]\nenabled = {'true' if hash_enabled else 'false'}\n"
+            '[log]\nlevel = "info"\n'
+        )
+        for root in roots:
+            text += f'[[root]]\npath = "{root}"\nexclude = {excl}\n'
+        self.config.write_text(text)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_wall = 0.0
+        self._offset = 0  # log bytes already read by ``records``
+
+    def reset_state(self) -> None:
+        """Forget the catalog: the next start is a first index."""
+        if self.state.exists():
+            for p in self.state.iterdir():
+                p.unlink()
+
+    def start(self) -> None:
+        """Start the daemon; ``started_wall`` is the wall clock just before the process exists."""
+        assert self.proc is None
+        self.log_path.write_bytes(b"")
+        self._offset = 0
+        log = open(self.log_path, "ab")
+        self.started_wall = time.time()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "filewarden",
+                "run",
+                "--config",
+                str(self.config),
+                "--log-format",
+                "json",
+                "--log-level",
+                "info",
+            ],
+            stderr=log,
+            stdout=subprocess.DEVNULL,
+        )
+        log.close()
+
+    def records(self, *, from_start: bool = False) -> Iterator[dict[str, Any]]:
+        """JSON log lines written since the last call (or since start)."""
+        if from_start:
+            self._offset = 0
+        with open(self.log_path, "rb") as f:
+            f.seek(self._offset)
+            data = f.read()
+        end = data.rfind(b"\n") + 1
+        self._offset += end
+        for line in data[:end].splitlines():
+            if line.startswith(b"{"):
+                try:
+                    yield json.loads(line)
+                except ValueError:
+                    continue
+
+    def wait_event(
+        self,
+        event: str,
+        where: Callable[[dict[str, Any]], bool] = lambda r: True,
+        timeout: float = 1800,
+        poll: float = 0.01,
+    ) -> dict[str, Any]:
+        """The next log line ``event`` (matching ``where``), read as the daemon writes it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for rec in self.records():
+                if rec.get("event") == event and where(rec):
+                    return rec
+            if self.proc is not None and self.proc.poll() is not None:
+                tail = self.log_path.read_text(errors="replace")[-3000:]
+                raise SystemExit(f"daemon exited ({self.proc.returncode}): {tail}")
+            time.sleep(poll)
+        raise SystemExit(f"no {event} from the daemon within {timeout:.0f} s")
+
+    def wait_socket(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                Client(self.sock, timeout=5).close()
+                return
+            except Unreachable:
+                time.sleep(0.02)
+        raise SystemExit("daemon socket did not answer")
+
+    def client(self) -> Client:
+        return Client(self.sock, timeout=900)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            code = self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise SystemExit("daemon did not stop within 60 s of SIGTERM") from None
+        finally:
+            self.proc = None
+        if code != 0:
+            tail = self.log_path.read_text(errors="replace")[-2000:]
+            raise SystemExit(f"daemon exited with {code}: {tail}")
+
+    def all_files(self, client: Client, state: str | None = "present") -> list[dict[str, Any]]:
+        """Every file record, through ``list`` pages."""
+        out: list[dict[str, Any]] = []
+        after = 0
+        while True:
+            params: dict[str, Any] = {"limit": 10_000, "after_id": after}
+            if state:
+                params["state"] = state
+            page = client.call("list", params)
+            out += page["files"]
+            if page["next_after_id"] is None:
+                return out
+            after = page["next_after_id"]

@@ -1,0 +1,371 @@
+"""Live-rename latency: from ``rename()`` returning to the catalog answering at the new path.
+
+    python bench/watch_latency.py                          # 100,000 files in 1,000 dirs, 1,000 renames, 3 runs
+    python bench/watch_latency.py --backend pyinotify
+    python bench/watch_latency.py --files 10000 --dirs 100 --renames 200 --runs 2
+
+Builds (once) a tree, then in each run renames ``--renames`` random files,
+one after the other, each to a new name in the same directory or in
+another one (half and half), and measures three things on the same tree
+and the same renames, one after the other:
+
+* filewarden: a real daemon watching the tree; the latency is from
+  ``os.rename()`` returning until ``lookup`` of the new path over the
+  socket answers with the file's id (polled in a tight loop);
+* raw watchdog: an ``InotifyObserver(generate_full_events=True)`` with the
+  daemon's own event filter, in this process; the latency is until its
+  handler receives the ``FileMovedEvent`` of the new path. This is the
+  floor under the daemon's watchdog backend;
+* watchman: a private watchman server (its own socket, state and log
+  files) watching the tree, with ``settle`` set to ``--watchman-settle-ms``
+  (1 ms by default, watchman's default is 20 ms) in a ``.watchmanconfig`` at
+  the root of the tree; the latency is until a subscription PDU naming the
+  new path is read from a persistent ``watchman -p -j`` client.
+
+After each tool's renames the files are renamed back, so every tool and
+every run sees the same tree. The daemon is stopped while the other two are
+measured (and they are stopped while it is), so no tool pays for another's
+events. Reported: p50 and p99 of each (median over the runs) and the
+daemon's ratio to each. Hashing is off in the daemon (``--hash`` turns it
+on, and then the measurement waits for the first hashing pass to end).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import _tree  # noqa: E402
+from _daemon import Daemon, percentile  # noqa: E402
+
+from filewarden.watch.watchdog_backend import EVENT_FILTER  # noqa: E402
+
+Renames = list[tuple[str, str]]
+
+
+def plan_renames(tree: Path, count: int, seed: int) -> Renames:
+    """``count`` distinct random files, each to a new name here or in another directory."""
+    dirs = sorted(str(d) for top in tree.iterdir() if top.is_dir() for d in top.iterdir())
+    rng = random.Random(seed)
+    chosen: set[str] = set()
+    out: Renames = []
+    listing: dict[str, list[str]] = {}
+    while len(out) < count:
+        d = rng.choice(dirs)
+        names = listing.setdefault(d, sorted(n for n in os.listdir(d) if n.startswith("file")))
+        src = f"{d}/{rng.choice(names)}"
+        if src in chosen:
+            continue
+        chosen.add(src)
+        dst_dir = d if rng.random() < 0.5 else rng.choice(dirs)
+        out.append((src, f"{dst_dir}/moved{len(out):06d}.dat"))
+    return out
+
+
+def undo(renames: Renames) -> None:
+    for src, dst in reversed(renames):
+        os.rename(dst, src)
+
+
+# -- raw watchdog -------------------------------------------------------------------
+
+
+def measure_watchdog(tree: Path, renames: Renames, timeout: float) -> list[float]:
+    from watchdog.events import FileMovedEvent, FileSystemEvent, FileSystemEventHandler
+    from watchdog.observers.inotify import InotifyObserver
+
+    class Recorder(FileSystemEventHandler):
+        def __init__(self) -> None:
+            self.want = b""
+            self.at = 0.0
+            self.done = threading.Event()
+
+        def dispatch(self, event: FileSystemEvent) -> None:
+            if isinstance(event, FileMovedEvent) and event.dest_path == self.want:
+                self.at = time.perf_counter()
+                self.done.set()
+
+    rec = Recorder()
+    observer = InotifyObserver(generate_full_events=True)
+    observer.start()
+    # bytes, as the daemon schedules it
+    observer.schedule(rec, os.fsencode(tree), recursive=True, event_filter=EVENT_FILTER)  # type: ignore[arg-type]
+    lat = []
+    try:
+        for src, dst in renames:
+            rec.want = os.fsencode(dst)
+            rec.done.clear()
+            os.rename(src, dst)
+            t0 = time.perf_counter()
+            if not rec.done.wait(timeout):
+                raise SystemExit(f"watchdog: no move event for {dst} within {timeout} s")
+            lat.append(rec.at - t0)
+        # drain: the last undo's event marks all of them delivered
+        rec.want = os.fsencode(renames[0][0])
+        rec.done.clear()
+        undo(renames)
+        rec.done.wait(timeout)
+    finally:
+        observer.stop()
+        observer.join(10)
+    return lat
+
+
+# -- watchman -----------------------------------------------------------------------
+
+
+class Watchman:
+    """A private watchman server and one persistent subscription to the tree."""
+
+    def __init__(self, work: Path, tree: Path, settle_ms: int) -> None:
+        self.dir = work / "watchman"
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True)
+        self.tree = tree
+        self.base = [
+            "watchman",
+            f"--sockname={self.dir / 'sock'}",
+            f"--statefile={self.dir / 'state'}",
+            f"--logfile={self.dir / 'log'}",
+            f"--pidfile={self.dir / 'pid'}",
+            "--no-save-state",
+        ]
+        (tree / ".watchmanconfig").write_text(json.dumps({"settle": settle_ms}))
+        self.server = subprocess.Popen(
+            [*self.base, "--foreground"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 30
+        while not (self.dir / "sock").exists():
+            if time.monotonic() > deadline or self.server.poll() is not None:
+                raise SystemExit(f"watchman did not start; see {self.dir / 'log'}")
+            time.sleep(0.05)
+        subprocess.run(
+            [*self.base, "--no-spawn", "watch-project", str(tree)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        self.sub = subprocess.Popen(
+            [
+                *self.base,
+                "--no-spawn",
+                # One JSON line per PDU. Not --server-encoding=json: with it the
+                # 4.9 client holds the PDUs back when its stdout is a pipe.
+                "--output-encoding=json",
+                "-p",
+                "-j",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        assert self.sub.stdin is not None
+        query = {
+            "expression": ["type", "f"],
+            "fields": ["name", "exists"],
+        }
+        self.sub.stdin.write(json.dumps(["subscribe", str(tree), "bench", query]).encode())
+        self.sub.stdin.close()
+        self.want = ""
+        self.at = 0.0
+        self.done = threading.Event()
+        self.ready = threading.Event()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        if not self.ready.wait(600):
+            raise SystemExit("watchman: no answer to subscribe")
+
+    def _read(self) -> None:
+        assert self.sub.stdout is not None
+        for line in self.sub.stdout:
+            t = time.perf_counter()
+            pdu = json.loads(line)
+            if "subscribe" in pdu:
+                self.ready.set()  # answered after the root's crawl
+            if "subscription" not in pdu or pdu.get("is_fresh_instance"):
+                continue
+            for f in pdu.get("files", ()):
+                if f.get("exists") and f.get("name") == self.want:
+                    self.at = t
+                    self.done.set()
+
+    def measure(self, renames: Renames, timeout: float) -> list[float]:
+        prefix = len(str(self.tree)) + 1
+        lat = []
+        for src, dst in renames:
+            self.want = dst[prefix:]
+            self.done.clear()
+            os.rename(src, dst)
+            t0 = time.perf_counter()
+            if not self.done.wait(timeout):
+                raise SystemExit(f"watchman: no PDU for {dst} within {timeout} s")
+            lat.append(self.at - t0)
+        self.want = renames[0][0][prefix:]
+        self.done.clear()
+        undo(renames)
+        self.done.wait(timeout)
+        return lat
+
+    def close(self) -> None:
+        self.sub.terminate()
+        self.sub.wait(10)
+        subprocess.run(
+            [*self.base, "--no-spawn", "shutdown-server"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            self.server.wait(10)
+        except subprocess.TimeoutExpired:
+            self.server.terminate()
+            self.server.wait(10)
+
+
+# -- the daemon -----------------------------------------------------------------------
+
+
+def measure_daemon(
+    daemon: Daemon, renames: Renames, timeout: float, hash_enabled: bool
+) -> tuple[list[float], dict[str, int]]:
+    daemon.start()
+    try:
+        daemon.wait_event("sweep.finish")
+        daemon.wait_socket()
+        with daemon.client() as c:
+            if hash_enabled:
+                while c.call("status")["hashing"]["pending"]:
+                    time.sleep(0.5)
+            ids = {}
+            for src, _ in renames:
+                rec = c.call("lookup", {"path": src})
+                assert rec is not None, src
+                ids[src] = rec["id"]
+            lat = []
+            wrong = late = 0
+            for src, dst in renames:
+                os.rename(src, dst)
+                t0 = time.perf_counter()
+                deadline = t0 + timeout
+                while True:
+                    rec = c.call("lookup", {"path": dst})
+                    now = time.perf_counter()
+                    if rec is not None and rec["id"] == ids[src]:
+                        lat.append(now - t0)
+                        break
+                    if now > deadline:
+                        late += 1
+                        if rec is not None:
+                            wrong += 1
+                        break
+            undo(renames)
+            c.call("sync", {"timeout_s": 300})
+            moved_back = sum(
+                1 for src, _ in renames if (c.call("lookup", {"path": src}) or {}).get("id") == ids[src]
+            )
+        moves = sum(1 for r in daemon.records() if r.get("event") == "file.move")
+    finally:
+        daemon.stop()
+    return lat, {
+        "late": late,
+        "wrong_id": wrong,
+        "file_move_events": moves,
+        "ids_back_at_start": moved_back,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--files", type=int, default=100_000)
+    parser.add_argument("--dirs", type=int, default=1_000)
+    parser.add_argument("--renames", type=int, default=1_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--backend", choices=("watchdog", "pyinotify"), default="watchdog")
+    parser.add_argument("--hash", action="store_true", help="run the daemon with hashing on")
+    parser.add_argument("--watchman-settle-ms", type=int, default=1)
+    parser.add_argument("--no-watchman", action="store_true")
+    parser.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds one rename may take to show"
+    )
+    parser.add_argument("--workdir", type=Path, default=Path("/var/tmp/filewarden-bench"))
+    args = parser.parse_args()
+
+    work = args.workdir / f"watch-{args.files}-{args.dirs}"
+    work.mkdir(parents=True, exist_ok=True)
+    tree = _tree.build(work, args.files, args.dirs)
+    watchman = None if args.no_watchman else shutil.which("watchman")
+    daemon = Daemon(
+        work,
+        f"latency-{args.backend}",
+        [tree],
+        backend=args.backend,
+        hash_enabled=args.hash,
+        exclude=(".watchmanconfig",),
+    )
+    tools = ["filewarden", "watchdog"] + (["watchman"] if watchman else [])
+    p50: dict[str, list[float]] = {t: [] for t in tools}
+    p99: dict[str, list[float]] = {t: [] for t in tools}
+    checks = []
+    for run in range(args.runs):
+        renames = plan_renames(tree, args.renames, seed=run + 1)
+        got: dict[str, list[float]] = {}
+        got["watchdog"] = measure_watchdog(tree, renames, args.timeout)
+        if watchman:
+            wm = Watchman(work, tree, args.watchman_settle_ms)
+            try:
+                got["watchman"] = wm.measure(renames, args.timeout)
+            finally:
+                wm.close()
+        got["filewarden"], check = measure_daemon(daemon, renames, args.timeout, args.hash)
+        checks.append(check)
+        for t in tools:
+            p50[t].append(percentile(got[t], 0.5) * 1e3)
+            p99[t].append(percentile(got[t], 0.99) * 1e3)
+        print(
+            f"run {run + 1}/{args.runs}: "
+            + ", ".join(f"{t} p50={p50[t][-1]:.3f} p99={p99[t][-1]:.3f} ms" for t in tools)
+            + f"; {check}",
+            flush=True,
+        )
+
+    med50 = {t: statistics.median(v) for t, v in p50.items()}
+    med99 = {t: statistics.median(v) for t, v in p99.items()}
+    print(
+        f"\nlive rename latency, {args.files:,} files in {args.dirs:,} dirs, "
+        f"{args.renames:,} renames one after the other, median of {args.runs} runs\n"
+    )
+    print(f"{'what':42} {'p50':>10} {'p99':>10}")
+    labels = {
+        "filewarden": f"filewarden ({args.backend}), rename -> lookup",
+        "watchdog": "raw watchdog, rename -> handler",
+        "watchman": f"watchman (settle {args.watchman_settle_ms} ms), rename -> PDU",
+    }
+    for t in tools:
+        print(f"{labels[t]:42} {med50[t]:>7.3f} ms {med99[t]:>7.3f} ms")
+    fw50, fw99 = med50["filewarden"], med99["filewarden"]
+    print(
+        f"\nfilewarden p50 {fw50:.3f} ms (target <= 3), p99 {fw99:.3f} ms (target <= 10)"
+    )
+    for t in tools[1:]:
+        print(
+            f"filewarden / {t}: p50 {fw50 / med50[t]:.2f}x, p99 {fw99 / med99[t]:.2f}x"
+        )
+    late = sum(c["late"] for c in checks)
+    if late:
+        print(f"WARNING: {late} renames not answered within {args.timeout} s: {checks}")
+    print(json.dumps({"p50_ms": p50, "p99_ms": p99, "checks": checks}))
+
+
+if __name__ == "__main__":
+    main()

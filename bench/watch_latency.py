@@ -50,6 +50,7 @@ sys.path.insert(0, str(HERE))
 import _tree  # noqa: E402
 from _daemon import Daemon, percentile  # noqa: E402
 
+from filewarden.watch.limits import count_dirs, own_watches  # noqa: E402
 from filewarden.watch.watchdog_backend import EVENT_FILTER  # noqa: E402
 
 Renames = list[tuple[str, str]]
@@ -79,6 +80,28 @@ def undo(renames: Renames) -> None:
         os.rename(dst, src)
 
 
+def undo_leftovers(renames: Renames) -> None:
+    """After a failure: put back whatever is still renamed, so the tree stays the same."""
+    for src, dst in reversed(renames):
+        if os.path.lexists(dst) and not os.path.lexists(src):
+            os.rename(dst, src)
+
+
+def watching(tree: Path, backend: str, status: dict[str, object]) -> None:
+    """Refuse to measure a root the daemon polls (inotify limits reached, say)."""
+    for root in status["roots"]:  # type: ignore[attr-defined]
+        if root["path"] == str(tree) and (root["mode"] != "watch" or root["backend"] != backend):
+            raise SystemExit(
+                f"the daemon does not watch {tree} with {backend}: {root}; "
+                f"fs.inotify: {inotify_limits()}"
+            )
+
+
+def inotify_limits() -> dict[str, int]:
+    base = Path("/proc/sys/fs/inotify")
+    return {p.name: int(p.read_text()) for p in sorted(base.iterdir())}
+
+
 # -- raw watchdog -------------------------------------------------------------------
 
 
@@ -100,10 +123,17 @@ def measure_watchdog(tree: Path, renames: Renames, timeout: float) -> list[float
     rec = Recorder()
     observer = InotifyObserver(generate_full_events=True)
     observer.start()
+    before = own_watches()
     # bytes, as the daemon schedules it
     observer.schedule(rec, os.fsencode(tree), recursive=True, event_filter=EVENT_FILTER)  # type: ignore[arg-type]
     lat = []
     try:
+        added, needed = own_watches() - before, count_dirs(os.fsencode(tree))
+        if added < needed:  # watchdog swallows ENOSPC below the root
+            raise SystemExit(
+                f"watchdog: only {added} of {needed} directories watched; "
+                f"fs.inotify: {inotify_limits()}"
+            )
         for src, dst in renames:
             rec.want = os.fsencode(dst)
             rec.done.clear()
@@ -120,6 +150,7 @@ def measure_watchdog(tree: Path, renames: Renames, timeout: float) -> list[float
     finally:
         observer.stop()
         observer.join(10)
+        undo_leftovers(renames)
     return lat
 
 
@@ -235,13 +266,19 @@ class Watchman:
 
 
 def measure_daemon(
-    daemon: Daemon, renames: Renames, timeout: float, hash_enabled: bool
+    daemon: Daemon,
+    tree: Path,
+    backend: str,
+    renames: Renames,
+    timeout: float,
+    hash_enabled: bool,
 ) -> tuple[list[float], dict[str, int]]:
     daemon.start()
     try:
         daemon.wait_event("sweep.finish")
         daemon.wait_socket()
         with daemon.client() as c:
+            watching(tree, backend, c.call("status"))
             if hash_enabled:
                 while c.call("status")["hashing"]["pending"]:
                     time.sleep(0.5)
@@ -270,11 +307,14 @@ def measure_daemon(
             undo(renames)
             c.call("sync", {"timeout_s": 300})
             moved_back = sum(
-                1 for src, _ in renames if (c.call("lookup", {"path": src}) or {}).get("id") == ids[src]
+                1
+                for src, _ in renames
+                if (c.call("lookup", {"path": src}) or {}).get("id") == ids[src]
             )
         moves = sum(1 for r in daemon.records() if r.get("event") == "file.move")
     finally:
         daemon.stop()
+        undo_leftovers(renames)
     return lat, {
         "late": late,
         "wrong_id": wrong,
@@ -304,6 +344,12 @@ def main() -> None:
     work = args.workdir / f"watch-{args.files}-{args.dirs}"
     work.mkdir(parents=True, exist_ok=True)
     tree = _tree.build(work, args.files, args.dirs)
+    leftovers = list(tree.glob("*/*/moved*.dat"))
+    if leftovers:
+        raise SystemExit(
+            f"{len(leftovers)} files of an interrupted run are still renamed: "
+            f"remove {work / '.bench-tree.json'} to rebuild the tree"
+        )
     watchman = None if args.no_watchman else shutil.which("watchman")
     daemon = Daemon(
         work,
@@ -327,7 +373,10 @@ def main() -> None:
                 got["watchman"] = wm.measure(renames, args.timeout)
             finally:
                 wm.close()
-        got["filewarden"], check = measure_daemon(daemon, renames, args.timeout, args.hash)
+                undo_leftovers(renames)
+        got["filewarden"], check = measure_daemon(
+            daemon, tree, args.backend, renames, args.timeout, args.hash
+        )
         checks.append(check)
         for t in tools:
             p50[t].append(percentile(got[t], 0.5) * 1e3)
@@ -354,13 +403,9 @@ def main() -> None:
     for t in tools:
         print(f"{labels[t]:42} {med50[t]:>7.3f} ms {med99[t]:>7.3f} ms")
     fw50, fw99 = med50["filewarden"], med99["filewarden"]
-    print(
-        f"\nfilewarden p50 {fw50:.3f} ms (target <= 3), p99 {fw99:.3f} ms (target <= 10)"
-    )
+    print(f"\nfilewarden p50 {fw50:.3f} ms (target <= 3), p99 {fw99:.3f} ms (target <= 10)")
     for t in tools[1:]:
-        print(
-            f"filewarden / {t}: p50 {fw50 / med50[t]:.2f}x, p99 {fw99 / med99[t]:.2f}x"
-        )
+        print(f"filewarden / {t}: p50 {fw50 / med50[t]:.2f}x, p99 {fw99 / med99[t]:.2f}x")
     late = sum(c["late"] for c in checks)
     if late:
         print(f"WARNING: {late} renames not answered within {args.timeout} s: {checks}")

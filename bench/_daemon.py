@@ -32,6 +32,22 @@ def log_time(record: dict[str, Any]) -> float:
     return dt.datetime.fromisoformat(stamp).timestamp()
 
 
+def inotify_limits() -> dict[str, int]:
+    base = Path("/proc/sys/fs/inotify")
+    return {p.name: int(p.read_text()) for p in sorted(base.iterdir())}
+
+
+def require_watched(client: Client, roots: list[Path], backend: str) -> None:
+    """Refuse to measure a root the daemon polls (the inotify limits reached, say)."""
+    wanted = {str(r) for r in roots}
+    for root in client.call("status")["roots"]:
+        if root["path"] in wanted and (root["mode"] != "watch" or root["backend"] != backend):
+            raise SystemExit(
+                f"the daemon does not watch {root['path']} with {backend}: {root}; "
+                f"fs.inotify: {inotify_limits()}"
+            )
+
+
 class Daemon:
     def __init__(
         self,

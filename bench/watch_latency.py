@@ -48,7 +48,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import _tree  # noqa: E402
-from _daemon import Daemon, percentile  # noqa: E402
+from _daemon import Daemon, inotify_limits, percentile, require_watched  # noqa: E402
 
 from filewarden.watch.limits import count_dirs, own_watches  # noqa: E402
 from filewarden.watch.watchdog_backend import EVENT_FILTER  # noqa: E402
@@ -85,21 +85,6 @@ def undo_leftovers(renames: Renames) -> None:
     for src, dst in reversed(renames):
         if os.path.lexists(dst) and not os.path.lexists(src):
             os.rename(dst, src)
-
-
-def watching(tree: Path, backend: str, status: dict[str, object]) -> None:
-    """Refuse to measure a root the daemon polls (inotify limits reached, say)."""
-    for root in status["roots"]:  # type: ignore[attr-defined]
-        if root["path"] == str(tree) and (root["mode"] != "watch" or root["backend"] != backend):
-            raise SystemExit(
-                f"the daemon does not watch {tree} with {backend}: {root}; "
-                f"fs.inotify: {inotify_limits()}"
-            )
-
-
-def inotify_limits() -> dict[str, int]:
-    base = Path("/proc/sys/fs/inotify")
-    return {p.name: int(p.read_text()) for p in sorted(base.iterdir())}
 
 
 # -- raw watchdog -------------------------------------------------------------------
@@ -278,7 +263,7 @@ def measure_daemon(
         daemon.wait_event("sweep.finish")
         daemon.wait_socket()
         with daemon.client() as c:
-            watching(tree, backend, c.call("status"))
+            require_watched(c, [tree], backend)
             if hash_enabled:
                 while c.call("status")["hashing"]["pending"]:
                     time.sleep(0.5)

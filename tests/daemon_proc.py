@@ -54,8 +54,9 @@ class DaemonProcess:
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
+                seen = [e["event"] for e in self.events]
                 raise AssertionError(
-                    f"no {name} {fields} within {timeout} s; saw {[e['event'] for e in self.events]}"
+                    f"no {name} {fields} within {timeout} s; last seen: {seen[-20:]}"
                 )
             try:
                 event = self._queue.get(timeout=left)
@@ -67,6 +68,10 @@ class DaemonProcess:
                 )
             if event.get("event") == name and all(event.get(k) == v for k, v in fields.items()):
                 return event
+
+    def seen(self, name: str) -> list[dict[str, Any]]:
+        """Every event called ``name`` logged so far."""
+        return [e for e in self.events if e.get("event") == name]
 
     def signal(self, signum: int = signal.SIGTERM) -> None:
         self.proc.send_signal(signum)

@@ -17,6 +17,7 @@ check before each sweep batch is committed.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import select
@@ -160,11 +161,8 @@ class Availability(threading.Thread):
             return self.refresh(root, reader)
 
     def _record(self, root: Root, ident: Identity) -> None:
-        self.writer.call(
-            lambda c: catalog.set_identity(
-                c, root.id, ident.uuid, ident.source, ident.fstype, ident.device, ident.inner
-            )
-        )
+        fields = dataclasses.astuple(ident)
+        self.writer.call(lambda c: catalog.set_identity(c, root.id, fields))
         self._recorded[root.id] = ident
 
     # -- the watch loop -------------------------------------------------------------------

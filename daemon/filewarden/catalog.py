@@ -218,6 +218,7 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE roots ADD COLUMN fs_type TEXT;
     ALTER TABLE roots ADD COLUMN fs_inner BLOB;
+    ALTER TABLE roots ADD COLUMN fs_id INTEGER;
     """,
 )
 
@@ -1014,29 +1015,25 @@ def has_files_outside(conn: apsw.Connection, root: int) -> bool:
 
 def get_identity(
     conn: apsw.Connection, root: int
-) -> tuple[str | None, str, str, int, bytes] | None:
-    """``(uuid, source, fstype, device, inner)`` recorded for a root, or None."""
+) -> tuple[str | None, str, str, int, bytes, int] | None:
+    """``(uuid, source, fstype, device, inner, fsid)`` recorded for a root, or None."""
     rows = _rows(
         conn,
-        "SELECT fs_uuid, fs_source, fs_type, device, fs_inner FROM roots WHERE id = ?"
-        " AND device IS NOT NULL",
+        "SELECT fs_uuid, fs_source, fs_type, device, fs_inner, coalesce(fs_id, 0) FROM roots"
+        " WHERE id = ? AND device IS NOT NULL",
         (root,),
     )
     return tuple(rows[0]) if rows else None
 
 
 def set_identity(
-    conn: apsw.Connection,
-    root: int,
-    uuid: str | None,
-    source: str,
-    fstype: str,
-    device: int,
-    inner: bytes,
+    conn: apsw.Connection, root: int, identity: tuple[str | None, str, str, int, bytes, int]
 ) -> None:
+    """Record the volume a root is on (see :class:`filewarden.mounts.Identity`, in field order)."""
     conn.execute(
-        "UPDATE roots SET fs_uuid = ?, fs_source = ?, fs_type = ?, device = ?, fs_inner = ? WHERE id = ?",
-        (uuid, source, fstype, device, inner, root),
+        "UPDATE roots SET fs_uuid = ?, fs_source = ?, fs_type = ?, device = ?, fs_inner = ?, fs_id = ?"
+        " WHERE id = ?",
+        (*identity, root),
     )
 
 

@@ -261,7 +261,7 @@ class Daemon:
         return self.availability.problem(root)
 
     def root_online(self, root: Root) -> None:
-        if root.id not in self.watcher.watched:
+        if root.id not in self.watcher.modes:
             self.watcher.add(root)
         self.scheduler.reschedule(root.id)
         self.scheduler.request(root, full=True)
@@ -309,14 +309,19 @@ class Daemon:
         self.relinker.catch_up(reader)
         self.hasher.poke()
 
-    def on_overflow(self, root: Root | None) -> None:
-        """Events were lost: sweep what the lost events were about (all watched roots if unknown)."""
+    def on_overflow(self, root: Root | None) -> list[threading.Event]:
+        """Events were lost: sweep what they were about (all watched roots if unknown).
+
+        Returns the sweeps' end events; syncs wait for them.
+        """
         roots = [root] if root is not None else self.watcher.watched_roots()
         now = time.time()
+        ends = []
         for r in roots:
             self._overflows[r.id] = now
             log.warning("watcher.overflow", root=r.display, action="full sweep")
-            self.scheduler.request(r, full=True)
+            ends.append(self.scheduler.request(r, full=True).finished_event)
+        return ends
 
     def on_unmount(self, path: bytes) -> None:
         for root in self.roots.values():

@@ -108,6 +108,9 @@ PROBE_TIMEOUT = 5.0  # a hung network mount must not hang the daemon: no answer 
 class Identity:
     """Which volume a root's directory is, and where in it.
 
+    ``fsid`` is statvfs's filesystem id: derived from the UUID on ext4,
+    XFS and btrfs (stable across mounts and device names), new for every
+    tmpfs mount. ``uuid`` is the filesystem UUID where udev publishes it.
     ``inner`` is the directory's path inside its filesystem (mountinfo's
     root field plus the path below the mount point): after an unmount, the
     empty mount point is another directory of the parent filesystem, and a
@@ -119,12 +122,13 @@ class Identity:
     fstype: str
     device: int
     inner: bytes
+    fsid: int = 0
 
     def describe(self) -> str:
         what = (
             f"UUID {self.uuid}"
             if self.uuid
-            else f"{self.source} ({self.fstype}, device {self.device})"
+            else f"{self.source} ({self.fstype}, fsid {self.fsid & (1 << 64) - 1:x})"
         )
         return f"{what}, {os.fsdecode(self.inner)}"
 
@@ -133,65 +137,48 @@ class Identity:
             return False
         if self.uuid and other.uuid:
             return self.uuid == other.uuid
+        if self.fsid and other.fsid:
+            return self.fsid == other.fsid and self.fstype == other.fstype
         if self.source not in PSEUDO_SOURCES and self.source == other.source:
             return self.fstype == other.fstype
         return self.device == other.device and self.fstype == other.fstype
 
 
-_uuid_cache: dict[tuple[str, int], str | None] = {}
-
-
 def volume_uuid(source: str) -> str | None:
-    """The filesystem UUID of a block device: /dev/disk/by-uuid, else blkid (cached per device)."""
+    """The filesystem UUID of a block device, where udev publishes /dev/disk/by-uuid.
+
+    Looked up afresh each time (a loop device or a USB port is reused by the
+    next volume); no blkid: its cache answers for the previous volume.
+    """
     if not source.startswith("/dev/"):
         return None
-    try:
-        rdev = os.stat(source).st_rdev
-    except OSError:
-        return None
-    key = (source, rdev)
-    if key in _uuid_cache:
-        return _uuid_cache[key]
-    uuid = None
     by_uuid = "/dev/disk/by-uuid"
     try:
+        rdev = os.stat(source).st_rdev
         for name in os.listdir(by_uuid):
             if os.stat(os.path.join(by_uuid, name)).st_rdev == rdev:
-                uuid = name
-                break
+                return name
     except OSError:
         pass
-    if uuid is None:
-        import subprocess
-
-        try:
-            out = subprocess.run(
-                ["blkid", "-s", "UUID", "-o", "value", source],
-                capture_output=True,
-                text=True,
-                timeout=5,
-                check=False,
-            )
-            uuid = out.stdout.strip() or None
-        except (OSError, subprocess.SubprocessError):
-            uuid = None
-    _uuid_cache[key] = uuid
-    return uuid
+    return None
 
 
 def identity(path: bytes, mounts: list[Mount] | None = None) -> Identity | None:
     """The identity of the directory at ``path`` now, or None when it cannot be told."""
     try:
         st = os.stat(path)
+        fsid = os.statvfs(path).f_fsid
     except OSError:
         return None
+    if fsid >= 1 << 63:
+        fsid -= 1 << 64  # kept as SQLite's signed 64-bit integer; equality is all that matters
     mount = mount_of(path, mounts)
     if mount is None:
         return None
     real = os.path.realpath(path)
     below = real[len(mount.mount_point.rstrip(b"/")) :] if mount.mount_point != b"/" else real
     inner = os.path.normpath(mount.root.rstrip(b"/") + below) if below else mount.root
-    return Identity(volume_uuid(mount.source), mount.source, mount.fstype, st.st_dev, inner)
+    return Identity(volume_uuid(mount.source), mount.source, mount.fstype, st.st_dev, inner, fsid)
 
 
 def is_mount_point(path: bytes, mounts: list[Mount] | None = None) -> bool:

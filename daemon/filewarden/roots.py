@@ -23,15 +23,18 @@ class Excluder:
     directory is not entered.
     """
 
-    def __init__(self, patterns: tuple[str, ...]) -> None:
+    def __init__(self, patterns: tuple[str, ...], exact: tuple[bytes, ...] = ()) -> None:
         names = [fnmatch.translate(p.rstrip("/")) for p in patterns if "/" not in p.rstrip("/")]
         paths = [fnmatch.translate(p.rstrip("/")) for p in patterns if "/" in p.rstrip("/")]
         self._name = re.compile("|".join(names)) if names else None
         self._path = re.compile("|".join(paths)) if paths else None
-        self.active = bool(patterns)
+        self._exact = frozenset(exact)
+        self.active = bool(patterns or exact)
 
     def excluded(self, dir: bytes, name: bytes) -> bool:
         """True when the entry ``name`` in root-relative ``dir`` is excluded."""
+        if self._exact and (dir + b"/" + name if dir else name) in self._exact:
+            return True
         if self._name is not None and self._name.match(os.fsdecode(name)):
             return True
         if self._path is not None:
@@ -59,7 +62,9 @@ class Root:
 
     @classmethod
     def make(cls, root_id: int, config: RootConfig) -> Root:
-        return cls(root_id, config, os.fsencode(config.path), Excluder(config.exclude))
+        # The marker says "this is the library"; it is not part of it.
+        exact = (os.fsencode(os.path.normpath(config.marker)),) if config.marker else ()
+        return cls(root_id, config, os.fsencode(config.path), Excluder(config.exclude, exact))
 
     def abs(self, rel: bytes) -> bytes:
         """The absolute path of a root-relative one."""

@@ -278,6 +278,11 @@ class Sweep:
             self._flush(first_index)
             self._drain(0)
             self._confirm_missing(reader, started, row.last_sweep)
+            # Even with nothing to commit: a walk that lost its disk halfway
+            # saw only part of the tree and must not count as a sweep of it.
+            problem = self.root_ok(self.root)
+            if problem:
+                raise SweepAborted(problem)
             self.writer.call(
                 lambda c: catalog.set_root_swept(c, self.root.id, started, full=self.full)
             )

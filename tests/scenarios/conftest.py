@@ -94,7 +94,13 @@ class Live:
 
 @contextmanager
 def live_daemon(
-    tmp: Path, backend: str, *, roots: int = 2, extra: str = "", before_start: Any = None
+    tmp: Path,
+    backend: str,
+    *,
+    roots: int = 2,
+    extra: str = "",
+    before_start: Any = None,
+    root_options: str = "",
 ) -> Iterator[Live]:
     root_paths = [tmp / f"root{i}" for i in range(1, roots + 1)]
     for r in root_paths:
@@ -116,7 +122,7 @@ def live_daemon(
         f'backend = "{backend}"',
     ]
     for r in root_paths:
-        lines += ["[[root]]", f'path = "{r}"', 'exclude = ["excluded"]']
+        lines += ["[[root]]", f'path = "{r}"', 'exclude = ["excluded"]', root_options]
     cfg = tmp / "config.toml"
     cfg.write_text("\n".join(lines) + "\n" + extra)
     proc = DaemonProcess(tmp, "--config", str(cfg))

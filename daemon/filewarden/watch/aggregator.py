@@ -49,7 +49,7 @@ class Host(Protocol):
     def watched_roots(self) -> list[Root]: ...
     def all_roots(self) -> dict[int, Root]: ...
     def after_batch(self, reader: apsw.Connection) -> None: ...
-    def on_overflow(self, root: Root | None) -> None: ...
+    def on_overflow(self, root: Root | None) -> list[threading.Event]: ...
     def on_unmount(self, path: bytes) -> None: ...
     def on_hint_failed(self, root: Root, error: str) -> None: ...
 
@@ -75,6 +75,8 @@ class Aggregator(threading.Thread):
             bytes, float
         ] = {}  # created files waiting for their close: path → deadline
         self._cookies: dict[bytes, threading.Event] = {}
+        # Sweeps started because events were lost: no sync may answer before they end.
+        self._barriers: list[threading.Event] = []
         self._reader: apsw.Connection | None = None
         self.hints = 0
         self.batches = 0
@@ -147,8 +149,18 @@ class Aggregator(threading.Thread):
                 self._observe(path, roots, batch)
         if batch.actions:
             self._commit(batch)
-        for done in batch.cookies:
-            done.set()
+        self._barriers = [b for b in self._barriers if not b.is_set()]
+        if batch.cookies and self._barriers:
+            barriers, cookies = list(self._barriers), list(batch.cookies)
+            threading.Thread(
+                target=_release_after,
+                args=(barriers, cookies),
+                daemon=True,
+                name="filewarden-sync-barrier",
+            ).start()
+        else:
+            for done in batch.cookies:
+                done.set()
 
     def _commit(self, batch: _Batch) -> None:
         failed: list[tuple[Root, str]] = []
@@ -188,7 +200,13 @@ class Aggregator(threading.Thread):
     def _plan(self, hint: Hint, roots: list[Root], batch: _Batch) -> None:
         kind, path, dest = hint
         if kind is Kind.OVERFLOW:
-            self.host.on_overflow(next((r for r in roots if r.path == path), None))
+            self._barriers += self.host.on_overflow(
+                next((r for r in roots if r.path == path), None)
+            )
+            # Cookies whose events may be among the lost ones are answered by those sweeps.
+            with self._wake:
+                lost, self._cookies = list(self._cookies.values()), {}
+            batch.cookies += lost
             return
         if kind is Kind.UNMOUNT:
             self.host.on_unmount(path)
@@ -369,3 +387,11 @@ class Aggregator(threading.Thread):
             for name in files:
                 self._observe(root.abs(catalog.join(current, name)), roots, batch)
             stack.extend(catalog.join(current, d) for d in subdirs)
+
+
+def _release_after(barriers: list[threading.Event], cookies: list[threading.Event]) -> None:
+    """Answer the syncs once the sweeps that replace lost events have ended."""
+    for barrier in barriers:
+        barrier.wait()
+    for done in cookies:
+        done.set()

@@ -83,6 +83,10 @@ class _Handler(pyinotify.ProcessEvent):  # type: ignore[misc]
         self.moves = moves
         self.lock = lock
 
+    def process_IN_Q_OVERFLOW(self, event: Any) -> None:
+        # ProcessEvent has its own handler for this (it only logs): override it.
+        self.process_default(event)
+
     def process_default(self, event: Any) -> None:
         try:
             # Held while translating, so a move-out reported by the expiry

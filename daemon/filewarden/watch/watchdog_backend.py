@@ -92,10 +92,12 @@ class _OverflowLog(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             message = record.getMessage()
-            if "overflow" in message.lower():
-                self.emit_hint(Hint(Kind.OVERFLOW, b""))
-            else:
+            if "overflow" not in message.lower():
                 log.warning("watcher.error", source=record.name, error=message)
+            elif record.name.endswith("inotify_c"):
+                # Reported once for the instance; the per-watch "reconciling"
+                # lines that follow are the same overflow.
+                self.emit_hint(Hint(Kind.OVERFLOW, b""))
         except Exception:
             pass
 

@@ -1,0 +1,92 @@
+"""inotify's limits, met for real: a queue overflow and a watch limit lose nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from filewarden.watch.limits import watches_in_use
+from tests.conftest import make_files
+from tests.scenarios.conftest import BACKENDS, live_daemon
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="changes inotify sysctls")
+KERNEL_BACKENDS = [b for b in BACKENDS if b != "poll"]
+
+
+@contextmanager
+def sysctl(name: str, value: int) -> Iterator[str]:
+    """Set /proc/sys/fs/inotify/NAME for the block; the old value comes back whatever happens."""
+    path = Path("/proc/sys/fs/inotify") / name
+    old = path.read_text().strip()
+    path.write_text(str(value))
+    try:
+        yield old
+    finally:
+        path.write_text(old)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_queue_overflow_resweeps_and_loses_nothing(tmp_path: Path, backend: str) -> None:
+    """With a 64-event kernel queue, a storm overflows it: logged, warned in status, swept; the catalog equals the disk."""
+    with sysctl("max_queued_events", 64) as old:
+        # The queue size is fixed when the daemon opens its inotify instance.
+        with live_daemon(tmp_path, backend, roots=1) as live:
+            Path("/proc/sys/fs/inotify/max_queued_events").write_text(old)
+            storm = live.roots[0] / "storm"
+            for i in range(10):
+                (storm / f"d{i}").mkdir(parents=True)
+            live.sync()  # the directories are watched before the storm
+            # A stalled consumer: the storm happens in watched directories while
+            # the daemon is stopped, so the 64-event kernel queue must overflow.
+            live.proc.signal(signal.SIGSTOP)
+            try:
+                paths = []
+                for i in range(3000):
+                    p = storm / f"d{i % 10}" / f"f{i:05d}.txt"
+                    p.write_bytes(b"%d" % i)
+                    paths.append(p)
+                for p in paths[::3]:
+                    p.rename(p.with_suffix(".renamed"))
+                for p in paths[1::3]:
+                    p.unlink()
+            finally:
+                live.proc.signal(signal.SIGCONT)
+            live.sync()
+            overflow = live.proc.wait_event("watcher.overflow", timeout=30)
+            assert overflow["level"] == "warning"
+            [root] = live.call("status")["roots"]
+            assert any("overflow" in w for w in root["warnings"])
+            live.assert_matches_disk()
+            assert len(live.files("present")) == 2000
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_watch_limit_falls_back_to_poll(tmp_path: Path, backend: str) -> None:
+    """A root that cannot be fully watched is polled, said loudly (watcher.limit, status), and stays correct."""
+
+    def fill(roots: list[Path]) -> None:
+        make_files(roots[0], 400, per_dir=5)  # 80 directories
+
+    with sysctl("max_user_watches", watches_in_use() + 20):
+        with live_daemon(tmp_path, backend, roots=1, before_start=fill) as live:
+            [limit] = live.proc.seen("watcher.limit")
+            assert limit["level"] == "error" and "max_user_watches" in limit["error"]
+    with sysctl("max_user_watches", watches_in_use() + 20):
+        # Restart under the same limit, then check that the polled root follows changes.
+        with live_daemon(tmp_path, backend, roots=1) as live:
+            [root] = live.call("status")["roots"]
+            assert (root["backend"], root["mode"]) == ("poll", "poll")
+            assert any("max_user_watches" in w for w in root["warnings"])
+            first = next(iter(sorted(live.roots[0].rglob("*.txt"))))
+            file_id = live.id_of(first)
+            first.rename(first.parent / "renamed.txt")
+            (live.roots[0] / "d0003" / "new.txt").write_text("new")
+            (live.roots[0] / "d0004" / "f00020.txt").unlink()
+            live.sync()
+            assert live.id_of(first.parent / "renamed.txt") == file_id
+            live.assert_matches_disk()

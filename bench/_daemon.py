@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,6 +36,30 @@ def log_time(record: dict[str, Any]) -> float:
 def inotify_limits() -> dict[str, int]:
     base = Path("/proc/sys/fs/inotify")
     return {p.name: int(p.read_text()) for p in sorted(base.iterdir())}
+
+
+class LimitWatch(threading.Thread):
+    """Samples the fs.inotify limits: they are system-wide, and another process may lower them
+    for a while (a test that provokes an overflow does), which would spoil a measurement."""
+
+    def __init__(self, every: float = 0.05) -> None:
+        super().__init__(name="inotify-limits", daemon=True)
+        self.every = every
+        self.start_values = inotify_limits()
+        self.lowest = dict(self.start_values)
+        self.start()
+
+    def run(self) -> None:
+        while True:
+            for k, v in inotify_limits().items():
+                self.lowest[k] = min(self.lowest.get(k, v), v)
+            time.sleep(self.every)
+
+    def take(self) -> dict[str, int]:
+        """The limits that were lower than at the start since the last call (and reset)."""
+        lowered = {k: v for k, v in self.lowest.items() if v < self.start_values.get(k, v)}
+        self.lowest = dict(self.start_values)
+        return lowered
 
 
 def require_watched(client: Client, roots: list[Path], backend: str) -> None:

@@ -41,7 +41,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import _tree  # noqa: E402
-from _daemon import Daemon, require_watched  # noqa: E402
+from _daemon import Daemon, LimitWatch, require_watched  # noqa: E402
 
 from filewarden.client import Client  # noqa: E402
 
@@ -151,6 +151,7 @@ def main() -> None:
         hash_enabled=args.hash,
     )
     daemon.reset_state()
+    limits = LimitWatch()
     daemon.start()
     renames, bursts = [], []
     try:
@@ -166,6 +167,9 @@ def main() -> None:
                 src, dst = ("dir00000", "renamed") if run % 2 == 0 else ("renamed", "dir00000")
                 renames.append(dir_rename(daemon, c, parent, src, dst, args.timeout))
                 bursts.append(creation_burst(daemon, c, create_root / f"batch{run}", args.files))
+                lowered = limits.take()
+                if lowered:
+                    bursts[-1]["inotify_limits_lowered_by_another_process"] = lowered  # type: ignore[assignment]
                 print(
                     f"run {run + 1}/{args.runs}: rename {renames[-1]}\n    create {bursts[-1]}",
                     flush=True,
@@ -208,6 +212,11 @@ def main() -> None:
     lost = sum(b["lost"] for b in bursts)
     print(f"{'  lost files (all runs)':40} {lost:8d}")
     print(f"{'  queue overflows (all runs)':40} {sum(b['overflows'] for b in bursts):8d}")
+    if any("inotify_limits_lowered_by_another_process" in b for b in bursts):
+        print(
+            f"WARNING: fs.inotify limits (start: {limits.start_values}) were lowered during "
+            "a run by another process; those runs are not representative"
+        )
     print(json.dumps({"renames": renames, "bursts": bursts}))
 
 

@@ -48,7 +48,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import _tree  # noqa: E402
-from _daemon import Daemon, inotify_limits, percentile, require_watched  # noqa: E402
+from _daemon import (  # noqa: E402
+    Daemon,
+    LimitWatch,
+    inotify_limits,
+    percentile,
+    require_watched,
+)
 
 from filewarden.watch.limits import count_dirs, own_watches  # noqa: E402
 from filewarden.watch.watchdog_backend import EVENT_FILTER  # noqa: E402
@@ -296,7 +302,9 @@ def measure_daemon(
                 for src, _ in renames
                 if (c.call("lookup", {"path": src}) or {}).get("id") == ids[src]
             )
-        moves = sum(1 for r in daemon.records() if r.get("event") == "file.move")
+        logged = list(daemon.records())
+        moves = sum(1 for r in logged if r.get("event") == "file.move")
+        overflows = sum(1 for r in logged if r.get("event") == "watcher.overflow")
     finally:
         daemon.stop()
         undo_leftovers(renames)
@@ -304,6 +312,7 @@ def measure_daemon(
         "late": late,
         "wrong_id": wrong,
         "file_move_events": moves,
+        "overflows": overflows,
         "ids_back_at_start": moved_back,
     }
 
@@ -344,6 +353,8 @@ def main() -> None:
         hash_enabled=args.hash,
         exclude=(".watchmanconfig",),
     )
+    daemon.reset_state()  # the same catalog every time: a first index of this tree
+    limits = LimitWatch()
     tools = ["filewarden", "watchdog"] + (["watchman"] if watchman else [])
     p50: dict[str, list[float]] = {t: [] for t in tools}
     p99: dict[str, list[float]] = {t: [] for t in tools}
@@ -362,6 +373,9 @@ def main() -> None:
         got["filewarden"], check = measure_daemon(
             daemon, tree, args.backend, renames, args.timeout, args.hash
         )
+        lowered = limits.take()
+        if lowered:
+            check["inotify_limits_lowered_by_another_process"] = lowered  # type: ignore[assignment]
         checks.append(check)
         for t in tools:
             p50[t].append(percentile(got[t], 0.5) * 1e3)
@@ -394,6 +408,11 @@ def main() -> None:
     late = sum(c["late"] for c in checks)
     if late:
         print(f"WARNING: {late} renames not answered within {args.timeout} s: {checks}")
+    if any("inotify_limits_lowered_by_another_process" in c for c in checks):
+        print(
+            f"WARNING: fs.inotify limits (start: {limits.start_values}) were lowered during "
+            "a run by another process; those runs are not representative"
+        )
     print(json.dumps({"p50_ms": p50, "p99_ms": p99, "checks": checks}))
 
 

@@ -64,6 +64,17 @@ class Availability(threading.Thread):
                 if got is not None:
                     self._recorded[root_id] = Identity(*got)
 
+    def add(self, root: Root, reader: apsw.Connection) -> None:
+        with self._lock:
+            self.roots = {**self.roots, root.id: root}
+            got = catalog.get_identity(reader, root.id)
+            if got is not None:
+                self._recorded[root.id] = Identity(*got)
+
+    def remove(self, root: Root) -> None:
+        with self._lock:
+            self.roots = {k: v for k, v in self.roots.items() if k != root.id}
+
     # -- checking ------------------------------------------------------------------
 
     def problem(self, root: Root) -> str | None:

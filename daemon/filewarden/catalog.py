@@ -220,6 +220,15 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE roots ADD COLUMN fs_inner BLOB;
     ALTER TABLE roots ADD COLUMN fs_id INTEGER;
     """,
+    # 5: one *present* file per path. A missing or offline file keeps its
+    # last path without holding it: a known file moved onto that path keeps
+    # its own id (the missing one stays missing, as history). One index both
+    # enforces that (0 for present rows, the id otherwise) and serves
+    # lookups by path.
+    """
+    DROP INDEX files_path;
+    CREATE UNIQUE INDEX files_path ON files(root, dir, name, CASE WHEN state = 'present' THEN 0 ELSE id END);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -234,8 +243,10 @@ def connect(path: Path, *, readonly: bool = False) -> apsw.Connection:
         flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
     try:
         conn = apsw.Connection(str(path), flags=flags)
-        # Readers wait for a checkpoint or a migration rather than fail.
-        conn.set_busy_timeout(10_000)
+        # Readers wait for a checkpoint or a migration rather than fail; the
+        # writer waits longer for another process holding the write lock (an
+        # admin's sqlite3 session), which the service watchdog notices.
+        conn.set_busy_timeout(10_000 if readonly else 120_000)
         if not readonly:
             conn.execute("PRAGMA journal_mode = WAL")
         # NORMAL in WAL mode: a power cut may lose the last commits, never
@@ -382,10 +393,13 @@ def get_file(conn: apsw.Connection, file_id: int) -> FileRow | None:
 
 
 def file_at(conn: apsw.Connection, root: int, path: bytes) -> FileRow | None:
+    """The file at ``path``: the present one, else the most recently missing (or offline) one."""
     dir, name = split(path)
     rows = _rows(
         conn,
-        f"SELECT {FILE_COLS} FROM files WHERE root = ? AND dir = ? AND name = ?",
+        f"SELECT {FILE_COLS} FROM files WHERE root = ? AND dir = ? AND name = ?"
+        " ORDER BY CASE state WHEN 'present' THEN 0 WHEN 'offline' THEN 1 ELSE 2 END,"
+        " coalesce(missing_since, 0) DESC, id DESC LIMIT 1",
         (root, dir, name),
     )
     return FileRow(*rows[0]) if rows else None

@@ -61,7 +61,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
     logs.configure(cfg.log)
     try:
-        code = Daemon(cfg).run()
+        code = Daemon(cfg, fixed_roots=bool(args.root)).run()
     except FilewardenError as exc:
         logs.get().critical("daemon.stop", reason=str(exc))
         print(f"filewarden: {exc}", file=sys.stderr)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import random
 import signal
 import threading
 import time
@@ -19,13 +18,17 @@ from types import FrameType
 import apsw
 
 from filewarden import __version__, catalog, logs, protocol
+from filewarden import config as config_mod
 from filewarden.api import Api
 from filewarden.availability import Availability
-from filewarden.config import Config
+from filewarden.config import Config, RootConfig
+from filewarden.errors import ConfigError
 from filewarden.hasher import Hasher
 from filewarden.jobs import Job, JobTable
+from filewarden.notify import Notifier, listen_socket
 from filewarden.relink import Relinker
 from filewarden.roots import Root
+from filewarden.scheduler import Scheduler
 from filewarden.server import AdminCheck, Server, bind_unix_socket
 from filewarden.sweep import Sweep, SweepAborted
 from filewarden.watch import Watcher, wait_all
@@ -36,105 +39,12 @@ log = logs.get("filewarden.daemon")
 STOP_DEADLINE = 4.0  # seconds from SIGTERM to exit, leaving a margin under 5 s
 
 
-class Scheduler(threading.Thread):
-    """Runs sweeps one at a time: all roots at start, then full and quick ones on their intervals."""
-
-    def __init__(self, daemon: Daemon) -> None:
-        super().__init__(name="filewarden-sweeps", daemon=True)
-        self.d = daemon
-        self._wake = threading.Condition()
-        self._requests: list[tuple[int, bool, Job]] = []
-        self._due: dict[int, dict[str, float]] = {}
-
-    def request(self, root: Root, *, full: bool) -> Job:
-        """Queue a sweep of ``root`` before any scheduled one; returns its job.
-
-        A sweep of the root that is queued but not started yet is shared:
-        it starts after this call, so it serves this caller too (a hundred
-        clients calling ``sync`` at once cost one quick sweep).
-        """
-        with self._wake:
-            return self._enqueue(root.id, full)
-
-    def _enqueue(self, root_id: int, full: bool) -> Job:
-        for queued_id, queued_full, job in self._requests:
-            if queued_id == root_id and (queued_full or not full):
-                return job
-        job = self.d.jobs.new("full" if full else "quick", self.d.roots[root_id].display)
-        self._requests.append((root_id, full, job))
-        self._wake.notify()
-        return job
-
-    def reschedule(self, root_id: int) -> None:
-        """Forget a root's due times (its mode changed); they are computed afresh."""
-        with self._wake:
-            self._due.pop(root_id, None)
-            self._wake.notify()
-
-    def wake(self) -> None:
-        with self._wake:
-            self._wake.notify()
-
-    def _interval(self, root_id: int, kind: str) -> float | None:
-        cfg = self.d.config.sweep
-        if kind == "full":
-            return cfg.interval
-        root = self.d.roots.get(root_id)
-        if root is not None and self.d.watcher.mode_of(root) == "poll":
-            return cfg.poll_interval
-        return cfg.quick_interval
-
-    def _next(self, interval: float | None) -> float:
-        if interval is None:
-            return float("inf")
-        jitter = self.d.config.sweep.jitter
-        return time.monotonic() + interval * (1 + random.uniform(-jitter, jitter))
-
-    def _queue_due(self) -> None:
-        now = time.monotonic()
-        for root_id in list(self.d.roots):
-            due = self._due.setdefault(
-                root_id, {k: self._next(self._interval(root_id, k)) for k in ("full", "quick")}
-            )
-            for kind, at in due.items():
-                if at <= now:
-                    due[kind] = self._next(self._interval(root_id, kind))
-                    self._enqueue(root_id, kind == "full")
-
-    def run(self) -> None:
-        reader = catalog.connect(self.d.db_path, readonly=True)
-        try:
-            self._loop(reader)
-        finally:
-            reader.close()
-
-    def _loop(self, reader: apsw.Connection) -> None:
-        while not self.d.stopping.is_set():
-            with self._wake:
-                if not self._requests:
-                    self._queue_due()
-                if not self._requests:
-                    soonest = min(
-                        (t for d in self._due.values() for t in d.values()), default=float("inf")
-                    )
-                    self._wake.wait(min(60.0, max(0.05, soonest - time.monotonic())))
-                    continue
-                root_id, full, job = self._requests.pop(0)
-            target = self.d.roots.get(root_id)
-            if target is None:
-                self.d.jobs.close(job, "aborted", error="root no longer configured")
-                continue
-            self.d.sweep(target, full=full, job=job, reader=reader)
-        with self._wake:
-            for _, _, job in self._requests:
-                self.d.jobs.close(job, "aborted", error="daemon stopping")
-
-
 class Daemon:
     """The long-running process: catalog writer, sweeps, and (later) watcher and socket."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, fixed_roots: bool = False) -> None:
         self.config = config
+        self.fixed_roots = fixed_roots  # roots came from --root: a reload keeps them
         self.db_path = config.daemon.state_dir / "catalog.db"
         self.stopping = threading.Event()
         self.writer = Writer(self.db_path)
@@ -158,8 +68,11 @@ class Daemon:
         self._watch_backoff = 1.0
         self._watch_retry_at = 0.0
         self.server: Server | None = None
+        self.notifier = Notifier()
         self._reader: apsw.Connection | None = None
         self._signals = 0
+        self._wake = threading.Event()
+        self._reload_requested = False
 
     # -- lifecycle -------------------------------------------------------
 
@@ -200,14 +113,15 @@ class Daemon:
 
     def _start_server(self) -> None:
         cfg = self.config.daemon
-        sock = bind_unix_socket(cfg.socket, cfg.socket_mode, cfg.socket_group)
+        passed = listen_socket()  # socket activation: systemd made it, and keeps the path
+        sock = passed or bind_unix_socket(cfg.socket, cfg.socket_mode, cfg.socket_group)
         self.server = Server(
             self.api,
             sock,
             admin=AdminCheck(cfg.admin_group),
             request_timeout=cfg.client_request_timeout,
             idle_timeout=cfg.client_idle_timeout,
-            owns_path=cfg.socket,
+            owns_path=None if passed else cfg.socket,
         )
         self.server.start()
 
@@ -216,19 +130,143 @@ class Daemon:
         self._install_signals()
         try:
             self.start()
-            while not self.stopping.wait(1.0):
+            self.notifier.ready(self.status_line())
+            tick = min(1.0, (self.notifier.watchdog_interval or 2.0) / 4)
+            last_status = ""
+            while not self.stopping.is_set():
+                self._wake.wait(tick)
+                self._wake.clear()
+                if self.stopping.is_set():
+                    break
+                if self._reload_requested:
+                    self._reload_requested = False
+                    self.reload()
                 if not self.writer.alive():
                     log.critical("daemon.stop", reason="catalog writer died")
                     return 1
                 self._check_watcher()
+                trouble = self.unhealthy()
+                if trouble is None:
+                    self.notifier.watchdog()
+                elif self.notifier.watchdog_interval is not None:
+                    log.error("daemon.unhealthy", reason=trouble, watchdog="not pinged")
+                line = self.status_line()
+                if line != last_status:
+                    self.notifier.status(line)
+                    last_status = line
         finally:
             self.stop()
         return 0
+
+    def reload(self) -> None:
+        """SIGHUP: read the config file again and apply what changed; a bad file changes nothing."""
+        self.notifier.reloading()
+        try:
+            source = self.config.source
+            if source is None:
+                log.warning(
+                    "daemon.reload", error="started without a config file: nothing to reload"
+                )
+                return
+            try:
+                new = config_mod.load(source)
+            except ConfigError as exc:
+                log.error("daemon.reload", error=str(exc), kept="the running config")
+                return
+            if self.fixed_roots:
+                new = config_mod.with_roots(new, [r.path for r in self.config.roots])
+            changes = self._apply(new)
+            log.info("daemon.reload", config=str(source), changes=changes or ["nothing changed"])
+        finally:
+            self.notifier.ready(self.status_line())
+
+    def _apply(self, new: Config) -> list[str]:
+        old, changes = self.config, []
+        for name in ("log", "sweep", "hash", "retention"):
+            if getattr(old, name) != getattr(new, name):
+                changes.append(f"[{name}] changed")
+        for name in ("daemon", "watch"):
+            if getattr(old, name) != getattr(new, name):
+                changes.append(f"[{name}] changed: takes effect at the next restart")
+        self.config = dataclasses.replace(new, daemon=old.daemon, watch=old.watch)
+        if old.log != new.log:
+            logs.configure(new.log)
+        self.hasher.max_bytes_per_s = new.hash.max_mb_per_s * 1e6
+        current = {r.config.path: r for r in self.roots.values()}
+        wanted = {rc.path: rc for rc in new.roots}
+        for path, root in current.items():
+            if path not in wanted or wanted[path] != root.config:
+                self._remove_root(root)
+                changes.append(f"root {path} {'removed' if path not in wanted else 'changed'}")
+        for path, rc in wanted.items():
+            if path not in current or current[path].config != rc:
+                self._add_root(rc)
+                if path not in current:
+                    changes.append(f"root {path} added")
+        for root_id in self.roots:
+            self.scheduler.reschedule(root_id)  # new intervals count from now
+        return changes
+
+    def _add_root(self, rc: RootConfig) -> Root:
+        path = os.fsencode(rc.path)
+        root_id = self.writer.call(partial(catalog.ensure_root, path=path))
+        root = Root.make(root_id, rc)
+        # Copy on write: other threads iterate the dict they were handed.
+        self.roots = {**self.roots, root_id: root}
+        self.availability.add(root, self._reader_conn())
+        if self.availability.refresh(root, self._reader_conn()) is None:
+            self.root_online(root)
+        return root
+
+    def _remove_root(self, root: Root) -> None:
+        self.watcher.remove(root)
+        self.availability.remove(root)
+        self.roots = {k: v for k, v in self.roots.items() if k != root.id}
+        self.scheduler.reschedule(root.id)
+
+    def unhealthy(self) -> str | None:
+        """Why the service watchdog must not be pinged now, or None when all is well.
+
+        A writer stuck in one batch, or a dead server, watcher or mount
+        checker: systemd then restarts the daemon (WatchdogSec).
+        """
+        busy = self.writer.busy_since
+        stuck_after = max(10.0, (self.notifier.watchdog_interval or 20.0) / 2)
+        if busy is not None and time.monotonic() - busy > stuck_after:
+            return f"catalog writer busy for {time.monotonic() - busy:.0f} s"
+        if self.server is not None and not self.server.alive():
+            return "socket server stopped"
+        if not self.watcher.aggregator.is_alive():
+            return "event aggregator stopped"
+        if not self.availability.is_alive():
+            return "mount checker stopped"
+        if not self.scheduler.is_alive():
+            return "sweep scheduler stopped"
+        return None
+
+    def status_line(self) -> str:
+        """One line for systemd's STATUS=: roots, counts, what the daemon is doing."""
+        rows = catalog.all_roots(self._reader_conn())
+        configured = {r.id for r in self.roots.values()}
+        online = sum(1 for r in rows if r.id in configured and r.state == "online")
+        present, missing, offline = catalog.totals(self._reader_conn())
+        doing = "idle"
+        for job in self.jobs.active():
+            if job.state == "running":
+                total = f"/{job.total}" if job.total is not None else ""
+                what = "indexing" if job.total is None else f"{job.kind} sweep"
+                doing = f"{what} {job.root}: {job.done}{total}"
+                break
+        return (
+            f"{online} of {len(configured)} roots online; {present} present, {missing} missing,"
+            f" {offline} offline; {doing}"
+        )
 
     def stop(self) -> None:
         # One deadline for everything: only the writer's open transaction
         # must finish; the other threads are daemons and may be left behind.
         deadline = time.monotonic() + STOP_DEADLINE
+        self.notifier.stopping()
         self.stopping.set()
         if self.server is not None:
             self.server.stop(timeout=1.0)
@@ -244,13 +282,18 @@ class Daemon:
 
     def _install_signals(self) -> None:
         def on_signal(signum: int, _frame: FrameType | None) -> None:
-            self._signals += 1
-            if signum == signal.SIGINT and self._signals > 1:
-                os._exit(130)  # the user insists
-            self.stopping.set()
+            if signum == signal.SIGHUP:
+                self._reload_requested = True
+            else:
+                self._signals += 1
+                if signum == signal.SIGINT and self._signals > 1:
+                    os._exit(130)  # the user insists
+                self.stopping.set()
+            self._wake.set()
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGHUP, on_signal)
 
     # -- work ------------------------------------------------------------
 

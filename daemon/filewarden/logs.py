@@ -71,11 +71,24 @@ def configure(config: LogConfig, stream: TextIO | None = None) -> None:
         # Not cached, so a reload that changes the level reaches module loggers.
         cache_logger_on_first_use=False,
     )
-    # Libraries log through the standard library (watchdog does); keep their
-    # warnings visible, one line each.
-    logging.basicConfig(
-        level=logging.WARNING, stream=out, format="%(levelname)s %(name)s: %(message)s"
-    )
+    # Libraries log through the standard library (watchdog does) and Python
+    # warns on stderr: both become catalogue events, so every line stays JSON.
+    root = logging.getLogger()
+    root.handlers = [_ToStructlog()]
+    root.setLevel(logging.WARNING)
+    logging.captureWarnings(True)
+
+
+class _ToStructlog(logging.Handler):
+    """Standard-library log records as ``daemon.library`` events."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            logger = structlog.get_logger("library")
+            method = getattr(logger, record.levelname.lower(), logger.warning)
+            method("daemon.library", logger=record.name, message=record.getMessage())
+        except Exception:  # logging must never raise into the code that logs
+            self.handleError(record)
 
 
 class _LineWriter:

@@ -49,6 +49,9 @@ class DirDiff:
     vanished: list[bytes]  # known subdirectories that are not there any more
     # New names that are known files moved here: (name, signature, file id, its root id).
     found: list[tuple[bytes, Signature, int, int]] = dataclasses.field(default_factory=list)
+    # Names whose file is missing (or offline) and is on disk again: back, unless
+    # the inode says another known file moved here.
+    returned: list[tuple[bytes, Signature]] = dataclasses.field(default_factory=list)
     # The listing's files digest, to store once the catalog's rows match it;
     # None when the stored digest already is the listing's.
     digest: bytes | None = None
@@ -62,6 +65,7 @@ class DirDiff:
             or self.gone
             or self.vanished
             or self.found
+            or self.returned
             or self.digest is not None
         )
 
@@ -108,22 +112,51 @@ def diff_listing(
     if rows is None:
         return DirDiff(listing.dir, stamp, [], [], [], vanished)
     touched: list[tuple[bytes, Signature]] = []
+    returned: list[tuple[bytes, Signature]] = []
     gone: list[int] = []
     seen = set()
-    for name, size, mtime_ns, ctime_ns, device, inode, state, file_id in rows:
+    for name, size, mtime_ns, ctime_ns, device, inode, state, file_id in _one_per_name(rows):
         sig = files.get(name)
         if sig is None:
             if state == PRESENT:
                 gone.append(file_id)
             continue
         seen.add(name)
-        if state != PRESENT or sig != (size, mtime_ns, ctime_ns, device, inode):
+        if state != PRESENT:
+            returned.append((name, sig))
+        elif sig != (size, mtime_ns, ctime_ns, device, inode):
             touched.append((name, sig))
     new = [(name, sig) for name, sig in files.items() if name not in seen]
     new.sort()  # index order: cheaper B-tree inserts
     return DirDiff(
-        listing.dir, stamp, new, touched, gone, vanished, digest=digest, listed=len(files)
+        listing.dir,
+        stamp,
+        new,
+        touched,
+        gone,
+        vanished,
+        digest=digest,
+        listed=len(files),
+        returned=returned,
     )
+
+
+def _one_per_name(rows: Sequence[DirRow]) -> Iterable[DirRow]:
+    """The row that speaks for each name: the present file, else an offline one, else the newest missing one.
+
+    Only one file is present at a path; missing ones keep their last path
+    as history, and a new file there is the latest of them coming back.
+    """
+    best: dict[bytes, DirRow] = {}
+    for row in rows:
+        held = best.get(row[0])
+        if held is None or _rank(row) > _rank(held):
+            best[row[0]] = row
+    return best.values() if len(best) < len(rows) else rows
+
+
+def _rank(row: DirRow) -> tuple[int, int]:
+    return (2 if row[6] == PRESENT else 1 if row[6] == catalog.OFFLINE else 0, row[7])
 
 
 def _change_reason(old: Signature, new: Signature) -> str:
@@ -198,7 +231,7 @@ def apply_diff(
         and catalog.dir_is_empty(conn, rid, diff.dir)
     )
     count = 0
-    for name, sig in diff.touched:
+    for name, sig in [*diff.touched, *diff.returned]:
         row = catalog.file_at(conn, rid, catalog.join(diff.dir, name))
         if row is not None:
             observe_file(conn, root, row, sig, now, tally)
@@ -292,10 +325,11 @@ def apply_move(
 ) -> int | None:
     """A file moved from ``src_rel`` to ``dst_rel`` (a live event, or found by inode).
 
-    The id goes with the file. If the destination path already belongs to
-    a catalogued file (a rename over it), that file keeps its id and gets
-    the new content as a change, and the moved one is gone (``deleted``):
-    a path's identity wins, as it does for a file coming back at its path.
+    The id goes with the file. If a *present* file is at the destination (a
+    rename over it, as an atomic save does), that file keeps its id and gets
+    the new content as a change, and the moved one is gone (``deleted``). A
+    missing file recorded at the destination stays missing: the moved file
+    is known, and keeps its own id.
     ``file_id`` names the file when it was found by inode, ``by`` says how.
     """
     row = (
@@ -306,7 +340,7 @@ def apply_move(
     if row is None or row.state == catalog.OFFLINE or (file_id is None and row.state != PRESENT):
         return observe_path(conn, dst, dst_rel, sig, now) if sig is not None else None
     there = catalog.file_at(conn, dst.id, dst_rel)
-    if there is not None and there.id != row.id:
+    if there is not None and there.id != row.id and there.state == PRESENT:
         if sig is not None:
             observe_file(conn, dst, there, sig, now, Tally())
         if row.state == PRESENT:

@@ -339,7 +339,7 @@ class Sweep:
                 known = list(catalog.child_dirs(reader, root_id, listing.dir))
             self.progress.done += len(listing.files)
             diff = reconcile.diff_listing(listing, rows, known, stored, digest)
-            if diff.new and match:
+            if (diff.new or diff.returned) and match:
                 diff = self._identify(reader, diff)
             if diff:
                 self._batch.append(diff)
@@ -348,17 +348,27 @@ class Sweep:
                     self._flush(first_index)
 
     def _identify(self, reader: apsw.Connection, diff: DirDiff) -> DirDiff:
-        """Which new names are known files moved here while nobody watched (rule 1: inode)."""
-        found, new = [], []
+        """Which new names are known files moved here while nobody watched (rule 1: inode).
+
+        A name whose missing file is on disk again is checked too: if its
+        inode is another known file's, that file moved onto the path.
+        """
+        found, new, returned = [], [], []
         for name, sig in diff.new:
             hit = relink.by_inode(reader, sig, self.roots)
             if hit is None:
                 new.append((name, sig))
             else:
                 found.append((name, sig, hit[0].id, hit[1].id))
+        for name, sig in diff.returned:
+            hit = relink.by_inode(reader, sig, self.roots)
+            if hit is None or hit[0].path == catalog.join(diff.dir, name):
+                returned.append((name, sig))  # no other file: this one is back
+            else:
+                found.append((name, sig, hit[0].id, hit[1].id))
         if not found:
             return diff
-        return dataclasses.replace(diff, new=new, found=found)
+        return dataclasses.replace(diff, new=new, found=found, returned=returned)
 
     def _flush(self, first_index: bool) -> None:
         if not self._batch:

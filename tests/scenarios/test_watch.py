@@ -222,3 +222,28 @@ def test_status_reports_backend_and_mode(tmp_path: Path, backend: str) -> None:
     with live_daemon(tmp_path, backend) as live:
         roots = live.call("status")["roots"]
         assert {(r["backend"], r["mode"]) for r in roots} == {(backend, "watch")}
+
+
+def test_rename_onto_a_missing_files_path_keeps_its_own_id(live: Live) -> None:
+    """A known file renamed onto the path of a missing one keeps its id; the missing one stays missing."""
+    old = live.roots[0] / "old.dat"
+    old.write_bytes(b"the first file")
+    live.sync()
+    first = live.id_of(old)
+    old.unlink()
+    live.sync()
+    new = live.roots[0] / "new.dat"
+    new.write_bytes(b"another file, longer")
+    live.sync()
+    second = live.id_of(new)
+    new.rename(old)
+    live.sync()
+    assert live.id_of(old) == second
+    assert live.call("file", {"id": first})["state"] == "missing"
+    live.assert_matches_disk()
+    # A new, unknown file at that path later is the missing one coming back (same path).
+    old.unlink()
+    live.sync()
+    old.write_bytes(b"back")
+    live.sync()
+    assert live.id_of(old) in (first, second)

@@ -261,12 +261,20 @@ class Aggregator(threading.Thread):
             return
         root, rel = where
         sig = self._stat(path)
+        here = (
+            catalog.file_at(self._reader, root.id, rel)
+            if sig is not None and self._reader is not None
+            else None
+        )
         if (
             sig is not None
             and self._reader is not None
-            and catalog.file_at(self._reader, root.id, rel) is None
+            and (here is None or here.state != catalog.PRESENT)
         ):
+            # Unknown here, or only a missing file recorded here: maybe a known file moved in.
             found = relink.by_inode(self._reader, sig, self.host.all_roots())
+            if found is not None and here is not None and found[0].id == here.id:
+                found = None  # the missing file itself is back
             if found is not None:
                 row, src_root = found
                 batch.actions.append(

@@ -141,9 +141,10 @@ class _Handler(pyinotify.ProcessEvent):  # type: ignore[misc]
             else:
                 self.emit(Hint(Kind.MOVED, b"", path))
         elif mask & pyinotify.IN_CREATE:
-            if not event.dir:
-                self.emit(Hint(Kind.CREATED, path))
-            # A created directory: auto_add watches it and simulates IN_CREATE for its contents.
+            # A new directory is listed by us, in order: pyinotify's own
+            # simulated events for its contents are queued behind events
+            # already read (a sync cookie could overtake them).
+            self.emit(Hint(Kind.DIR_SCAN if event.dir else Kind.CREATED, path))
         elif mask & pyinotify.IN_CLOSE_WRITE:
             self.emit(Hint(Kind.CLOSED, path))
         elif mask & pyinotify.IN_DELETE:

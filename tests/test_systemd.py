@@ -1,0 +1,272 @@
+"""Running as a systemd service: units, sd_notify, the watchdog, socket activation, reload."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from filewarden import catalog
+from filewarden.client import Client
+from tests.conftest import make_files, wait_for
+from tests.daemon_proc import DaemonProcess, write_config
+
+UNITS = Path(__file__).parent.parent / "systemd"
+needs_systemd = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed"
+)
+
+
+def installed_units(tmp_path: Path) -> list[Path]:
+    """The units with ExecStart pointing at this installation (verify checks the binary exists)."""
+    binary = shutil.which("filewarden") or str(Path(sys.executable).parent / "filewarden")
+    out = []
+    for name in ("filewarden.service", "filewarden.socket"):
+        text = (UNITS / name).read_text().replace("/usr/local/bin/filewarden", binary)
+        (tmp_path / name).write_text(text)
+        out.append(tmp_path / name)
+    return out
+
+
+@needs_systemd
+def test_units_verify(tmp_path: Path) -> None:
+    """systemd-analyze verify passes on both units."""
+    out = subprocess.run(
+        ["systemd-analyze", "verify", *map(str, installed_units(tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "filewarden" not in out.stderr, out.stderr  # no warning about our units
+
+
+@needs_systemd
+def test_service_exposure_at_most_3(tmp_path: Path) -> None:
+    """systemd-analyze security --offline=yes rates the service's exposure 3.0 or better."""
+    service = installed_units(tmp_path)[0]
+    out = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", str(service)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    match = re.search(r"Overall exposure level for filewarden.service: ([0-9.]+)", out.stdout)
+    assert match, out.stdout[-2000:]
+    assert float(match.group(1)) <= 3.0
+
+
+def test_service_file_has_what_the_contract_asks() -> None:
+    """Type=notify, a watchdog, reload by SIGHUP, state and runtime directories, a dedicated user."""
+    text = (UNITS / "filewarden.service").read_text()
+    for line in [
+        "Type=notify",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "StateDirectory=filewarden",
+        "RuntimeDirectory=filewarden",
+        "User=filewarden",
+        "ProtectSystem=strict",
+        "ProtectHome=read-only",
+        "NoNewPrivileges=yes",
+        "PrivateTmp=yes",
+        "RestrictAddressFamilies=AF_UNIX",
+    ]:
+        assert line in text.splitlines(), line
+    assert re.search(r"^WatchdogSec=\d+", text, re.M)
+    assert "u filewarden" in (UNITS / "filewarden.sysusers").read_text()
+
+
+class NotifyListener:
+    """A real AF_UNIX datagram socket playing systemd's side of sd_notify."""
+
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.messages: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.messages.append((time.monotonic(), data.decode()))
+
+    def lines(self, prefix: str) -> list[tuple[float, str]]:
+        return [
+            (t, line)
+            for t, m in self.messages
+            for line in m.splitlines()
+            if line.startswith(prefix)
+        ]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
+@pytest.fixture
+def listener(tmp_path: Path) -> Iterator[NotifyListener]:
+    n = NotifyListener(tmp_path / "notify.sock")
+    yield n
+    n.close()
+
+
+def test_notify_ready_status_watchdog_stopping(
+    tmp_path: Path, tree: Path, listener: NotifyListener
+) -> None:
+    """With NOTIFY_SOCKET set: READY=1 once serving, STATUS= with counts, WATCHDOG=1 pings, STOPPING=1 on SIGTERM."""
+    make_files(tree, 25)
+    env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify.sock"), WATCHDOG_USEC="400000")
+    proc = DaemonProcess(tmp_path, "--root", str(tree), env=env)
+    try:
+        wait_for(lambda: listener.lines("READY=1"), timeout=30)
+        # Ready means serving: the socket answers now.
+        with Client(tmp_path / "run" / "filewarden.sock") as c:
+            assert c.call("status")["pid"] == proc.proc.pid
+        wait_for(
+            lambda: any("25 present" in line for _, line in listener.lines("STATUS=")), timeout=30
+        )
+        wait_for(lambda: len(listener.lines("WATCHDOG=1")) >= 4, timeout=10)
+        assert any(line == f"MAINPID={proc.proc.pid}" for _, line in listener.lines("MAINPID="))
+        proc.signal(signal.SIGTERM)
+        assert proc.stop() == 0
+        assert listener.lines("STOPPING=1")
+        ready_at = listener.lines("READY=1")[0][0]
+        assert all(t >= ready_at for t, _ in listener.lines("WATCHDOG=1"))
+    finally:
+        proc.kill()
+
+
+def test_stuck_writer_stops_watchdog_pings(
+    tmp_path: Path, tree: Path, listener: NotifyListener
+) -> None:
+    """A writer stuck behind another process's write lock stops the WATCHDOG=1 pings until it is free again."""
+    make_files(tree, 5)
+    env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify.sock"), WATCHDOG_USEC="1000000")
+    proc = DaemonProcess(tmp_path, "--root", str(tree), env=env)
+    try:
+        wait_for(lambda: listener.lines("READY=1"), timeout=30)
+        proc.wait_event("sweep.finish")
+        blocker = catalog.connect(tmp_path / "state" / "filewarden" / "catalog.db")
+        blocker.execute(
+            "BEGIN IMMEDIATE"
+        )  # the write lock, as an admin's sqlite3 session would hold it
+        try:
+            (tree / "new.txt").write_text("a write the daemon must make")  # the writer now waits
+            proc.wait_event("daemon.unhealthy", timeout=30)
+            stuck_from = time.monotonic()
+            wait_for(lambda: time.monotonic() - stuck_from > 2, timeout=5, interval=0.1)
+            assert not [t for t, _ in listener.lines("WATCHDOG=1") if t > stuck_from + 0.5]
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        resumed = time.monotonic()
+        wait_for(lambda: [t for t, _ in listener.lines("WATCHDOG=1") if t > resumed], timeout=10)
+    finally:
+        proc.kill()
+
+
+@pytest.mark.skipif(
+    shutil.which("systemd-socket-activate") is None, reason="systemd-socket-activate not installed"
+)
+def test_socket_activation(tmp_path: Path, tree: Path) -> None:
+    """Started by systemd-socket-activate, the daemon serves the passed socket and does not bind its own."""
+    make_files(tree, 3)
+    sock = tmp_path / "activated.sock"
+    own = tmp_path / "run" / "fw.sock"
+    cfg = write_config(tmp_path, [tree], socket=own)
+    (tmp_path / "run").mkdir()
+    activator = subprocess.Popen(
+        [
+            "systemd-socket-activate",
+            "-l",
+            str(sock),
+            sys.executable,
+            "-m",
+            "filewarden",
+            "run",
+            "--config",
+            str(cfg),
+            "--log-format",
+            "json",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for(sock.exists, timeout=10)
+        with Client(sock, timeout=60) as c:  # the first connection starts the daemon
+            status = c.call("status")
+            # systemd-socket-activate execs the daemon in its own process.
+            assert status["pid"] == activator.pid
+            c.call("sync")
+            assert c.call("status")["totals"]["present"] == 3
+        assert not own.exists()
+    finally:
+        activator.terminate()
+        activator.wait(10)
+
+
+def test_sighup_adds_a_root(tmp_path: Path, tree: Path) -> None:
+    """SIGHUP with a new root in the config starts watching it, without a restart."""
+    make_files(tree, 4)
+    second = tmp_path / "second"
+    make_files(second, 6)
+    cfg = write_config(tmp_path, [tree], backend="watchdog")
+    proc = DaemonProcess(tmp_path, "--config", str(cfg))
+    try:
+        proc.wait_event("sweep.finish")
+        write_config(tmp_path, [tree, second], backend="watchdog")
+        proc.signal(signal.SIGHUP)
+        reload = proc.wait_event("daemon.reload")
+        assert any(f"root {second} added" in c for c in reload["changes"])
+        proc.wait_event("sweep.finish", root=str(second))
+        with Client(tmp_path / "run" / "fw.sock") as c:
+            roots = {r["path"]: r for r in c.call("status")["roots"]}
+            assert (
+                roots[str(second)]["backend"] == "watchdog"
+                and roots[str(second)]["state"] == "online"
+            )
+            (second / "live.txt").write_text("seen live")
+            c.call("sync")
+            assert c.call("lookup", {"path": str(second / "live.txt")}) is not None
+            assert c.call("status")["pid"] == proc.proc.pid  # same process
+    finally:
+        assert proc.stop() == 0
+
+
+def test_sighup_with_a_broken_config_keeps_the_old_one(tmp_path: Path, tree: Path) -> None:
+    """SIGHUP with a broken config logs the problem and runs on with the old config."""
+    make_files(tree, 4)
+    cfg = write_config(tmp_path, [tree])
+    proc = DaemonProcess(tmp_path, "--config", str(cfg))
+    try:
+        proc.wait_event("sweep.finish")
+        cfg.write_text(cfg.read_text().replace('interval = "never"', "interval = 'whenever'"))
+        proc.signal(signal.SIGHUP)
+        event = proc.wait_event("daemon.reload")
+        assert event["level"] == "error" and "interval" in event["error"]
+        with Client(tmp_path / "run" / "fw.sock") as c:
+            st = c.call("status")
+            assert [r["path"] for r in st["roots"]] == [str(tree)] and st["totals"]["present"] == 4
+        assert proc.proc.poll() is None
+    finally:
+        assert proc.stop() == 0

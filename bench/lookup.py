@@ -56,6 +56,7 @@ def start_daemon(work: Path, tree: Path) -> tuple[subprocess.Popen[bytes], Path]
     cfg.write_text(
         f'[daemon]\nstate_dir = "{work / "lookup-state"}"\nsocket = "{sock}"\n'
         '[sweep]\ninterval = "never"\nquick_interval = "never"\n'
+        '[hash]\nenabled = false\n'
         f'[log]\nlevel = "warning"\n[[root]]\npath = "{tree}"\n'
     )
     log = open(work / "lookup-bench.log", "wb")

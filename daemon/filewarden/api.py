@@ -316,9 +316,19 @@ class Api:
                 "root": (str, False),
                 "limit": (int, False),
                 "after_id": (int, False),
+                "older_than": ((str, int, float), False),
+                "newer_than": ((str, int, float), False),
             },
         )
         state = params.get("state")
+        now = time.time()
+        # Ages are of missing files: since when they are missing.
+        before = (
+            now - _seconds(params["older_than"]) if params.get("older_than") is not None else None
+        )
+        after = (
+            now - _seconds(params["newer_than"]) if params.get("newer_than") is not None else None
+        )
         if state is not None and state not in (catalog.PRESENT, catalog.MISSING, catalog.OFFLINE):
             raise invalid_params("state must be present, missing or offline")
         root = self._root_by_path(params["root"]).id if params.get("root") else None
@@ -329,6 +339,8 @@ class Api:
             root=root,
             after_id=_positive(params, "after_id", 0, 1 << 62),
             limit=limit,
+            missing_before=before,
+            missing_after=after,
         )
         swept = self._swept()
         return {
@@ -367,9 +379,14 @@ class Api:
             _positive(params, "since", 0, 1 << 62),
             _positive(params, "limit", LIST_DEFAULT, LIST_MAX),
         )
+        since = int(params["since"])
+        oldest = catalog.oldest_seq(conn)
         return {
             "changes": [self._change(e) for e in entries],
             "seq": entries[-1].seq if entries else seq,
+            # Compaction removed entries after ``since``: re-read with ``list``.
+            "oldest_seq": oldest,
+            "truncated": since + 1 < oldest,
         }
 
     def scan(self, params: dict[str, Any], peer: Peer) -> dict[str, Any]:

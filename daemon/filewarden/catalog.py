@@ -741,10 +741,23 @@ def iter_files(conn: apsw.Connection, root: int | None = None) -> Iterator[FileR
 
 
 def list_files(
-    conn: apsw.Connection, *, state: str | None, root: int | None, after_id: int, limit: int
+    conn: apsw.Connection,
+    *,
+    state: str | None,
+    root: int | None,
+    after_id: int,
+    limit: int,
+    missing_before: float | None = None,
+    missing_after: float | None = None,
 ) -> list[FileRow]:
-    """A page of files in id order, optionally of one state and one root."""
+    """A page of files in id order, optionally of one state and one root, missing since when."""
     where, params = ["id > ?"], [after_id]
+    if missing_before is not None:
+        where.append("missing_since < ?")
+        params.append(missing_before)  # type: ignore[arg-type]
+    if missing_after is not None:
+        where.append("missing_since >= ?")
+        params.append(missing_after)  # type: ignore[arg-type]
     if state is not None:
         where.append("state = ?")
         params.append(state)  # type: ignore[arg-type]
@@ -1098,3 +1111,25 @@ def set_root_online(conn: apsw.Connection, root: int, now: float) -> int:
             detail={"files": changed, "root": os.fsdecode(path)},
         )
     return changed
+
+
+# --- retention -------------------------------------------------------------------------
+
+
+def compact_journal(conn: apsw.Connection, cutoff: float) -> int:
+    """Drop journal entries older than ``cutoff``, except each file's latest and the very last.
+
+    A program that keeps its own copy and asks for ``changes`` since a seq
+    that is gone is told so (``oldest_seq``) and re-reads with ``list``.
+    Returns how many entries went.
+    """
+    conn.execute(
+        "DELETE FROM journal WHERE time < ? AND seq < (SELECT max(seq) FROM journal)"
+        " AND seq NOT IN (SELECT max(seq) FROM journal WHERE file IS NOT NULL GROUP BY file)",
+        (cutoff,),
+    )
+    return conn.changes()
+
+
+def oldest_seq(conn: apsw.Connection) -> int:
+    return int(_value(conn, "SELECT coalesce(min(seq), 0) FROM journal"))

@@ -240,11 +240,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _all_files(c: Client, state: str, root: str | None) -> list[dict[str, object]]:
+def _all_files(
+    c: Client, state: str, root: str | None, **ages: str | None
+) -> list[dict[str, object]]:
     files: list[dict[str, object]] = []
     after = 0
     while True:
         params: dict[str, object] = {"state": state, "after_id": after, "limit": 10000}
+        params.update({k: v for k, v in ages.items() if v})
         if root:
             params["root"] = os.path.abspath(root)
         page = c.call("list", params)
@@ -259,7 +262,9 @@ CSV_FIELDS = ["id", "root", "path", "size", "hash", "missing_since", "missing_re
 
 def _cmd_missing(args: argparse.Namespace) -> int:
     with _client(args) as c:
-        files = _all_files(c, "missing", args.root)
+        files = _all_files(
+            c, "missing", args.root, older_than=args.older_than, newer_than=args.newer_than
+        )
     files.sort(key=lambda f: (str(f["missing_since"] or ""), int(f["id"])), reverse=True)  # type: ignore[call-overload]
     if args.json:
         _print_json(files)
@@ -478,6 +483,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = client("missing", "list missing files, newest first", _cmd_missing)
     p.add_argument("--root", metavar="R")
+    p.add_argument(
+        "--older-than", metavar="DURATION", help='missing for longer than this, e.g. "30d"'
+    )
+    p.add_argument("--newer-than", metavar="DURATION", help='missing for less than this, e.g. "1h"')
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--csv", action="store_true", help="RFC 4180 CSV with a header row")
     fmt.add_argument("--json", action="store_true")

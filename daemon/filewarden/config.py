@@ -92,7 +92,9 @@ class HashConfig:
 
 @dataclasses.dataclass(frozen=True)
 class RetentionConfig:
-    purge_missing_after: float | None = None
+    purge_missing_after: float | None = None  # None: missing files are kept until purged by hand
+    journal_keep: float | None = 90 * 86400.0  # older journal entries go, except each file's latest
+    check_interval: float = 3600.0  # how often both are applied
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,7 +221,13 @@ def parse(data: Mapping[str, Any], *, source: Path | None = None) -> Config:
     )
     sec.done()
     sec = _Section(where, "retention", data.get("retention", {}))
-    retention = RetentionConfig(purge_missing_after=sec.get("purge_missing_after", _duration, None))
+    retention = RetentionConfig(
+        purge_missing_after=sec.get("purge_missing_after", _duration, None),
+        journal_keep=sec.get("journal_keep", _duration, RetentionConfig().journal_keep),
+        check_interval=sec.get(
+            "check_interval", _duration_required, RetentionConfig().check_interval
+        ),
+    )
     sec.done()
     roots_raw = data.get("root", [])
     if not isinstance(roots_raw, list):

@@ -14,6 +14,7 @@ import threading
 import time
 from functools import partial
 from types import FrameType
+from typing import Any
 
 import apsw
 
@@ -37,6 +38,7 @@ from filewarden.writer import Writer
 log = logs.get("filewarden.daemon")
 
 STOP_DEADLINE = 4.0  # seconds from SIGTERM to exit, leaving a margin under 5 s
+PURGE_CHUNK = 5000
 
 
 class Daemon:
@@ -73,6 +75,7 @@ class Daemon:
         self._signals = 0
         self._wake = threading.Event()
         self._reload_requested = False
+        self._retaining = threading.Event()
 
     # -- lifecycle -------------------------------------------------------
 
@@ -133,6 +136,7 @@ class Daemon:
             self.notifier.ready(self.status_line())
             tick = min(1.0, (self.notifier.watchdog_interval or 2.0) / 4)
             last_status = ""
+            next_retention = time.monotonic()  # at start, then every check_interval
             while not self.stopping.is_set():
                 self._wake.wait(tick)
                 self._wake.clear()
@@ -145,6 +149,12 @@ class Daemon:
                     log.critical("daemon.stop", reason="catalog writer died")
                     return 1
                 self._check_watcher()
+                if time.monotonic() >= next_retention and not self._retaining.is_set():
+                    next_retention = time.monotonic() + self.config.retention.check_interval
+                    self._retaining.set()
+                    threading.Thread(
+                        target=self._run_retention, name="filewarden-retention", daemon=True
+                    ).start()
                 trouble = self.unhealthy()
                 if trouble is None:
                     self.notifier.watchdog()
@@ -434,33 +444,52 @@ class Daemon:
                 self.watcher.aggregator.forget_cookie(path)
                 Watcher.drop_cookie(path)
 
-    def purge(self, *, ids: list[int] | None, cutoff: float | None, uid: int) -> dict[str, object]:
-        """Delete missing files for good: these ids, those missing since before ``cutoff``, or all."""
-        now = time.time()
+    def purge(
+        self, *, ids: list[int] | None, cutoff: float | None, uid: int | None
+    ) -> dict[str, object]:
+        """Delete missing files for good: these ids, those missing since before ``cutoff``, or all.
 
-        def job(conn: apsw.Connection) -> tuple[list[catalog.FileRow], list[dict[str, object]]]:
-            if ids is not None:
-                targets = ids
-            elif cutoff is not None:
-                targets = catalog.missing_before(conn, cutoff)
-            else:
-                targets = catalog.all_missing(conn)
-            purged, refused = [], []
-            for file_id in targets:
-                row = catalog.purge(conn, file_id, now, {"by_uid": uid})
-                if row is not None:
-                    purged.append(row)
-                    continue
-                other = catalog.get_file(conn, file_id)
-                reason = (
-                    "no such file"
-                    if other is None
-                    else f"file is {other.state}; only missing files are purged"
+        ``uid`` is who asked; None is the retention policy. Done in chunks, so
+        a purge of a million files never holds the writer in one transaction.
+        """
+        if ids is None:
+            conn = (
+                self._reader_conn()
+                if threading.current_thread() is threading.main_thread()
+                else None
+            )
+            reader = conn or catalog.connect(self.db_path, readonly=True)
+            try:
+                ids = (
+                    catalog.missing_before(reader, cutoff)
+                    if cutoff is not None
+                    else catalog.all_missing(reader)
                 )
-                refused.append({"id": file_id, "reason": reason})
-            return purged, refused
+            finally:
+                if conn is None:
+                    reader.close()
+        detail: dict[str, Any] = {"by_uid": uid} if uid is not None else {"by": "retention"}
+        purged: list[catalog.FileRow] = []
+        refused: list[dict[str, object]] = []
+        for start in range(0, len(ids), PURGE_CHUNK):
+            chunk = ids[start : start + PURGE_CHUNK]
+            now = time.time()
 
-        purged, refused = self.writer.call(job)
+            def job(conn: apsw.Connection, chunk: list[int] = chunk, now: float = now) -> None:
+                for file_id in chunk:
+                    row = catalog.purge(conn, file_id, now, detail)
+                    if row is not None:
+                        purged.append(row)
+                        continue
+                    other = catalog.get_file(conn, file_id)
+                    reason = (
+                        "no such file"
+                        if other is None
+                        else f"file is {other.state}; only missing files are purged"
+                    )
+                    refused.append({"id": file_id, "reason": reason})
+
+            self.writer.call(job)
         for row in purged:
             root_path = self.api.root_path(row.root)
             log.info(
@@ -468,10 +497,35 @@ class Daemon:
                 id=row.id,
                 root=root_path,
                 path=root_path + b"/" + row.path,
-                by_uid=uid,
                 missing_since=protocol.rfc3339(row.missing_since),
+                **detail,
             )
         return {"purged": len(purged), "refused": refused}
+
+    def _run_retention(self) -> None:
+        try:
+            self.retention()
+        except Exception as exc:  # the next interval tries again
+            log.error("retention.error", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._retaining.clear()
+
+    def retention(self) -> None:
+        """Apply ``[retention]``: purge files missing too long, compact the journal."""
+        cfg = self.config.retention
+        now = time.time()
+        if cfg.purge_missing_after is not None:
+            result = self.purge(ids=None, cutoff=now - cfg.purge_missing_after, uid=None)
+            if result["purged"]:
+                log.info(
+                    "retention.purge", purged=result["purged"], older_than_s=cfg.purge_missing_after
+                )
+        if cfg.journal_keep is not None:
+            removed = self.writer.call(lambda c: catalog.compact_journal(c, now - cfg.journal_keep))  # type: ignore[operator]
+            if removed:
+                log.info(
+                    "journal.compact", removed=removed, kept_days=round(cfg.journal_keep / 86400, 2)
+                )
 
     def _reader_conn(self) -> apsw.Connection:
         assert self._reader is not None, "started"

@@ -72,11 +72,11 @@ def test_watch_limit_falls_back_to_poll(tmp_path: Path, backend: str) -> None:
     def fill(roots: list[Path]) -> None:
         make_files(roots[0], 400, per_dir=5)  # 80 directories
 
-    with sysctl("max_user_watches", watches_in_use() + 20):
+    with sysctl("max_user_watches", watches_in_use() + 5):
         with live_daemon(tmp_path, backend, roots=1, before_start=fill) as live:
             [limit] = live.proc.seen("watcher.limit")
             assert limit["level"] == "error" and "max_user_watches" in limit["error"]
-    with sysctl("max_user_watches", watches_in_use() + 20):
+    with sysctl("max_user_watches", watches_in_use() + 5):
         # Restart under the same limit, then check that the polled root follows changes.
         with live_daemon(tmp_path, backend, roots=1) as live:
             [root] = live.call("status")["roots"]

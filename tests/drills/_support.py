@@ -109,3 +109,38 @@ def regular_files(roots: list[Path]) -> dict[bytes, os.stat_result]:
 
 def report(name: str, figures: dict[str, Any]) -> str:
     return f"{name}: " + ", ".join(f"{k}={v}" for k, v in figures.items())
+
+
+CAPPED = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+
+
+class CappedDaemon(DaemonProcess):
+    """The daemon run by root without the capabilities that override file permissions.
+
+    Run as plain root it reads everything; without them a directory with
+    mode 000 gives it a real EACCES, as it would the service's own user.
+    """
+
+    def __init__(self, tmp: Path, *args: str) -> None:
+        import queue
+        import subprocess
+        import sys
+        import threading
+
+        self.env = dict(os.environ)
+        self.env.setdefault("XDG_STATE_HOME", str(tmp / "state"))
+        self.env.setdefault("XDG_RUNTIME_DIR", str(tmp / "run"))
+        (tmp / "run").mkdir(exist_ok=True)
+        prefix = CAPPED if os.geteuid() == 0 else []
+        self.proc = subprocess.Popen(
+            [*prefix, sys.executable, "-m", "filewarden", "run", "--log-format", "json", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=self.env,
+        )
+        self.events: list[dict[str, Any]] = []
+        self.raw: list[str] = []
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()

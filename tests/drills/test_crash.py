@@ -273,7 +273,9 @@ def crash_drill(
 def test_crash_drill(tmp_path: Path) -> None:
     """Twenty SIGKILLs amid a storm lose no file, no id and no annotation, and leave a sound catalog."""
     try:
-        figures = crash_drill(tmp_path, kills=20, seed=int(os.environ.get("DRILL_SEED", "20240611")))
+        figures = crash_drill(
+            tmp_path, kills=20, seed=int(os.environ.get("DRILL_SEED", "20240611"))
+        )
     except Orphans as exc:
         # Seen in about a third of the runs; any other discrepancy fails the test.
         pytest.xfail(f"{ORPHANS}: {exc}")

@@ -94,7 +94,7 @@ def hostile_drill(
     locked.mkdir()
     for i in range(locked_files):
         (locked / f"kept{i:03d}.txt").write_text(f"kept {i}")
-    cfg, sock, state = write_config(tmp, [root])
+    cfg, sock, _ = write_config(tmp, [root])
     proc = CappedDaemon(tmp, "--config", str(cfg))
     figures: dict[str, Any] = {}
     listener = socket.socket(socket.AF_UNIX)
@@ -115,7 +115,9 @@ def hostile_drill(
         for role, p in {**named, "live": live_named}.items():
             rec = lv.call("lookup", {"path_b64": base64.b64encode(p).decode()})
             assert rec is not None and rec["state"] == "present", (role, rec)
-            assert base64.b64decode(rec.get("path_b64") or base64.b64encode(rec["path"].encode())) == p
+            assert (
+                base64.b64decode(rec.get("path_b64") or base64.b64encode(rec["path"].encode())) == p
+            )
         figures["hostile_names"] = len(named) + 1
         figures["deep_path_bytes"] = len(named["deep"])
         # The daemon may no longer read this directory: its files stay as they were.
@@ -162,15 +164,17 @@ def hostile_drill(
         everything = lv.files()
         ids = [f["id"] for f in everything]
         assert len(ids) == len(set(ids))
-        for f in everything:
-            p = os.fsencode(f["path"]) if "path_b64" not in f else base64.b64decode(f["path_b64"])
-            assert p.startswith(os.fsencode(root) + b"/"), f
+        for rec in everything:
+            p = os.fsencode(rec["path"])
+            if "path_b64" in rec:
+                p = base64.b64decode(rec["path_b64"])
+            assert p.startswith(os.fsencode(root) + b"/"), rec
             try:
                 mode = os.lstat(p).st_mode
             except FileNotFoundError:
-                assert f["state"] == "missing", f
+                assert rec["state"] == "missing", rec
                 continue
-            assert stat.S_ISREG(mode), (f, oct(mode))
+            assert stat.S_ISREG(mode), (rec, oct(mode))
         for link in (root / "links").iterdir():
             assert lv.lookup(link) is None, link
         for entry in (root / "special").iterdir():

@@ -89,8 +89,11 @@ def soak_drill(
             s.settimeout(30)
             s.connect(str(sock))
             try:
-                s.sendall(b'{"jsonrpc": "2.0", "id": 1, "method": "status", "pad": "'
-                          + b"x" * rng.randrange(1 << 20, 3 << 20) + b'"}\n')
+                s.sendall(
+                    b'{"jsonrpc": "2.0", "id": 1, "method": "status", "pad": "'
+                    + b"x" * rng.randrange(1 << 20, 3 << 20)
+                    + b'"}\n'
+                )
             except (BrokenPipeError, ConnectionResetError):
                 pass
             answer = json.loads(s.makefile("rb").readline())
@@ -119,8 +122,10 @@ def soak_drill(
         s.settimeout(5)
         try:
             for _ in range(50):
-                s.sendall(b'{"jsonrpc": "2.0", "id": 1, "method": "list", "params": {"limit": 10000}}\n')
-        except (BrokenPipeError, ConnectionResetError, TimeoutError, socket.timeout):
+                s.sendall(
+                    b'{"jsonrpc": "2.0", "id": 1, "method": "list", "params": {"limit": 10000}}\n'
+                )
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
             pass  # the daemon gave up on us: fine
         count("greedy")
         stop.wait(rng.uniform(0.5, 1.5))

@@ -899,46 +899,44 @@ def move_prefix(
     Raises apsw.ConstraintError when a moved path is taken at the destination.
     """
     lo, hi = under(src)
-    # The (dir, name) pairs before the move, for the journal and the counts.
-    conn.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS moving (id INTEGER PRIMARY KEY, old_dir BLOB, state TEXT)"
-    )
-    conn.execute("DELETE FROM temp.moving")
-    conn.execute(
-        "INSERT INTO temp.moving SELECT id, dir, state FROM files WHERE root = ? AND (dir = ? OR (dir >= ? AND dir < ?))",
-        (src_root, src, lo, hi),
-    )
-    # CAST keeps the new dir a BLOB (|| on BLOBs yields TEXT).
-    conn.execute(
-        "UPDATE files SET root = ?, dir = CAST(? || substr(dir, ?) AS BLOB) WHERE id IN (SELECT id FROM temp.moving)",
-        (dst_root, dst, len(src) + 1),
-    )
-    count = int(_value(conn, "SELECT count(*) FROM temp.moving"))
-    conn.execute(
-        "INSERT INTO journal(time, kind, file, root, path, old_root, old_path)"
-        " SELECT ?, 'move', f.id, f.root, CAST(f.dir || x'2f' || f.name AS BLOB), ?,"
-        " CAST(CASE WHEN m.old_dir = x'' THEN f.name ELSE m.old_dir || x'2f' || f.name END AS BLOB)"
-        " FROM temp.moving m JOIN files f ON f.id = m.id ORDER BY f.id",
-        (now, src_root if src_root != dst_root else None),
-    )
-    if src_root != dst_root:
-        for state, n in _rows(conn, "SELECT state, count(*) FROM temp.moving GROUP BY state"):
-            bump(conn, src_root, **{state: -n})
-            bump(conn, dst_root, **{state: n})
+    cut = len(src) + 1
+    # Two index ranges each time (the directory itself, and below it): an OR
+    # of the two makes the planner scan the whole root.
+    ranges = (("dir = ?", (src,)), ("dir >= ? AND dir < ?", (lo, hi)))
+    count = 0
+    for cond, args in ranges:
+        # CAST keeps paths BLOBs (|| on BLOBs yields TEXT). The journal is
+        # written first, from the rows as they are, with their new paths.
+        conn.execute(
+            "INSERT INTO journal(time, kind, file, root, path, old_root, old_path)"
+            " SELECT ?, 'move', id, ?, CAST(? || substr(dir, ?) || x'2f' || name AS BLOB), ?,"
+            f" CAST(CASE WHEN dir = x'' THEN name ELSE dir || x'2f' || name END AS BLOB)"
+            f" FROM files WHERE root = ? AND {cond} ORDER BY id",
+            (now, dst_root, dst, cut, src_root if src_root != dst_root else None, src_root, *args),
+        )
+        if src_root != dst_root:
+            for state, n in _rows(
+                conn,
+                f"SELECT state, count(*) FROM files WHERE root = ? AND {cond} GROUP BY state",
+                (src_root, *args),
+            ):
+                bump(conn, src_root, **{state: -n})
+                bump(conn, dst_root, **{state: n})
+        conn.execute(
+            f"UPDATE files SET root = ?, dir = CAST(? || substr(dir, ?) AS BLOB) WHERE root = ? AND {cond}",
+            (dst_root, dst, cut, src_root, *args),
+        )
+        count += conn.changes()
     # The quick sweep's memory moves along; the moved directory itself is dirty.
     conn.execute(
         "UPDATE dirs SET root = ?, path = CAST(? || substr(path, ?) AS BLOB),"
         " parent = CAST(? || substr(parent, ?) AS BLOB)"
         " WHERE root = ? AND path >= ? AND path < ?",
-        (dst_root, dst, len(src) + 1, dst, len(src) + 1, src_root, lo, hi),
+        (dst_root, dst, cut, dst, cut, src_root, lo, hi),
     )
     conn.execute("DELETE FROM dirs WHERE root = ? AND path = ?", (src_root, src))
     mark_dir_dirty(conn, dst_root, dst)
-    conn.execute("DELETE FROM temp.moving")
     return count
-
-
-# --- hashes and relinking ---------------------------------------------------------------
 
 
 def unhashed(conn: apsw.Connection, after_id: int, limit: int) -> list[FileRow]:

@@ -39,6 +39,7 @@ log = logs.get("filewarden.daemon")
 
 STOP_DEADLINE = 4.0  # seconds from SIGTERM to exit, leaving a margin under 5 s
 PURGE_CHUNK = 5000
+WRITE_RETRY_SECONDS = 10.0
 
 
 class Daemon:
@@ -76,6 +77,10 @@ class Daemon:
         self._wake = threading.Event()
         self._reload_requested = False
         self._retaining = threading.Event()
+        self._write_retry_at = 0.0
+        self._failures_seen = 0
+        self._catch_up: set[int] = set()  # roots to sweep fully after failed writes
+        self._degraded_since: float | None = None
 
     # -- lifecycle -------------------------------------------------------
 
@@ -149,6 +154,7 @@ class Daemon:
                     log.critical("daemon.stop", reason="catalog writer died")
                     return 1
                 self._check_watcher()
+                self._retry_after_write_failure()
                 if time.monotonic() >= next_retention and not self._retaining.is_set():
                     next_retention = time.monotonic() + self.config.retention.check_interval
                     self._retaining.set()
@@ -414,6 +420,11 @@ class Daemon:
         found = []
         if self.writer.last_error:
             found.append(f"catalog writes failing: {self.writer.last_error}")
+        if self._degraded_since is not None:
+            found.append(
+                f"degraded since {protocol.rfc3339(self._degraded_since)}: catalog writes failed;"
+                " catching up with full sweeps"
+            )
         return found
 
     def sync(self, timeout: float) -> bool:
@@ -502,6 +513,29 @@ class Daemon:
             )
         return {"purged": len(purged), "refused": refused}
 
+    def _retry_after_write_failure(self) -> None:
+        """After catalog writes failed (a full disk), what was lost is found by full sweeps:
+        one every little while per root until each has committed (there is room again)."""
+        if self.writer.failures > self._failures_seen:
+            self._failures_seen = self.writer.failures
+            self._catch_up = set(self.roots)
+            self._degraded_since = self._degraded_since or time.time()
+        self._catch_up &= set(self.roots)
+        if not self._catch_up:
+            self._degraded_since = None
+            return
+        now = time.monotonic()
+        if now < self._write_retry_at:
+            return
+        self._write_retry_at = now + WRITE_RETRY_SECONDS
+        log.warning(
+            "catalog.error",
+            error=self.writer.last_error or "earlier writes failed",
+            action="full sweeps to catch up",
+        )
+        for root_id in self._catch_up:
+            self.scheduler.request(self.roots[root_id], full=True)
+
     def _run_retention(self) -> None:
         try:
             self.retention()
@@ -562,4 +596,8 @@ class Daemon:
             return
         job.counts = dataclasses.asdict(tally)
         self.jobs.close(job, "done")
+        if full and self.writer.failures == self._failures_seen:
+            self._catch_up.discard(root.id)
+            if not self._catch_up:
+                self._degraded_since = None
         self.hasher.poke()

@@ -263,8 +263,15 @@ def apply_diff(
                         observe_file(conn, root, row, sig, now, tally)
     gone = list(diff.gone)
     for path in diff.vanished:
-        gone.extend(forget_subtree(conn, rid, path))
-    if diff.stamp is not None:
+        # Its listings are forgotten only once its files are confirmed missing
+        # (see the sweep's end): a sweep that stops before must leave the way
+        # to them known.
+        gone.extend(file_id for file_id, _, _ in catalog.present_ids_under(conn, rid, path))
+    if diff.gone or diff.vanished:
+        # Until those files are confirmed missing, this listing is not the
+        # catalog's: the next quick sweep must list the directory again.
+        catalog.put_dir(conn, rid, diff.dir, catalog.DIRTY)
+    elif diff.stamp is not None:
         catalog.put_dir(conn, rid, diff.dir, diff.stamp)
     # The digest describes the rows as they are now, not the listing: a live
     # change since the sweep read the rows makes the two differ, and then
@@ -388,13 +395,6 @@ def gone_under(conn: apsw.Connection, root: Root, rel: bytes, reason: str, now: 
     if rel:
         catalog.mark_dir_dirty(conn, root.id, catalog.split(rel)[0])
     return count
-
-
-def forget_subtree(conn: apsw.Connection, root: int, dir: bytes) -> list[int]:
-    """The directory ``dir`` is gone: forget its listings, return its present file ids."""
-    ids = [file_id for file_id, _, _ in catalog.present_ids_under(conn, root, dir)]
-    catalog.forget_dirs_under(conn, root, dir)
-    return ids
 
 
 def confirm_missing(

@@ -208,6 +208,9 @@ class Server:
             await self._converse(reader, writer)
         except (ConnectionError, asyncio.CancelledError):
             pass
+        except TimeoutError:
+            # It stopped reading its answers: dropped, as a stalled client is.
+            log.debug("socket.timeout", reason="answers not read")
         except Exception as exc:  # one connection's trouble never stops the server
             log.error("socket.error", error=f"{type(exc).__name__}: {exc}")
         finally:

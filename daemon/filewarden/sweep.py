@@ -242,6 +242,7 @@ class Sweep:
         self.progress: Progress = progress or _Progress()
         self.tally = Tally()
         self._gone = array.array("q")
+        self._vanished: list[bytes] = []  # directories gone: forgotten once their files are missing
         self._pending: deque[Future[tuple[Tally, list[int]]]] = deque()
         self._batch: list[DirDiff] = []
         self._batch_size = 0
@@ -342,6 +343,7 @@ class Sweep:
             if (diff.new or diff.returned) and match:
                 diff = self._identify(reader, diff)
             if diff:
+                self._vanished.extend(diff.vanished)
                 self._batch.append(diff)
                 self._batch_size += len(diff.new) + len(diff.touched) + len(diff.gone) + 1
                 if self._batch_size >= self.batch_files:
@@ -443,6 +445,17 @@ class Sweep:
                         last_seen=last_seen,
                     )
                 )
+        # The directories that vanished: their files are missing now; forget
+        # their listings (unless they are back).
+        vanished = [v for v in self._vanished if not os.path.isdir(self.root.abs(v))]
+        if vanished:
+            root_id = self.root.id
+
+            def forget(conn: apsw.Connection) -> None:
+                for path in vanished:
+                    catalog.forget_dirs_under(conn, root_id, path)
+
+            self.writer.call(forget)
 
     def _still_there(self, rel: bytes, real_root: bytes) -> bool:
         """A gone candidate that is on disk again (and not excluded) is not missing.

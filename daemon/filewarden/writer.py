@@ -46,6 +46,7 @@ class Writer:
         # Liveness for the service watchdog: when the current batch started (None = idle).
         self.busy_since: float | None = None
         self.last_error: str | None = None
+        self.failures = 0  # batches that could not be committed, ever
         self.commits = 0
 
     def start(self) -> None:
@@ -138,6 +139,7 @@ class Writer:
                         outcomes.append((future, True, result))
         except Exception as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
+            self.failures += 1
             log.error("catalog.error", error=self.last_error, jobs=len(batch))
             for _, future in batch:
                 if future.running():

@@ -41,6 +41,24 @@ def count_dirs(path: bytes, limit: int | None = None) -> int:
     return count
 
 
+def _watches_of(pid: str) -> int:
+    """inotify watches held by process ``pid`` ("self" for this one), from its fdinfo."""
+    total = 0
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return 0
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:inotify":
+                continue
+            with open(f"/proc/{pid}/fdinfo/{fd}", "rb") as f:
+                total += sum(1 for line in f if line.startswith(b"inotify wd:"))
+        except OSError:
+            continue
+    return total
+
+
 def watches_in_use(uid: int | None = None) -> int:
     """inotify watches held by the processes of ``uid`` (default: ours), from /proc/*/fdinfo.
 
@@ -50,37 +68,17 @@ def watches_in_use(uid: int | None = None) -> int:
     uid = os.geteuid() if uid is None else uid
     total = 0
     for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
         try:
-            if os.stat(f"/proc/{pid}").st_uid != uid:
-                continue
-            fds = os.listdir(f"/proc/{pid}/fd")
+            if pid.isdigit() and os.stat(f"/proc/{pid}").st_uid == uid:
+                total += _watches_of(pid)
         except OSError:
             continue
-        for fd in fds:
-            try:
-                if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:inotify":
-                    continue
-                with open(f"/proc/{pid}/fdinfo/{fd}", "rb") as f:
-                    total += sum(1 for line in f if line.startswith(b"inotify wd:"))
-            except OSError:
-                continue
     return total
 
 
 def own_watches() -> int:
     """inotify watches held by this process."""
-    total = 0
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:inotify":
-                continue
-            with open(f"/proc/self/fdinfo/{fd}", "rb") as f:
-                total += sum(1 for line in f if line.startswith(b"inotify wd:"))
-        except OSError:
-            continue
-    return total
+    return _watches_of("self")
 
 
 class WatchLimit(Exception):

@@ -19,7 +19,6 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -29,14 +28,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import _tree  # noqa: E402
+from _daemon import Daemon, percentile  # noqa: E402
 
 from filewarden import catalog  # noqa: E402
 from filewarden.client import Client  # noqa: E402
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def sample_paths(tree: Path, count: int, seed: int) -> list[str]:
@@ -48,43 +43,6 @@ def sample_paths(tree: Path, count: int, seed: int) -> list[str]:
         names = os.listdir(d)
         out.append(str(d / rng.choice(names)))
     return out
-
-
-def start_daemon(work: Path, tree: Path) -> tuple[subprocess.Popen[bytes], Path]:
-    sock = work / "lookup-bench.sock"
-    cfg = work / "lookup-bench.toml"
-    cfg.write_text(
-        f'[daemon]\nstate_dir = "{work / "lookup-state"}"\nsocket = "{sock}"\n'
-        '[sweep]\ninterval = "never"\nquick_interval = "never"\n'
-        '[hash]\nenabled = false\n'
-        f'[log]\nlevel = "warning"\n[[root]]\npath = "{tree}"\n'
-    )
-    log = open(work / "lookup-bench.log", "wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "filewarden",
-            "run",
-            "--config",
-            str(cfg),
-            "--log-format",
-            "json",
-            "--log-level",
-            "info",
-        ],
-        stderr=log,
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 1800
-    while time.monotonic() < deadline:
-        text = (work / "lookup-bench.log").read_text(errors="replace")
-        if '"sweep.finish"' in text:
-            return proc, sock
-        if proc.poll() is not None:
-            raise SystemExit(f"daemon exited: {text[-2000:]}")
-        time.sleep(0.5)  # waiting for a minutes-long index; the log line is the signal
-    raise SystemExit("daemon did not finish its first sweep")
 
 
 def run_once(sock: Path, db: Path, paths: list[str], clients: int) -> dict[str, float]:
@@ -151,15 +109,13 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     tree = _tree.build(work, args.files, args.dirs)
     paths = sample_paths(tree, args.lookups, seed=7)
-    proc, sock = start_daemon(work, tree)
+    daemon = Daemon(work, "lookup-bench", [tree])
+    daemon.start()
     try:
-        runs = [
-            run_once(sock, work / "lookup-state" / "catalog.db", paths, args.clients)
-            for _ in range(args.runs)
-        ]
+        daemon.wait_event("sweep.finish")
+        runs = [run_once(daemon.sock, daemon.state / "catalog.db", paths, args.clients) for _ in range(args.runs)]
     finally:
-        proc.terminate()
-        proc.wait(30)
+        daemon.stop()
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     print(
         f"\nlookup over the socket, {args.files:,}-file catalog, {args.lookups:,} random paths, "

@@ -2,9 +2,10 @@
 
 Set up against the defaults that lose events (see FIELD-NOTES): an event
 filter keeps open/close-nowrite/modify floods out of the kernel queue; full
-move events tell a move out of the tree from a deletion; synthetic per-child
-events of a directory move are dropped, because the catalog moves the whole
-subtree in one update; every exception in the handler is caught, because one
+move events tell a move out of the tree from a deletion; a directory move
+is one event (watchdog's walk of the moved tree, one synthetic event per
+descendant, is skipped), because the catalog moves the whole subtree in one
+update; every exception in the handler is caught, because one
 escaping kills the dispatcher while the emitters keep queueing; and queue
 overflows, which watchdog only logs, are caught from its log and reported.
 """
@@ -15,6 +16,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from watchdog.events import (
     DirCreatedEvent,
@@ -104,9 +106,28 @@ class _OverflowLog(logging.Handler):
 
 def _observer() -> BaseObserver:
     if sys.platform.startswith("linux"):
-        from watchdog.observers.inotify import InotifyObserver
+        from watchdog.observers.inotify import InotifyFullEmitter, InotifyObserver
+        from watchdog.observers.inotify_move_event_grouper import PathedInotifyEvent
 
-        return InotifyObserver(generate_full_events=True)
+        class Emitter(InotifyFullEmitter):
+            """Full move events, but a directory move is one event, not one per descendant.
+
+            watchdog walks a moved directory and queues a synthetic moved event
+            for each child (100k children: about a second of events). The
+            catalog moves the whole subtree in one update, so the walk is skipped.
+            """
+
+            def build_and_queue_event(self, event: Any, *, full_events: bool = True) -> None:
+                if not isinstance(event, PathedInotifyEvent) and event[0].ev.is_directory:
+                    move_from, move_to = event  # a paired move of a directory
+                    src = self._decode_path(move_from.path)
+                    self.queue_event(DirMovedEvent(src, self._decode_path(move_to.path)))
+                    return
+                super().build_and_queue_event(event, full_events=full_events)
+
+        observer = InotifyObserver(generate_full_events=True)
+        observer._emitter_class = Emitter  # watchdog has no public hook for it
+        return observer
     from watchdog.observers import Observer
 
     return Observer()

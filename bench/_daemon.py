@@ -2,7 +2,8 @@
 
 Each benchmark runs ``python -m filewarden run`` on its own state dir and
 socket under its work dir, reads the JSON log lines the daemon writes to
-stderr, and stops it with SIGTERM. Hashing is off unless asked for: the
+stderr (and, if asked, the sd_notify datagrams it sends as under systemd),
+and stops it with SIGTERM. Hashing is off unless asked for: the
 first pass of the background hasher over a fresh catalog would otherwise
 compete with what is measured on a two-core machine.
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import socket
 import subprocess
 import sys
 import threading
@@ -73,6 +76,48 @@ def require_watched(client: Client, roots: list[Path], backend: str) -> None:
             )
 
 
+class NotifyListener(threading.Thread):
+    """systemd's side of sd_notify: a datagram socket, each line received with its arrival time."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(name="notify-listener", daemon=True)
+        self.path = path
+        path.unlink(missing_ok=True)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.lines: list[tuple[float, str]] = []  # (time.monotonic(), "KEY=value")
+        self._closing = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        while not self._closing.is_set():
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            now = time.monotonic()
+            self.lines += [(now, line) for line in data.decode(errors="replace").splitlines()]
+
+    def wait(self, line: str, timeout: float, alive: Callable[[], bool]) -> float:
+        """When ``line`` (``READY=1``) first arrived, waiting for it while ``alive()``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for at, got in list(self.lines):
+                if got == line:
+                    return at
+            if not alive():
+                raise SystemExit(f"the daemon exited before sending {line}")
+            time.sleep(0.005)
+        raise SystemExit(f"no {line} from the daemon within {timeout:.0f} s")
+
+    def close(self) -> None:
+        self._closing.set()
+        self.join(5)
+        self.sock.close()
+        self.path.unlink(missing_ok=True)
+
+
 class Daemon:
     def __init__(
         self,
@@ -104,6 +149,8 @@ class Daemon:
         self.config.write_text(text)
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_wall = 0.0
+        self.started = 0.0  # time.monotonic() at the same moment
+        self.notify: NotifyListener | None = None
         self._offset = 0  # log bytes already read by ``records``
 
     def reset_state(self) -> None:
@@ -112,13 +159,22 @@ class Daemon:
             for p in self.state.iterdir():
                 p.unlink()
 
-    def start(self) -> None:
-        """Start the daemon; ``started_wall`` is the wall clock just before the process exists."""
+    def start(self, *, notify: bool = False) -> None:
+        """Start the daemon; ``started_wall`` is the wall clock just before the process exists.
+
+        With ``notify``, NOTIFY_SOCKET points at a listener of ours, as
+        systemd's would for ``Type=notify``: see ``ready_after``.
+        """
         assert self.proc is None
         self.log_path.write_bytes(b"")
         self._offset = 0
+        env = None
+        if notify:
+            self.notify = NotifyListener(self.work / f"{self.name}-notify.sock")
+            env = dict(os.environ, NOTIFY_SOCKET=str(self.notify.path))
         log = open(self.log_path, "ab")
         self.started_wall = time.time()
+        self.started = time.monotonic()
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -134,8 +190,16 @@ class Daemon:
             ],
             stderr=log,
             stdout=subprocess.DEVNULL,
+            env=env,
         )
         log.close()
+
+    def ready_after(self, timeout: float = 1800) -> float:
+        """Seconds from start to the daemon's READY=1 (started with ``notify``)."""
+        assert self.notify is not None and self.proc is not None
+        proc = self.proc
+        at = self.notify.wait("READY=1", timeout, alive=lambda: proc.poll() is None)
+        return at - self.started
 
     def records(self, *, from_start: bool = False) -> Iterator[dict[str, Any]]:
         """JSON log lines written since the last call (or since start)."""
@@ -197,6 +261,9 @@ class Daemon:
             raise SystemExit("daemon did not stop within 60 s of SIGTERM") from None
         finally:
             self.proc = None
+            if self.notify is not None:  # after the exit: STOPPING=1 still finds it
+                self.notify.close()
+                self.notify = None
         if code != 0:
             tail = self.log_path.read_text(errors="replace")[-2000:]
             raise SystemExit(f"daemon exited with {code}: {tail}")
@@ -214,3 +281,28 @@ class Daemon:
             if page["next_after_id"] is None:
                 return out
             after = page["next_after_id"]
+
+
+def start_and_sweep(daemon: Daemon, *, notify: bool = False) -> dict[str, Any]:
+    """Start the daemon, wait for its first sweep; the sweep's counts and timings.
+
+    ``to_ready_s`` is the ``daemon.ready`` log line; with ``notify``, also
+    ``to_ready_notify_s``: the READY=1 datagram systemd would act on.
+    """
+    daemon.start(notify=notify)
+    rec = daemon.wait_event("sweep.finish", poll=0.005)
+    ready = next(
+        (r for r in daemon.records(from_start=True) if r.get("event") == "daemon.ready"), None
+    )
+    out = {
+        **{
+            k: rec.get(k)
+            for k in ("kind", "files", "new", "moved", "relinked", "missing", "changed")
+        },
+        "to_sweep_finish_s": log_time(rec) - daemon.started_wall,
+        "sweep_s": rec["duration_s"],
+        "to_ready_s": log_time(ready) - daemon.started_wall if ready else None,
+    }
+    if notify:
+        out["to_ready_notify_s"] = daemon.ready_after()
+    return out

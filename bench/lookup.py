@@ -113,7 +113,10 @@ def main() -> None:
     daemon.start()
     try:
         daemon.wait_event("sweep.finish")
-        runs = [run_once(daemon.sock, daemon.state / "catalog.db", paths, args.clients) for _ in range(args.runs)]
+        runs = [
+            run_once(daemon.sock, daemon.state / "catalog.db", paths, args.clients)
+            for _ in range(args.runs)
+        ]
     finally:
         daemon.stop()
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}

@@ -38,7 +38,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import _tree  # noqa: E402
-from _daemon import Daemon, log_time  # noqa: E402
+from _daemon import Daemon, start_and_sweep  # noqa: E402
 
 
 def plan_moves(tree: Path, count: int, seed: int) -> list[tuple[str, str]]:
@@ -62,24 +62,6 @@ def plan_moves(tree: Path, count: int, seed: int) -> list[tuple[str, str]]:
             other = rng.choice(dirs)
         out.append((src, f"{other}/rl{len(out):06d}-{name}"))
     return out
-
-
-def start_and_sweep(daemon: Daemon) -> dict[str, Any]:
-    """Start the daemon, wait for its first sweep; the sweep's counts and timings."""
-    daemon.start()
-    rec = daemon.wait_event("sweep.finish", poll=0.005)
-    ready = next(
-        (r for r in daemon.records(from_start=True) if r.get("event") == "daemon.ready"), None
-    )
-    return {
-        **{
-            k: rec.get(k)
-            for k in ("kind", "files", "new", "moved", "relinked", "missing", "changed")
-        },
-        "to_sweep_finish_s": log_time(rec) - daemon.started_wall,
-        "sweep_s": rec["duration_s"],
-        "to_ready_s": log_time(ready) - daemon.started_wall if ready else None,
-    }
 
 
 def check_ids(

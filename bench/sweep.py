@@ -21,19 +21,13 @@ import shutil
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import _tree  # noqa: E402
-
-
-def timed(cmd: list[str], **kw: object) -> float:
-    t0 = time.monotonic()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, **kw)  # type: ignore[call-overload]
-    return time.monotonic() - t0
+from _measure import catalog_bytes, find_command, timed  # noqa: E402
 
 
 def filewarden_sweep(db: Path, tree: Path, kind: str) -> dict[str, object]:
@@ -73,7 +67,7 @@ def main() -> None:
     db = work / "catalog.db"
     updatedb = shutil.which("updatedb")
     plocate_db = work / "plocate.db"
-    find_cmd = ["find", str(tree), "-printf", "%i %s %T@ %p\\n"]
+    find_cmd = find_command(tree)
     updatedb_cmd = [
         updatedb or "updatedb",
         "-U",
@@ -112,9 +106,7 @@ def main() -> None:
         assert first["tally"]["new"] == args.files, first  # type: ignore[index]
         results["first_index"].append(first["seconds"])  # type: ignore[arg-type]
         results["rss_first_index_mb"].append(first["maxrss_kb"] / 1024)  # type: ignore[operator]
-        results["catalog_mb"].append(
-            sum(p.stat().st_size for p in work.glob("catalog.db*")) / 2**20
-        )
+        results["catalog_mb"].append(catalog_bytes(db) / 2**20)
         again = filewarden_sweep(db, tree, "full")
         assert again["tally"]["new"] == 0 and again["tally"]["changed"] == 0, again  # type: ignore[index]
         results["full_resweep"].append(again["seconds"])  # type: ignore[arg-type]

@@ -55,6 +55,7 @@ from _daemon import (  # noqa: E402
     percentile,
     require_watched,
 )
+from _watchman import WatchmanServer  # noqa: E402
 
 from filewarden.watch.limits import count_dirs, own_watches  # noqa: E402
 from filewarden.watch.watchdog_backend import EVENT_FILTER  # noqa: E402
@@ -152,42 +153,18 @@ class Watchman:
     """A private watchman server and one persistent subscription to the tree."""
 
     def __init__(self, work: Path, tree: Path, settle_ms: int) -> None:
-        self.dir = work / "watchman"
-        shutil.rmtree(self.dir, ignore_errors=True)
-        self.dir.mkdir(parents=True)
         self.tree = tree
-        self.base = [
-            "watchman",
-            f"--sockname={self.dir / 'sock'}",
-            f"--statefile={self.dir / 'state'}",
-            f"--logfile={self.dir / 'log'}",
-            f"--pidfile={self.dir / 'pid'}",
-            "--no-save-state",
-        ]
         (tree / ".watchmanconfig").write_text(json.dumps({"settle": settle_ms}))
-        self.server = subprocess.Popen(
-            [*self.base, "--foreground"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + 30
-        while not (self.dir / "sock").exists():
-            if time.monotonic() > deadline or self.server.poll() is not None:
-                raise SystemExit(f"watchman did not start; see {self.dir / 'log'}")
-            time.sleep(0.05)
+        self.server = WatchmanServer(work / "watchman")
         subprocess.run(
-            [*self.base, "--no-spawn", "watch-project", str(tree)],
+            self.server.client("watch-project", str(tree)),
             check=True,
             stdout=subprocess.DEVNULL,
         )
         self.sub = subprocess.Popen(
-            [
-                *self.base,
-                "--no-spawn",
-                # One JSON line per PDU. Not --server-encoding=json: with it the
-                # 4.9 client holds the PDUs back when its stdout is a pipe.
-                "--output-encoding=json",
-                "-p",
-                "-j",
-            ],
+            # One JSON line per PDU. Not --server-encoding=json: with it the
+            # 4.9 client holds the PDUs back when its stdout is a pipe.
+            self.server.client("--output-encoding=json", "-p", "-j"),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
@@ -241,16 +218,7 @@ class Watchman:
     def close(self) -> None:
         self.sub.terminate()
         self.sub.wait(10)
-        subprocess.run(
-            [*self.base, "--no-spawn", "shutdown-server"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            self.server.wait(10)
-        except subprocess.TimeoutExpired:
-            self.server.terminate()
-            self.server.wait(10)
+        self.server.close()
 
 
 # -- the daemon -----------------------------------------------------------------------

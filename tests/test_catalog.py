@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import apsw
 
 from filewarden import catalog
+from filewarden.writer import Writer
 
 
 def test_insert_files_chunks_every_entry(tmp_path: Path) -> None:
@@ -81,3 +84,37 @@ def test_present_digest_matches_a_listing_digest(tmp_path: Path) -> None:
     assert catalog.present_digest(conn, root, b"") == catalog.files_digest(sorted(entries))
     assert catalog.present_digest(conn, root, b"") != catalog.files_digest(sorted(entries)[1:])
     conn.close()
+
+
+def test_the_writer_checkpoints_outside_its_commits(tmp_path: Path) -> None:
+    """SQLite's inline auto-checkpoint is replaced by one after the commit; the WAL stays bounded."""
+    db = tmp_path / "catalog.db"
+    writer = Writer(db)
+    writer.start()
+    try:
+        assert writer.call(lambda c: c.execute("PRAGMA wal_autocheckpoint").fetchall()) == [(0,)]
+        detail = os.urandom(3000).hex()
+        wal_sizes = []
+        for _ in range(12):
+            # About 1,300 pages per commit: every commit crosses the threshold.
+            writer.call(
+                lambda c: c.executemany(
+                    "INSERT INTO journal(time, kind, detail) VALUES (0, 'test', ?)",
+                    [(detail,)] * 800,
+                )
+            )
+            wal_sizes.append(os.path.getsize(f"{db}-wal"))
+        # Every commit is checkpointed before the next begins, so the WAL
+        # restarts from its beginning: one commit's worth, not twelve (60 MB).
+        assert writer.checkpoints >= 11  # the last one may still be running
+        assert max(wal_sizes) < 2 * 1300 * 4096, wal_sizes
+    finally:
+        writer.stop(time.monotonic() + 10)
+    check = catalog.connect(db, readonly=True)
+    try:
+        assert check.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert check.execute("SELECT count(*) FROM journal WHERE kind = 'test'").fetchall() == [
+            (12 * 800,)
+        ]
+    finally:
+        check.close()

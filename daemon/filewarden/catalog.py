@@ -1007,16 +1007,21 @@ def merge_into(
 
 
 def journal_tail(
-    conn: apsw.Connection, since: int, limit: int
+    conn: apsw.Connection, since: int, upto: int, limit: int
 ) -> list[tuple[int, str, int, int | None]]:
-    """``(seq, kind, file, size)`` of the entries after ``since`` that name a file."""
+    """``(seq, kind, file, size)`` of the ``new`` and ``missing`` entries in ``(since, upto]``.
+
+    Moves and edits are skipped in SQL: a directory move journals a row per
+    file, and none of them can be a return.
+    """
     return [
         (int(r[0]), r[1], int(r[2]), r[3])
         for r in _rows(
             conn,
             "SELECT j.seq, j.kind, j.file, f.size FROM journal j LEFT JOIN files f ON f.id = j.file"
-            " WHERE j.seq > ? AND j.file IS NOT NULL ORDER BY j.seq LIMIT ?",
-            (since, limit),
+            " WHERE j.seq > ? AND j.seq <= ? AND j.kind IN ('new', 'missing')"
+            " AND j.file IS NOT NULL ORDER BY j.seq LIMIT ?",
+            (since, upto, limit),
         )
     ]
 

@@ -121,9 +121,11 @@ class Relinker:
                 self._seq = catalog.last_seq(reader)
                 return 0
             done = 0
+            upto = catalog.last_seq(reader)
             while True:
-                entries = catalog.journal_tail(reader, self._seq, 5000)
+                entries = catalog.journal_tail(reader, self._seq, upto, 5000)
                 if not entries:
+                    self._seq = max(self._seq, upto)
                     return done
                 self._seq = entries[-1][0]
                 wanted = catalog.missing_hashed_sizes(reader)

@@ -34,6 +34,7 @@ log = logs.get("filewarden.api")
 
 LIST_DEFAULT, LIST_MAX = 1000, 10_000
 MAX_KEY, MAX_VALUE = 256, 65_536
+READER_CACHE_KIB = 2000  # page cache per server read connection
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,10 +125,14 @@ class Api:
     # -- plumbing --------------------------------------------------------------
 
     def reader(self) -> apsw.Connection:
-        """This thread's read connection (one per server worker thread)."""
+        """This thread's read connection (one per server worker thread).
+
+        Up to 68 threads may each hold one, so each keeps a small page cache:
+        a query touches a few pages, and the OS page cache holds the rest.
+        """
         conn: apsw.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = catalog.connect(self.d.db_path, readonly=True)
+            conn = catalog.connect(self.d.db_path, readonly=True, cache_kib=READER_CACHE_KIB)
             self._local.conn = conn
         return conn
 

@@ -234,8 +234,12 @@ MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def connect(path: Path, *, readonly: bool = False) -> apsw.Connection:
-    """Open the catalog; the writer's connection also creates and migrates it."""
+def connect(path: Path, *, readonly: bool = False, cache_kib: int = 32_000) -> apsw.Connection:
+    """Open the catalog; the writer's connection also creates and migrates it.
+
+    ``cache_kib`` bounds the connection's own page cache (memory the process
+    keeps); pages beyond it are read again from the OS page cache.
+    """
     if readonly:
         flags = apsw.SQLITE_OPEN_READONLY
     else:
@@ -253,7 +257,7 @@ def connect(path: Path, *, readonly: bool = False) -> apsw.Connection:
         # corrupt; a sweep finds again what was lost.
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute("PRAGMA cache_size = -32000")
+        conn.execute(f"PRAGMA cache_size = -{int(cache_kib)}")
         if not readonly:
             migrate(conn)
         else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from filewarden import catalog
+from filewarden.client import Client, Unreachable
 from tests.conftest import make_files
 from tests.daemon_proc import DaemonProcess
+from tests.drills._support import write_config
 
 
 @pytest.fixture
@@ -103,4 +106,40 @@ def test_missing_root_is_offline_not_an_error(tmp_path: Path, procs: list[Daemon
     procs.append(d)
     event = d.wait_event("root.offline")
     assert event["reason"] == "path does not exist"
+    assert d.stop() == 0
+
+
+def test_sync_at_start_waits_for_the_start_up_sweep(
+    tmp_path: Path, tree: Path, procs: list[DaemonProcess]
+) -> None:
+    """A sync sent as soon as the socket answers covers what changed while the daemon was down.
+
+    Edits in place leave directories unchanged, so only the start-up full
+    sweep finds them; the socket answers before that sweep is even queued.
+    """
+    paths = make_files(tree, 6000, per_dir=2)  # many directories: watching them takes a while
+    cfg, sock, _ = write_config(tmp_path, [tree])
+    d = DaemonProcess(tmp_path, "--config", str(cfg))
+    procs.append(d)
+    d.wait_event("sweep.finish")
+    assert d.stop() == 0
+    edited = paths[::97]
+    for p in edited:
+        with open(p, "ab") as f:
+            f.write(b"edited while the daemon was down\n")
+    d = DaemonProcess(tmp_path, "--config", str(cfg))
+    procs.append(d)
+    deadline = time.monotonic() + 60
+    while True:  # the first moment the socket answers
+        assert d.proc.poll() is None and time.monotonic() < deadline, "".join(d.raw[-20:])
+        try:
+            client = Client(sock, timeout=60)
+            break
+        except (Unreachable, ConnectionError):
+            threading.Event().wait(0.001)
+    with client:
+        client.call("sync", {"timeout_s": 60})
+        for p in edited:
+            rec = client.call("lookup", {"path": str(p)})
+            assert rec is not None and rec["size"] == p.stat().st_size, (p, rec)
     assert d.stop() == 0

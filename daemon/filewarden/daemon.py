@@ -50,6 +50,8 @@ class Daemon:
         self.fixed_roots = fixed_roots  # roots came from --root: a reload keeps them
         self.db_path = config.daemon.state_dir / "catalog.db"
         self.stopping = threading.Event()
+        # Set once every root is watched (or offline) and its start-up sweep queued.
+        self.started = threading.Event()
         self.writer = Writer(self.db_path)
         self.jobs = JobTable()
         self.roots: dict[int, Root] = {}
@@ -112,6 +114,7 @@ class Daemon:
         self.availability.start()
         if self.config.hash.enabled:
             self.hasher.start()
+        self.started.set()
         log.info(
             "daemon.ready",
             roots=len(self.roots),
@@ -434,8 +437,15 @@ class Daemon:
         to be applied (with everything the watcher delivered before it); a
         polled root, or one where no cookie can be written, gets a quick
         sweep. Sweeps already queued or running for a root (after an
-        overflow, say) are waited for too.
+        overflow, say) are waited for too. The socket answers before the
+        roots are watched: a sync then first waits for start-up to queue the
+        start-up sweeps, and then for them (what changed while the daemon was
+        down is only known after them).
         """
+        deadline = time.monotonic() + timeout
+        if not self.started.wait(timeout):
+            return False
+        timeout = max(0.0, deadline - time.monotonic())
         waits: list[threading.Event] = []
         cookies: list[bytes] = []
         for root in self.roots.values():

@@ -355,6 +355,7 @@ def apply_move(
     *,
     file_id: int | None = None,
     by: str | None = None,
+    known: tuple[FileRow, Root] | None = None,
 ) -> int | None:
     """A file moved from ``src_rel`` to ``dst_rel`` (a live event, or found by inode).
 
@@ -364,6 +365,9 @@ def apply_move(
     missing file recorded at the destination stays missing: the moved file
     is known, and keeps its own id.
     ``file_id`` names the file when it was found by inode, ``by`` says how.
+    ``known`` is the file the destination's inode matched when the event was
+    read (see :func:`relink.by_inode`): the moved file, should the catalog
+    have nothing at ``src_rel``, as long as that file has not changed since.
     """
     row = (
         catalog.get_file(conn, file_id)
@@ -371,6 +375,12 @@ def apply_move(
         else catalog.file_at(conn, src.id, src_rel)
     )
     if row is None or row.state == catalog.OFFLINE or (file_id is None and row.state != PRESENT):
+        if file_id is None and known is not None and _unchanged(conn, known[0]):
+            # The source path is not the catalog's (a move above it went
+            # unseen), but the file is: it keeps its id rather than a new one.
+            return apply_move(
+                conn, known[1], b"", dst, dst_rel, sig, now, file_id=known[0].id, by="inode"
+            )
         return observe_path(conn, dst, dst_rel, sig, now) if sig is not None else None
     there = catalog.file_at(conn, dst.id, dst_rel)
     if there is not None and there.id != row.id and there.state == PRESENT:
@@ -395,6 +405,17 @@ def apply_move(
         by=by or "event",
     )
     return row.id
+
+
+def _unchanged(conn: apsw.Connection, seen: FileRow) -> bool:
+    """Whether file ``seen`` is still what was read: same place, state and signature."""
+    row = catalog.get_file(conn, seen.id)
+    return row is not None and (row.root, row.path, row.state, row.signature) == (
+        seen.root,
+        seen.path,
+        seen.state,
+        seen.signature,
+    )
 
 
 def apply_move_dir(

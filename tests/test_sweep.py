@@ -449,3 +449,39 @@ def test_a_diff_from_a_stale_read_stores_no_digest(
     # live.txt is not on disk: the next sweep must see that, not trust a digest.
     assert harness.sweep().missing == 1
     assert harness.at(tree / "d0000" / "live.txt").state == "missing"  # type: ignore[union-attr]
+
+
+def test_a_listing_applied_after_its_directory_moved_records_nothing_there(
+    harness: Harness, tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A directory renamed after the sweep listed it, its live move applied first, gets no files
+    back at its old paths; the next sweep finds everything at the new place, once."""
+    old, new = tree / "a" / "old", tree / "b" / "moved"
+    kept = make_files(old, 2, per_dir=2)
+    new.parent.mkdir()
+    harness.sweep()
+    ids = {p.name: harness.at(p).id for p in kept}  # type: ignore[union-attr]
+    (kept[0].parent / "arrived.txt").write_bytes(b"made while nobody watched\n")
+    real_apply = reconcile.apply_diff
+
+    def apply_after_a_live_dir_move(conn, root, diff, now, **kw):  # type: ignore[no-untyped-def]
+        if diff.dir == b"a/old/d0000":
+            # The rename happens after the listing; its event is applied before the listing.
+            os.rename(old, new)
+            reconcile.apply_move_dir(conn, root, b"a/old", root, b"b/moved", now)
+        return real_apply(conn, root, diff, now, **kw)
+
+    monkeypatch.setattr(reconcile, "apply_diff", apply_after_a_live_dir_move)
+    harness.sweep()
+    monkeypatch.setattr(reconcile, "apply_diff", real_apply)
+    stale = [f for f in harness.files("present") if f.dir.startswith(b"a/old")]
+    assert stale == []
+    harness.sweep()
+    present = sorted(f.path for f in harness.files("present"))
+    moved = sorted(b"b/moved/d0000/" + os.fsencode(n) for n in ids)
+    assert present == [b"b/moved/d0000/arrived.txt", *moved]
+    assert {f.name.decode(): f.id for f in harness.files("present")} == {
+        **ids,
+        "arrived.txt": harness.at(new / "d0000" / "arrived.txt").id,  # type: ignore[union-attr]
+    }
+    assert harness.files("missing") == []

@@ -16,6 +16,8 @@ before calling :func:`confirm_missing`.
 from __future__ import annotations
 
 import dataclasses
+import os
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 
 import apsw
@@ -35,6 +37,7 @@ class Listing:
     stamp: DirStamp  # what the quick sweep compares next time (catalog.DIRTY to force a re-list)
     files: dict[bytes, Signature]  # regular files only, excluded names already dropped
     subdirs: frozenset[bytes]  # names of real (not symlinked) subdirectories, not excluded
+    ident: tuple[int, int] | None = None  # (device, inode) of the directory listed
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -56,6 +59,7 @@ class DirDiff:
     # None when the stored digest already is the listing's.
     digest: bytes | None = None
     listed: int = 0  # files in the listing
+    ident: tuple[int, int] | None = None  # the listed directory's (device, inode)
 
     def __bool__(self) -> bool:
         return bool(
@@ -110,7 +114,7 @@ def diff_listing(
     stamp = None if stored == listing.stamp else listing.stamp
     files = listing.files
     if rows is None:
-        return DirDiff(listing.dir, stamp, [], [], [], vanished)
+        return DirDiff(listing.dir, stamp, [], [], [], vanished, ident=listing.ident)
     touched: list[tuple[bytes, Signature]] = []
     returned: list[tuple[bytes, Signature]] = []
     gone: list[int] = []
@@ -138,6 +142,7 @@ def diff_listing(
         digest=digest,
         listed=len(files),
         returned=returned,
+        ident=listing.ident,
     )
 
 
@@ -207,6 +212,14 @@ def apply_diff(
     """Record one directory's differences (writer thread); returns the tally and gone ids."""
     tally = Tally()
     rid = root.id
+    if diff.ident is not None and not _still_listed_dir(root, diff.dir, diff.ident):
+        # The directory was moved (or removed) after it was listed, and the
+        # live event that moved its rows may already be applied: recorded now,
+        # the listing would put files back at paths that no longer exist, in a
+        # directory no sweep lists again. Its new place is listed or hinted on
+        # its own; until then nothing here is decided.
+        log.debug("sweep.stale_listing", root=root.display, path=root.abs(diff.dir))
+        return tally, []
     for name, sig, file_id, src_root_id in diff.found:
         src = (roots or {}).get(src_root_id, root)
         apply_move(
@@ -284,6 +297,19 @@ def apply_diff(
     return tally, gone
 
 
+def _still_listed_dir(root: Root, rel: bytes, ident: tuple[int, int]) -> bool:
+    """Whether ``rel`` is still the directory that was listed (same device and inode).
+
+    Checked in the writer thread, so a rename after the check has its live
+    event applied after this listing is recorded, and moves its rows along.
+    """
+    try:
+        st = os.lstat(root.abs(rel))
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and (st.st_dev, st.st_ino) == ident
+
+
 def observe_path(
     conn: apsw.Connection,
     root: Root,
@@ -329,6 +355,7 @@ def apply_move(
     *,
     file_id: int | None = None,
     by: str | None = None,
+    known: tuple[FileRow, Root] | None = None,
 ) -> int | None:
     """A file moved from ``src_rel`` to ``dst_rel`` (a live event, or found by inode).
 
@@ -338,6 +365,9 @@ def apply_move(
     missing file recorded at the destination stays missing: the moved file
     is known, and keeps its own id.
     ``file_id`` names the file when it was found by inode, ``by`` says how.
+    ``known`` is the file the destination's inode matched when the event was
+    read (see :func:`relink.by_inode`): the moved file, should the catalog
+    have nothing at ``src_rel``, as long as that file has not changed since.
     """
     row = (
         catalog.get_file(conn, file_id)
@@ -345,6 +375,12 @@ def apply_move(
         else catalog.file_at(conn, src.id, src_rel)
     )
     if row is None or row.state == catalog.OFFLINE or (file_id is None and row.state != PRESENT):
+        if file_id is None and known is not None and _unchanged(conn, known[0]):
+            # The source path is not the catalog's (a move above it went
+            # unseen), but the file is: it keeps its id rather than a new one.
+            return apply_move(
+                conn, known[1], b"", dst, dst_rel, sig, now, file_id=known[0].id, by="inode"
+            )
         return observe_path(conn, dst, dst_rel, sig, now) if sig is not None else None
     there = catalog.file_at(conn, dst.id, dst_rel)
     if there is not None and there.id != row.id and there.state == PRESENT:
@@ -369,6 +405,17 @@ def apply_move(
         by=by or "event",
     )
     return row.id
+
+
+def _unchanged(conn: apsw.Connection, seen: FileRow) -> bool:
+    """Whether file ``seen`` is still what was read: same place, state and signature."""
+    row = catalog.get_file(conn, seen.id)
+    return row is not None and (row.root, row.path, row.state, row.signature) == (
+        seen.root,
+        seen.path,
+        seen.state,
+        seen.signature,
+    )
 
 
 def apply_move_dir(

@@ -184,7 +184,13 @@ class Walker:
                 continue
             tally.dirs_listed += 1
             tally.files += len(files)
-            yield Listing(rel, _stamp(dir_st, now_ns, self.racy_ns), files, frozenset(subdirs))
+            yield Listing(
+                rel,
+                _stamp(dir_st, now_ns, self.racy_ns),
+                files,
+                frozenset(subdirs),
+                (dir_st.st_dev, dir_st.st_ino),
+            )
             known = catalog.child_dirs(reader, root.id, rel) if quick else {}
             subdirs.sort(reverse=True)  # pop in name order: index-friendly inserts
             for name in subdirs:

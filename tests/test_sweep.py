@@ -485,3 +485,35 @@ def test_a_listing_applied_after_its_directory_moved_records_nothing_there(
         "arrived.txt": harness.at(new / "d0000" / "arrived.txt").id,  # type: ignore[union-attr]
     }
     assert harness.files("missing") == []
+
+
+def test_a_file_matched_by_inode_then_moved_live_stays_where_the_live_move_put_it(
+    harness: Harness, tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep finds a file by inode at a new path; a live move takes it further before the
+    sweep's batch is applied: the batch does not move it back to the path it has left."""
+    for d in ("a", "b", "c"):
+        (tree / d).mkdir()
+    (tree / "a" / "x.txt").write_bytes(b"moved twice\n")
+    harness.sweep()
+    file_id = harness.at(tree / "a" / "x.txt").id  # type: ignore[union-attr]
+    os.rename(tree / "a" / "x.txt", tree / "b" / "x.txt")  # while nobody watched
+    real_apply = reconcile.apply_diff
+
+    def apply_after_a_live_move(conn, root, diff, now, **kw):  # type: ignore[no-untyped-def]
+        if diff.dir == b"b":
+            assert [f[0] for f in diff.found] == [b"x.txt"]  # matched by inode
+            os.rename(tree / "b" / "x.txt", tree / "c" / "x.txt")
+            known = catalog.get_file(conn, file_id)
+            sig = catalog.signature(os.lstat(tree / "c" / "x.txt"))
+            # The watcher's event, applied first: its source path is unknown
+            # to the catalog, the inode is not.
+            reconcile.apply_move(
+                conn, root, b"b/x.txt", root, b"c/x.txt", sig, now, known=(known, root)
+            )
+        return real_apply(conn, root, diff, now, **kw)
+
+    monkeypatch.setattr(reconcile, "apply_diff", apply_after_a_live_move)
+    harness.sweep()
+    monkeypatch.setattr(reconcile, "apply_diff", real_apply)
+    assert [(f.id, f.path, f.state) for f in harness.files()] == [(file_id, b"c/x.txt", "present")]

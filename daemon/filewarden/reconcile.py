@@ -51,7 +51,7 @@ class DirDiff:
     gone: list[int]  # present files the listing does not show
     vanished: list[bytes]  # known subdirectories that are not there any more
     # New names that are known files moved here: (name, signature, file id, its root id).
-    found: list[tuple[bytes, Signature, int, int]] = dataclasses.field(default_factory=list)
+    found: list[tuple[bytes, Signature, FileRow, int]] = dataclasses.field(default_factory=list)
     # Names whose file is missing (or offline) and is on disk again: back, unless
     # the inode says another known file moved here.
     returned: list[tuple[bytes, Signature]] = dataclasses.field(default_factory=list)
@@ -220,9 +220,9 @@ def apply_diff(
         # its own; until then nothing here is decided.
         log.debug("sweep.stale_listing", root=root.display, path=root.abs(diff.dir))
         return tally, []
-    for name, sig, file_id, src_root_id in diff.found:
+    for name, sig, matched, src_root_id in diff.found:
         src = (roots or {}).get(src_root_id, root)
-        apply_move(
+        moved = apply_move(
             conn,
             src,
             b"",
@@ -230,10 +230,11 @@ def apply_diff(
             catalog.join(diff.dir, name),
             sig,
             now,
-            file_id=file_id,
+            matched=matched,
             by="inode",
         )
-        tally.moved += 1
+        if moved is not None:
+            tally.moved += 1
     # A directory the catalog knew nothing of that ends up holding exactly
     # the listing's files: its digest is the listing's, without reading back.
     fresh = (
@@ -353,7 +354,7 @@ def apply_move(
     sig: Signature | None,
     now: float,
     *,
-    file_id: int | None = None,
+    matched: FileRow | None = None,
     by: str | None = None,
     known: tuple[FileRow, Root] | None = None,
 ) -> int | None:
@@ -364,22 +365,26 @@ def apply_move(
     the new content as a change, and the moved one is gone (``deleted``). A
     missing file recorded at the destination stays missing: the moved file
     is known, and keeps its own id.
-    ``file_id`` names the file when it was found by inode, ``by`` says how.
+    ``matched`` is the file the destination's inode matched when it was read
+    (by a sweep or the watcher; ``by`` says how), instead of ``src_rel``. If
+    that file has moved or changed since, a newer observation got there
+    first and this one is stale: nothing is recorded.
     ``known`` is the file the destination's inode matched when the event was
     read (see :func:`relink.by_inode`): the moved file, should the catalog
     have nothing at ``src_rel``, as long as that file has not changed since.
     """
-    row = (
-        catalog.get_file(conn, file_id)
-        if file_id is not None
-        else catalog.file_at(conn, src.id, src_rel)
-    )
-    if row is None or row.state == catalog.OFFLINE or (file_id is None and row.state != PRESENT):
-        if file_id is None and known is not None and _unchanged(conn, known[0]):
+    if matched is not None:
+        if not _unchanged(conn, matched):
+            return None
+        row: FileRow | None = matched
+    else:
+        row = catalog.file_at(conn, src.id, src_rel)
+    if row is None or row.state == catalog.OFFLINE or (matched is None and row.state != PRESENT):
+        if matched is None and known is not None and _unchanged(conn, known[0]):
             # The source path is not the catalog's (a move above it went
             # unseen), but the file is: it keeps its id rather than a new one.
             return apply_move(
-                conn, known[1], b"", dst, dst_rel, sig, now, file_id=known[0].id, by="inode"
+                conn, known[1], b"", dst, dst_rel, sig, now, matched=known[0], by="inode"
             )
         return observe_path(conn, dst, dst_rel, sig, now) if sig is not None else None
     there = catalog.file_at(conn, dst.id, dst_rel)

@@ -367,13 +367,13 @@ class Sweep:
             if hit is None:
                 new.append((name, sig))
             else:
-                found.append((name, sig, hit[0].id, hit[1].id))
+                found.append((name, sig, hit[0], hit[1].id))
         for name, sig in diff.returned:
             hit = relink.by_inode(reader, sig, self.roots)
             if hit is None or hit[0].path == catalog.join(diff.dir, name):
                 returned.append((name, sig))  # no other file: this one is back
             else:
-                found.append((name, sig, hit[0].id, hit[1].id))
+                found.append((name, sig, hit[0], hit[1].id))
         if not found:
             return diff
         return dataclasses.replace(diff, new=new, found=found, returned=returned)

@@ -288,7 +288,7 @@ class Aggregator(threading.Thread):
                             dst_rel=rel,
                             sig=sig,
                             now=time.time(),
-                            file_id=row.id,
+                            matched=row,
                             by="inode",
                         ),
                     )

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import queue
 import signal
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from filewarden.watch.hints import Hint, Kind
 from filewarden.watch.limits import watches_in_use
+from filewarden.watch.watchdog_backend import WatchdogBackend
 from tests.conftest import make_files
 from tests.scenarios.conftest import BACKENDS, live_daemon
 
@@ -90,3 +94,48 @@ def test_watch_limit_falls_back_to_poll(tmp_path: Path, backend: str) -> None:
             live.sync()
             assert live.id_of(first.parent / "renamed.txt") == file_id
             live.assert_matches_disk()
+
+
+def test_watchdog_reports_an_overflow_once_the_watches_are_back(tmp_path: Path) -> None:
+    """A file made the moment the overflow is reported (a sync cookie, say) is seen.
+
+    watchdog removes and re-adds every watch after an overflow; a file made
+    before that is done lands on a watch about to go, and is never reported.
+    """
+    sub = tmp_path / "root" / "sub"
+    sub.mkdir(parents=True)
+    hints: queue.SimpleQueue[Hint] = queue.SimpleQueue()
+    made: list[Path] = []
+
+    def emit(hint: Hint) -> None:
+        if hint.kind is Kind.OVERFLOW and not made:
+            made.append(sub / "made-at-the-overflow.txt")
+            made[0].write_bytes(b"x")
+        hints.put(hint)
+
+    def wait_for(kind: Kind, path: Path | None) -> None:
+        deadline = time.monotonic() + 20
+        while True:
+            hint = hints.get(timeout=max(0.01, deadline - time.monotonic()))
+            if hint.kind is kind and (path is None or hint.path == os.fsencode(path)):
+                return
+
+    with sysctl("max_queued_events", 64):
+        # The queue size is fixed when the inotify instance is opened.
+        backend = WatchdogBackend(emit)
+        backend.start()
+    try:
+        backend.watch(os.fsencode(tmp_path / "root"))
+        (sub / "probe.txt").write_bytes(b"x")
+        wait_for(Kind.CLOSED, sub / "probe.txt")  # watched
+        # Stall watchdog's reader (it takes this lock before every read) while
+        # 500 files are made: the 64-event queue overflows.
+        with backend._observer._inotify_fd._lock:  # type: ignore[attr-defined]
+            for i in range(500):
+                (sub / f"f{i:03d}").write_bytes(b"x")
+        wait_for(Kind.OVERFLOW, None)
+        wait_for(Kind.CREATED, made[0])
+    except queue.Empty:
+        raise AssertionError(f"no event for {made or 'the overflow'}") from None
+    finally:
+        backend.stop()

@@ -7,7 +7,8 @@ is one event (watchdog's walk of the moved tree, one synthetic event per
 descendant, is skipped), because the catalog moves the whole subtree in one
 update; every exception in the handler is caught, because one
 escaping kills the dispatcher while the emitters keep queueing; and queue
-overflows, which watchdog only logs, are caught from its log and reported.
+overflows, which watchdog only logs, are reported once watchdog has rebuilt
+the watches.
 """
 
 from __future__ import annotations
@@ -84,30 +85,44 @@ class _Handler(FileSystemEventHandler):
         # its files as created (synthetic events), so nothing more to do.
 
 
-class _OverflowLog(logging.Handler):
-    """watchdog reports a kernel queue overflow only as a log line; catch it there."""
+class _LibraryLog(logging.Handler):
+    """watchdog's own warnings (a watch it could not rebuild, say) become ``watcher.error``."""
 
-    def __init__(self, emit: Callable[[Hint], None]) -> None:
+    def __init__(self) -> None:
         super().__init__(logging.WARNING)
-        self.emit_hint = emit
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             message = record.getMessage()
-            if "overflow" not in message.lower():
+            if "overflow" not in message.lower():  # overflows are reported by _observer's Group
                 log.warning("watcher.error", source=record.name, error=message)
-            elif record.name.endswith("inotify_c"):
-                # Reported once for the instance; the per-watch "reconciling"
-                # lines that follow are the same overflow.
-                self.emit_hint(Hint(Kind.OVERFLOW, b""))
         except Exception:
             pass
 
 
-def _observer() -> BaseObserver:
+def _observer(emit: Callable[[Hint], None]) -> BaseObserver:
     if sys.platform.startswith("linux"):
-        from watchdog.observers.inotify import InotifyFullEmitter, InotifyObserver
+        from watchdog.observers.inotify import (
+            InotifyFullEmitter,
+            InotifyObserver,
+            InotifyWatchGroup,
+        )
         from watchdog.observers.inotify_move_event_grouper import PathedInotifyEvent
+
+        class Group(InotifyWatchGroup):
+            """A root's watches; a kernel queue overflow is reported once they are rebuilt.
+
+            watchdog only logs an overflow, then removes and re-adds every watch
+            below the root. Reported before that (from its log line), a sync
+            cookie created in between would be written while its directory had
+            no watch, and never answered; reported after, the sweep that
+            replaces the lost events starts once the watches are back.
+            """
+
+            def on_queue_overflow(self) -> None:
+                super().on_queue_overflow()
+                if self.is_active:
+                    emit(Hint(Kind.OVERFLOW, self.path))
 
         class Emitter(InotifyFullEmitter):
             """Full move events, but a directory move is one event, not one per descendant.
@@ -116,6 +131,15 @@ def _observer() -> BaseObserver:
             for each child (100k children: about a second of events). The
             catalog moves the whole subtree in one update, so the walk is skipped.
             """
+
+            def on_thread_start(self) -> None:
+                self._inotify = Group(
+                    self._inotify_fd,
+                    os.fsencode(self.watch.path),
+                    is_recursive=self.watch.is_recursive,
+                    event_mask=self.get_event_mask_from_filter(),
+                    follow_symlink=self.watch.follow_symlink,
+                )
 
             def build_and_queue_event(self, event: Any, *, full_events: bool = True) -> None:
                 if not isinstance(event, PathedInotifyEvent) and event[0].ev.is_directory:
@@ -140,8 +164,8 @@ class WatchdogBackend:
 
     def __init__(self, emit: Callable[[Hint], None]) -> None:
         self._handler = _Handler(emit)
-        self._log_handler = _OverflowLog(emit)
-        self._observer = _observer()
+        self._log_handler = _LibraryLog()
+        self._observer = _observer(emit)
         self._watches: dict[bytes, ObservedWatch] = {}
 
     def start(self) -> None:

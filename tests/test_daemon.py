@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -143,3 +145,43 @@ def test_sync_at_start_waits_for_the_start_up_sweep(
             rec = client.call("lookup", {"path": str(p)})
             assert rec is not None and rec["size"] == p.stat().st_size, (p, rec)
     assert d.stop() == 0
+
+
+_MMAPPED_AFTER_A_BIG_FREE = """
+import ctypes, sys
+from filewarden.daemon import pin_malloc_threshold
+
+class Mallinfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+        "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL(None)
+if not hasattr(libc, "mallinfo2"):
+    print("no glibc")
+    sys.exit()
+libc.mallinfo2.restype = Mallinfo2
+if sys.argv[1] == "pin":
+    assert pin_malloc_threshold()
+big = bytearray(8 << 20)
+del big  # unpinned, glibc now serves blocks up to 8 MiB from its heaps
+before = libc.mallinfo2().hblks
+block = bytearray(1 << 20)
+print(libc.mallinfo2().hblks - before)
+"""
+
+
+def test_big_blocks_keep_their_own_mappings_after_a_big_free() -> None:
+    """With the threshold pinned, a megabyte block is mapped (and unmapped when freed) even after a bigger one was freed.
+
+    Unpinned (glibc's default), the same script prints 0: the block comes from a heap.
+    """
+    out = subprocess.run(
+        [sys.executable, "-c", _MMAPPED_AFTER_A_BIG_FREE, "pin"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    if out == "no glibc":
+        pytest.skip("no glibc mallinfo2")
+    assert out == "1"

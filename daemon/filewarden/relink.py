@@ -22,6 +22,7 @@ wins, then the most recently missing; the choice is logged.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import threading
 import time
@@ -82,6 +83,65 @@ def _stat(path: bytes) -> Signature | None:
     return catalog.signature(st) if stat.S_ISREG(st.st_mode) else None
 
 
+# One remembered arrival: (order, when, size, file id).
+_Arrival = tuple[int, float, int, int]
+
+
+class Arrivals:
+    """New files remembered by size, forgotten oldest first: past ``max_age`` seconds or ``max_count``.
+
+    One queue in arrival order decides what is forgotten, so a size that
+    never comes again costs nothing once its files are old, and the count
+    stays under ``max_count`` however fast files arrive. Each size keeps a
+    plain list (most sizes hold one file); forgotten entries at its head are
+    cut when they are at least half of it, so it holds at most about twice
+    what is remembered.
+    """
+
+    def __init__(self, max_age: float = RECENT_SECONDS, max_count: int = RECENT_MAX) -> None:
+        self.max_age = max_age
+        self.max_count = max_count
+        self._order: collections.deque[_Arrival] = collections.deque()
+        self._by_size: dict[int, list[_Arrival]] = {}
+        self._next = 0
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def sizes(self) -> int:
+        return len(self._by_size)
+
+    def add(self, size: int, file_id: int, now: float) -> None:
+        entry = (self._next, now, size, file_id)
+        self._next += 1
+        self._order.append(entry)
+        self._by_size.setdefault(size, []).append(entry)
+        self.forget(now)
+        bucket = self._by_size.get(size)
+        if bucket is not None:
+            stale = self._first_kept(bucket)
+            if stale * 2 >= len(bucket):
+                del bucket[:stale]
+
+    def forget(self, now: float) -> None:
+        """Drop what is older than ``max_age`` at ``now``, and the oldest beyond ``max_count``."""
+        order = self._order
+        while order and (len(order) > self.max_count or now - order[0][1] > self.max_age):
+            entry = order.popleft()
+            bucket = self._by_size.get(entry[2])
+            if bucket is not None and bucket[-1] is entry:
+                del self._by_size[entry[2]]  # its newest is forgotten, so is all of it
+
+    def ids(self, size: int) -> list[int]:
+        """The remembered arrivals of ``size``, oldest first."""
+        bucket = self._by_size.get(size, [])
+        return [entry[3] for entry in bucket[self._first_kept(bucket) :]]
+
+    def _first_kept(self, bucket: list[_Arrival]) -> int:
+        oldest = self._order[0][0] if self._order else self._next
+        return bisect.bisect_left(bucket, oldest, key=lambda entry: entry[0])
+
+
 def choose(candidates: list[FileRow], name: bytes) -> FileRow:
     """Same name first, then the most recently missing."""
     return max(candidates, key=lambda r: (r.name == name, r.missing_since or 0.0, r.id))
@@ -95,11 +155,8 @@ class Relinker:
         self.roots = roots
         self._lock = threading.Lock()
         self._seq: int | None = None
-        # size → recent arrivals (id, when): the new files a missing one may have become.
-        self._recent: dict[int, collections.deque[tuple[int, float]]] = collections.defaultdict(
-            collections.deque
-        )
-        self._recent_count = 0
+        # Recent arrivals by size: the new files a missing one may have become.
+        self.recent = Arrivals()
         self.relinked = 0
         self.hashed = 0  # files hashed to decide a relink (not the background hasher's)
 
@@ -133,7 +190,7 @@ class Relinker:
                 arrived = []
                 for _, kind, file_id, size in entries:
                     if kind == "new" and size is not None:
-                        self._remember(size, file_id, now)
+                        self.recent.add(size, file_id, now)
                         if size in wanted:
                             arrived.append(file_id)
                 gone = [file_id for _, kind, file_id, _ in entries if kind == "missing"]
@@ -165,7 +222,7 @@ class Relinker:
             gone = catalog.get_file(reader, file_id)
             if gone is None or gone.state != catalog.MISSING or gone.hash is None:
                 continue
-            for arrival_id, _ in list(self._recent.get(gone.size, ())):
+            for arrival_id in self.recent.ids(gone.size):
                 new = catalog.get_file(reader, arrival_id)
                 if (
                     new is None
@@ -217,20 +274,3 @@ class Relinker:
                 chose="same name" if keep.name == take.name else "most recently missing",
             )
         return int(merged)
-
-    def _remember(self, size: int, file_id: int, now: float) -> None:
-        bucket = self._recent[size]
-        bucket.append((file_id, now))
-        self._recent_count += 1
-        while bucket and now - bucket[0][1] > RECENT_SECONDS:
-            bucket.popleft()
-            self._recent_count -= 1
-        if self._recent_count > RECENT_MAX:
-            # Forget the oldest arrivals everywhere; a relink that old is a sweep's business.
-            for key in list(self._recent):
-                b = self._recent[key]
-                while b and now - b[0][1] > RECENT_SECONDS / 10:
-                    b.popleft()
-                    self._recent_count -= 1
-                if not b:
-                    del self._recent[key]

@@ -234,12 +234,21 @@ MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def connect(path: Path, *, readonly: bool = False, cache_kib: int = 32_000) -> apsw.Connection:
+WRITER_CACHE_KIB = 32_000
+READER_CACHE_KIB = 4_000
+
+
+def connect(path: Path, *, readonly: bool = False, cache_kib: int | None = None) -> apsw.Connection:
     """Open the catalog; the writer's connection also creates and migrates it.
 
     ``cache_kib`` bounds the connection's own page cache (memory the process
-    keeps); pages beyond it are read again from the OS page cache.
+    keeps, up to this much per connection); pages beyond it are read again
+    from the OS page cache. The writer's default is large, as every write
+    walks the indexes; a reader's is small, as most read a few pages at a
+    time (a sweep, which reads whole directories, asks for more).
     """
+    if cache_kib is None:
+        cache_kib = READER_CACHE_KIB if readonly else WRITER_CACHE_KIB
     if readonly:
         flags = apsw.SQLITE_OPEN_READONLY
     else:

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from filewarden import catalog
+from filewarden import catalog, config
 from filewarden.client import Client, Unreachable
+from filewarden.daemon import Daemon
 from tests.conftest import make_files
 from tests.daemon_proc import DaemonProcess
 from tests.drills._support import write_config
@@ -185,3 +186,35 @@ def test_big_blocks_keep_their_own_mappings_after_a_big_free() -> None:
     if out == "no glibc":
         pytest.skip("no glibc mallinfo2")
     assert out == "1"
+
+
+def test_a_dead_watcher_is_restarted_and_its_roots_swept(tmp_path: Path, tree: Path) -> None:
+    """watchdog's inotify reader thread dies: the daemon notices, watches afresh, and sweeps."""
+    make_files(tree, 10)
+    cfg, _, state = write_config(tmp_path, [tree])
+    d = Daemon(config.load(cfg))
+    d.start()
+    try:
+        assert d.sync(60) and d.watcher.alive()
+        reader = d.watcher.backend._observer._inotify_fd  # type: ignore[union-attr]
+        reader.stop()  # what an exception escaping watchdog's reader would leave
+        reader.join(5)
+        assert not d.watcher.alive()
+        made = tree / "made-while-deaf.txt"
+        made.write_bytes(b"nobody heard this\n")
+        d._check_watcher()
+        assert d.watcher.alive() and d.watcher.restarts == 1
+        assert d.sync(60)
+        conn = catalog.connect(state / "catalog.db", readonly=True)
+        try:
+            row = catalog.file_at(conn, 1, b"made-while-deaf.txt")
+        finally:
+            conn.close()
+        assert row is not None and row.state == "present"
+        # Watched again: a sync is answered by its cookie's event, not a sweep.
+        [root] = d.roots.values()
+        assert d.watcher.mode_of(root) == "watch"
+        hints = d.watcher.aggregator.hints
+        assert d.sync(10) and d.watcher.aggregator.hints > hints
+    finally:
+        d.stop()

@@ -196,6 +196,10 @@ class WatchdogBackend:
     def alive(self) -> bool:
         if not self._observer.is_alive():
             return False
+        # On Linux one reader thread feeds every emitter: if it died, all are deaf.
+        reader = getattr(self._observer, "_inotify_fd", None)
+        if reader is not None and not reader.is_alive():
+            return False
         return all(emitter.is_alive() for emitter in self._observer.emitters)
 
     def stop(self, timeout: float = 3.0) -> None:

@@ -58,6 +58,7 @@ class Writer:
         self.commits = 0
         self._wal_pages = 0  # frames in the write-ahead log after the last commit
         self.checkpoints = 0
+        self._checkpoint_error: str | None = None
 
     def start(self) -> None:
         """Open (and migrate) the catalog, then start taking jobs."""
@@ -102,9 +103,14 @@ class Writer:
         self._wal_pages = 0
         try:
             conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
-            self.checkpoints += 1
         except apsw.Error as exc:  # a full disk: the next commit's checkpoint tries again
-            log.warning("catalog.error", error=f"checkpoint: {type(exc).__name__}: {exc}")
+            error = f"checkpoint: {type(exc).__name__}: {exc}"
+            if error != self._checkpoint_error:  # once, not after every commit
+                log.error("catalog.error", error=error)
+            self._checkpoint_error = error
+        else:
+            self.checkpoints += 1
+            self._checkpoint_error = None
 
     def _run(self) -> None:
         assert self.conn is not None

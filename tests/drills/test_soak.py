@@ -168,9 +168,15 @@ def soak_drill(
             t = threading.Thread(target=guarded(name, body), args=(n,), daemon=True)
             t.start()
             threads.append(t)
-        end = time.monotonic() + seconds
+        began = time.monotonic()
+        end = began + seconds
         while time.monotonic() < end and not errors:
-            peak = max(peak, rss_kib(pid))
+            rss = rss_kib(pid)
+            peak = max(peak, rss)
+            if "rss_warm_kib" not in figures and time.monotonic() - began >= seconds / 4:
+                # After the first quarter: pools, caches and arenas in use; the
+                # growth from here to the end is what a long run would show.
+                figures["rss_warm_kib"] = rss
             stop.wait(0.25)  # a sampling period, not a wait for anything
         stop.set()
         for t in threads:

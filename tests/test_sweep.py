@@ -504,12 +504,11 @@ def test_a_file_matched_by_inode_then_moved_live_stays_where_the_live_move_put_i
         if diff.dir == b"b":
             assert [f[0] for f in diff.found] == [b"x.txt"]  # matched by inode
             os.rename(tree / "b" / "x.txt", tree / "c" / "x.txt")
-            known = catalog.get_file(conn, file_id)
             sig = catalog.signature(os.lstat(tree / "c" / "x.txt"))
             # The watcher's event, applied first: its source path is unknown
             # to the catalog, the inode is not.
             reconcile.apply_move(
-                conn, root, b"b/x.txt", root, b"c/x.txt", sig, now, known=(known, root)
+                conn, root, b"b/x.txt", root, b"c/x.txt", sig, now, roots={root.id: root}
             )
         return real_apply(conn, root, diff, now, **kw)
 

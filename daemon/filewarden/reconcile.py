@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import apsw
 
-from filewarden import catalog, logs
+from filewarden import catalog, logs, relink
 from filewarden.catalog import PRESENT, DirRow, DirStamp, FileRow, Signature
 from filewarden.roots import Root
 
@@ -356,7 +356,7 @@ def apply_move(
     *,
     matched: FileRow | None = None,
     by: str | None = None,
-    known: tuple[FileRow, Root] | None = None,
+    roots: Mapping[int, Root] | None = None,
 ) -> int | None:
     """A file moved from ``src_rel`` to ``dst_rel`` (a live event, or found by inode).
 
@@ -369,9 +369,9 @@ def apply_move(
     (by a sweep or the watcher; ``by`` says how), instead of ``src_rel``. If
     that file has moved or changed since, a newer observation got there
     first and this one is stale: nothing is recorded.
-    ``known`` is the file the destination's inode matched when the event was
-    read (see :func:`relink.by_inode`): the moved file, should the catalog
-    have nothing at ``src_rel``, as long as that file has not changed since.
+    With ``roots``, a source path the catalog does not know (a directory
+    above it moved while nobody watched, and no sweep has caught up yet) is
+    not the end: the file may still be known by its inode, on any of them.
     """
     if matched is not None:
         if not _unchanged(conn, matched):
@@ -380,11 +380,16 @@ def apply_move(
     else:
         row = catalog.file_at(conn, src.id, src_rel)
     if row is None or row.state == catalog.OFFLINE or (matched is None and row.state != PRESENT):
-        if matched is None and known is not None and _unchanged(conn, known[0]):
+        found = (
+            relink.by_inode(conn, sig, dict(roots))
+            if matched is None and roots and sig is not None
+            else None
+        )
+        if found is not None:
             # The source path is not the catalog's (a move above it went
             # unseen), but the file is: it keeps its id rather than a new one.
             return apply_move(
-                conn, known[1], b"", dst, dst_rel, sig, now, matched=known[0], by="inode"
+                conn, found[1], b"", dst, dst_rel, sig, now, matched=found[0], by="inode"
             )
         return observe_path(conn, dst, dst_rel, sig, now) if sig is not None else None
     there = catalog.file_at(conn, dst.id, dst_rel)

@@ -334,16 +334,6 @@ class Aggregator(threading.Thread):
         to = self._resolve(dest, roots) if dest else None
         if from_ is not None and to is not None:
             (src_root, src_rel), (dst_root, dst_rel) = from_, to
-            sig = self._stat(dest)
-            # Should the catalog not know the source path (a directory above
-            # it moved while nobody watched, and no sweep has caught up yet),
-            # the file may still be known by its inode: found now, used only
-            # if the source is unknown when the move is recorded.
-            known = (
-                relink.by_inode(self._reader, sig, self.host.all_roots())
-                if sig is not None and self._reader is not None
-                else None
-            )
             batch.actions.append(
                 (
                     dst_root,
@@ -353,9 +343,9 @@ class Aggregator(threading.Thread):
                         src_rel=src_rel,
                         dst=dst_root,
                         dst_rel=dst_rel,
-                        sig=sig,
+                        sig=self._stat(dest),
                         now=time.time(),
-                        known=known,
+                        roots=self.host.all_roots(),
                     ),
                 )
             )

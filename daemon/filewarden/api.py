@@ -34,7 +34,7 @@ log = logs.get("filewarden.api")
 
 LIST_DEFAULT, LIST_MAX = 1000, 10_000
 MAX_KEY, MAX_VALUE = 256, 65_536
-READER_CACHE_KIB = 2000  # page cache per server read connection
+WORKER_CACHE_KIB = 2000  # page cache per server worker's read connection (catalog's default: 4 MB)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +132,7 @@ class Api:
         """
         conn: apsw.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = catalog.connect(self.d.db_path, readonly=True, cache_kib=READER_CACHE_KIB)
+            conn = catalog.connect(self.d.db_path, readonly=True, cache_kib=WORKER_CACHE_KIB)
             self._local.conn = conn
         return conn
 

@@ -381,7 +381,7 @@ def apply_move(
         row = catalog.file_at(conn, src.id, src_rel)
     if row is None or row.state == catalog.OFFLINE or (matched is None and row.state != PRESENT):
         found = (
-            relink.by_inode(conn, sig, dict(roots))
+            relink.by_inode(conn, sig, roots)
             if matched is None and roots and sig is not None
             else None
         )

@@ -26,7 +26,7 @@ import bisect
 import collections
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 
 import apsw
@@ -46,7 +46,7 @@ RECENT_MAX = 100_000
 def by_inode(
     reader: apsw.Connection,
     sig: Signature,
-    roots: dict[int, Root],
+    roots: Mapping[int, Root],
     exclude_path: tuple[int, bytes] | None = None,
 ) -> tuple[FileRow, Root] | None:
     """The known file that ``sig`` (a new path's stat) is, by inode; None if none.

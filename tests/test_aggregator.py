@@ -35,6 +35,9 @@ class _Host:
     def on_overflow(self, root: Root | None) -> list[threading.Event]:
         raise AssertionError("no overflow expected")
 
+    def on_watch_limit(self, root: Root, path: bytes) -> list[threading.Event]:
+        raise AssertionError("no watch limit expected")
+
     def on_unmount(self, path: bytes) -> None:
         pass
 

@@ -407,6 +407,21 @@ class Daemon:
             ends.append(self.scheduler.request(r, full=True).finished_event)
         return ends
 
+    def on_watch_limit(self, root: Root, path: bytes) -> list[threading.Event]:
+        """A directory below a watched root was refused a watch: poll the root from now on.
+
+        Returns the end event of the full sweep that catches up; syncs wait for it.
+        """
+        why = (
+            f"{os.fsdecode(path)} could not be watched (inotify watch limit);"
+            " raise fs.inotify.max_user_watches and restart"
+        )
+        if not self.watcher.to_poll(root, why):
+            return []
+        log.error("watcher.limit", root=root.display, error=why)
+        self.scheduler.reschedule(root.id)
+        return [self.scheduler.request(root, full=True).finished_event]
+
     def on_unmount(self, path: bytes) -> None:
         for root in self.roots.values():
             if root.path == path or path.startswith(root.path + b"/"):

@@ -96,6 +96,33 @@ def test_watch_limit_falls_back_to_poll(tmp_path: Path, backend: str) -> None:
             live.assert_matches_disk()
 
 
+def test_a_root_that_outgrows_the_watch_limit_is_polled(tmp_path: Path) -> None:
+    """Directories made while watched, past max_user_watches: said loudly, the root is polled, nothing lost.
+
+    watchdog ignores a watch refused below the root; the tree would stay
+    partly watched, and files in the unwatched directories would be missed.
+    """
+    with live_daemon(tmp_path, "watchdog", roots=1) as live:
+        root = live.roots[0]
+        with sysctl("max_user_watches", watches_in_use() + 3):
+            for i in range(20):
+                d = root / "grown" / f"d{i:02d}"
+                d.mkdir(parents=True)
+                (d / "f.txt").write_text(str(i))
+            limit = live.proc.wait_event("watcher.limit", timeout=30)
+        assert limit["level"] == "error" and "max_user_watches" in limit["error"]
+        live.sync()
+        [status] = live.call("status")["roots"]
+        assert (status["backend"], status["mode"]) == ("poll", "poll")
+        assert any("max_user_watches" in w for w in status["warnings"])
+        live.assert_matches_disk()
+        # Polled from now on: later changes still reach the catalog.
+        (root / "grown" / "d05" / "later.txt").write_text("later")
+        (root / "grown" / "d06" / "f.txt").unlink()
+        live.sync()
+        live.assert_matches_disk()
+
+
 def test_watchdog_reports_an_overflow_once_the_watches_are_back(tmp_path: Path) -> None:
     """A file made the moment an overflow is reported (a sync cookie, say) is seen.
 

@@ -162,6 +162,17 @@ class Watcher:
             log.info("watcher.poll", root=root.display, reason=why)
         return mode
 
+    def to_poll(self, root: Root, why: str) -> bool:
+        """Stop watching ``root`` and poll it instead; False if it was not watched."""
+        with self._lock:
+            if self.watched.pop(root.id, None) is None:
+                return False
+            self.modes[root.id] = ("poll", why)
+        if self.backend is not None:
+            self.backend.unwatch(root.path)
+        log.info("watcher.poll", root=root.display, reason=why)
+        return True
+
     def remove(self, root: Root) -> None:
         with self._lock:
             self.modes.pop(root.id, None)

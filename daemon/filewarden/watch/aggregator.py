@@ -50,6 +50,7 @@ class Host(Protocol):
     def all_roots(self) -> dict[int, Root]: ...
     def after_batch(self, reader: apsw.Connection) -> None: ...
     def on_overflow(self, root: Root | None) -> list[threading.Event]: ...
+    def on_watch_limit(self, root: Root, path: bytes) -> list[threading.Event]: ...
     def on_unmount(self, path: bytes) -> None: ...
     def on_hint_failed(self, root: Root, error: str) -> None: ...
 
@@ -207,6 +208,17 @@ class Aggregator(threading.Thread):
             with self._wake:
                 lost, self._cookies = list(self._cookies.values()), {}
             batch.cookies += lost
+            return
+        if kind is Kind.LIMIT:
+            under = next((r for r in roots if path.startswith(r.path + b"/")), None)
+            if under is None:
+                return  # not watched (any more): nothing changes
+            self._barriers += self.host.on_watch_limit(under, path)
+            # The root is polled now: its cookies are answered by the sweep.
+            prefix = under.path + b"/"
+            with self._wake:
+                polled = [c for c in self._cookies if c.startswith(prefix)]
+                batch.cookies += [self._cookies.pop(c) for c in polled]
             return
         if kind is Kind.UNMOUNT:
             self.host.on_unmount(path)

@@ -6,13 +6,15 @@ move events tell a move out of the tree from a deletion; a directory move
 is one event (watchdog's walk of the moved tree, one synthetic event per
 descendant, is skipped), because the catalog moves the whole subtree in one
 update; every exception in the handler is caught, because one
-escaping kills the dispatcher while the emitters keep queueing; and queue
+escaping kills the dispatcher while the emitters keep queueing; queue
 overflows, which watchdog only logs, are reported once watchdog has rebuilt
-the watches.
+the watches; and a directory refused a watch by the limit, which watchdog
+ignores, is reported.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -123,6 +125,27 @@ def _observer(emit: Callable[[Hint], None]) -> BaseObserver:
                 super().on_queue_overflow()
                 if self.is_active:
                     emit(Hint(Kind.OVERFLOW, self.path))
+
+            def _add_callback(self, path: bytes) -> None:
+                """watchdog's, but a subdirectory refused a watch by the limit is reported.
+
+                watchdog swallows every error below the root, so a tree that
+                outgrows ``max_user_watches`` (a directory made, or the
+                watches rebuilt after an overflow) would stay partly watched
+                without a word.
+                """
+                try:
+                    wd = self._inotify_fd.add_callback(
+                        path, self.event_mask, self._callback, self._id
+                    )
+                except OSError as exc:
+                    if path == self.path:
+                        raise
+                    if exc.errno in (errno.ENOSPC, errno.ENOMEM):
+                        emit(Hint(Kind.LIMIT, path))
+                    return  # gone or unreadable: nothing there to watch
+                self._active_callbacks_by_path[path] = wd
+                self._active_callbacks_by_watch[wd] = path
 
         class Emitter(InotifyFullEmitter):
             """Full move events, but a directory move is one event, not one per descendant.

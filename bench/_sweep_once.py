@@ -25,6 +25,7 @@ from filewarden.writer import Writer
 def main() -> None:
     db, tree, kind = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
     logs.configure(LogConfig(format="json", level="warning"))
+    catalog.limit_memory()  # as the daemon does
     t0 = time.monotonic()
     writer = Writer(db)
     writer.start()

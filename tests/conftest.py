@@ -112,3 +112,11 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):  # type:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+def rss_kib(pid: int) -> int:
+    """The resident set size of a process, from /proc/PID/status (VmRSS, KiB)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")

@@ -118,3 +118,38 @@ def test_the_writer_checkpoints_outside_its_commits(tmp_path: Path) -> None:
         ]
     finally:
         check.close()
+
+
+def test_memory_budget_bounds_every_connection_together(tmp_path: Path) -> None:
+    """Four connections that may each cache 32 MB hold, together, no more than the budget."""
+    db = tmp_path / "catalog.db"
+    conn = catalog.connect(db)  # creates the schema
+    conn.execute("CREATE TABLE filler(x BLOB)")
+    with conn:
+        for _ in range(2_000):
+            conn.execute("INSERT INTO filler VALUES (randomblob(4000))")  # about 8 MB
+    conn.close()
+
+    def cached_growth() -> int:
+        """SQLite's memory taken by four connections that each read the whole table."""
+        before = apsw.memory_used()
+        conns = [catalog.connect(db, readonly=True, cache_kib=32_000) for _ in range(4)]
+        try:
+            for c in conns:
+                c.execute("SELECT sum(length(x)) FROM filler").fetchall()
+            return apsw.memory_used() - before
+        finally:
+            for c in conns:
+                c.close()
+
+    unbounded = cached_growth()
+    assert unbounded > 30 << 20  # each holds the whole table
+    previous = apsw.soft_heap_limit(-1)
+    budget_kib = apsw.memory_used() // 1024 + 4_000  # what this process holds already, plus 4 MB
+    try:
+        catalog.limit_memory(budget_kib)
+        assert catalog.memory_kib()[1] == budget_kib
+        bounded = cached_growth()
+    finally:
+        apsw.soft_heap_limit(previous)
+    assert bounded < 6 << 20, (unbounded, bounded)

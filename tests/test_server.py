@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 import xxhash
 
+from filewarden import catalog
 from filewarden.client import Client
 from filewarden.protocol import RpcError
-from tests.conftest import make_files
+from tests.conftest import make_files, rss_kib
 from tests.daemon_proc import DaemonProcess, write_config
 
 
@@ -75,6 +76,11 @@ def test_status_shape(running: Running) -> None:
     assert {"mode", "backend", "last_sweep", "warnings"} <= set(root)
     assert st["totals"] == {"present": 60, "missing": 0, "offline": 0}
     assert st["seq"] == 60
+    # The daemon's memory, as the kernel counts it, and SQLite's share under its budget.
+    memory = st["memory"]
+    assert memory["rss_kib"] == pytest.approx(rss_kib(running.proc.proc.pid), rel=0.2)
+    assert memory["sqlite_budget_kib"] == catalog.MEMORY_BUDGET_KIB
+    assert 0 < memory["sqlite_kib"] < min(memory["rss_kib"], memory["sqlite_budget_kib"])
 
 
 def test_lookup_file_and_history(running: Running) -> None:

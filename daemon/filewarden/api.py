@@ -260,6 +260,7 @@ class Api:
             "totals": {"present": present, "missing": missing, "offline": offline},
             "jobs": [j.snapshot() for j in self.d.jobs.active()],
             "hashing": {**self.d.hashing(), "pending": catalog.count_unhashed(conn)},
+            "memory": self.d.memory(),
             "warnings": self.d.warnings(),
         }
 

@@ -236,6 +236,27 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 WRITER_CACHE_KIB = 32_000
 READER_CACHE_KIB = 4_000
+# All of SQLite's memory in the daemon, every connection's page cache
+# included. The caps above add up to far more (up to 68 server workers
+# each hold a read connection), and each cache keeps every page it touches
+# up to its cap: the writer's held a page of every journal entry written,
+# about 2 MB a minute under a steady stream of changes.
+MEMORY_BUDGET_KIB = 16_000
+
+
+def limit_memory(kib: int = MEMORY_BUDGET_KIB) -> None:
+    """Bound SQLite's memory in this process to ``kib``, for every connection together.
+
+    A soft limit: near it, each page cache recycles its own least recently
+    used pages instead of growing, and nothing fails; a cache with no pages
+    of its own may still take a few.
+    """
+    apsw.soft_heap_limit(kib * 1024)
+
+
+def memory_kib() -> tuple[int, int]:
+    """SQLite's memory in this process now, and its bound (0: none), in KiB."""
+    return apsw.memory_used() // 1024, apsw.soft_heap_limit(-1) // 1024
 
 
 def connect(path: Path, *, readonly: bool = False, cache_kib: int | None = None) -> apsw.Connection:

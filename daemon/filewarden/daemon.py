@@ -109,6 +109,7 @@ class Daemon:
 
     def start(self) -> None:
         pin_malloc_threshold()
+        catalog.limit_memory()
         log.info(
             "daemon.start",
             version=__version__,
@@ -443,6 +444,21 @@ class Daemon:
         self._watch_backoff = min(self._watch_backoff * 2, 60.0)
         for root in self.watcher.restart_backend():
             self.scheduler.request(root, full=True)
+
+    @staticmethod
+    def memory() -> dict[str, int | None]:
+        """The process's resident memory and SQLite's share of it, in KiB (``status``'s ``memory``).
+
+        ``rss_kib`` is None where there is no ``/proc``.
+        """
+        try:
+            with open("/proc/self/statm", "rb") as f:
+                pages = int(f.read().split()[1])
+            rss: int | None = pages * os.sysconf("SC_PAGE_SIZE") // 1024
+        except (OSError, ValueError, IndexError):
+            rss = None
+        sqlite, budget = catalog.memory_kib()
+        return {"rss_kib": rss, "sqlite_kib": sqlite, "sqlite_budget_kib": budget}
 
     def hashing(self) -> dict[str, object]:
         """Background hashing progress for status."""

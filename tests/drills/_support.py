@@ -79,14 +79,6 @@ def integrity(db: Path) -> str:
     return "ok" if rows == ["ok"] else "; ".join(str(r) for r in rows[:10])
 
 
-def rss_kib(pid: int) -> int:
-    """The resident set size of a process, from /proc/PID/status (VmRSS, KiB)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for {pid}")
-
-
 def regular_files(roots: list[Path]) -> dict[bytes, os.stat_result]:
     """Every regular file under the roots (sync cookies aside), by raw path, never following links."""
     found: dict[bytes, os.stat_result] = {}

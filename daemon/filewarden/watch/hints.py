@@ -23,9 +23,8 @@ class Kind(enum.Enum):
     DIR_SCAN = "dir_scan"  # a directory appeared and nobody reported its contents: list them
     OVERFLOW = "overflow"  # events were lost (path: the root, or b"" for all)
     UNMOUNT = "unmount"  # the filesystem under a watch went away
-    LIMIT = (
-        "limit"  # a directory could not be watched (inotify's watch limit): path is that directory
-    )
+    # A directory could not be watched (inotify's watch limit); path: that directory.
+    LIMIT = "limit"
 
 
 class Hint(NamedTuple):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from filewarden.client import Client, Unreachable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.daemon_proc import NotifyListener
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -74,48 +76,6 @@ def require_watched(client: Client, roots: list[Path], backend: str) -> None:
                 f"the daemon does not watch {root['path']} with {backend}: {root}; "
                 f"fs.inotify: {inotify_limits()}"
             )
-
-
-class NotifyListener(threading.Thread):
-    """systemd's side of sd_notify: a datagram socket, each line received with its arrival time."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(name="notify-listener", daemon=True)
-        self.path = path
-        path.unlink(missing_ok=True)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.2)
-        self.lines: list[tuple[float, str]] = []  # (time.monotonic(), "KEY=value")
-        self._closing = threading.Event()
-        self.start()
-
-    def run(self) -> None:
-        while not self._closing.is_set():
-            try:
-                data = self.sock.recv(65536)
-            except TimeoutError:
-                continue
-            now = time.monotonic()
-            self.lines += [(now, line) for line in data.decode(errors="replace").splitlines()]
-
-    def wait(self, line: str, timeout: float, alive: Callable[[], bool]) -> float:
-        """When ``line`` (``READY=1``) first arrived, waiting for it while ``alive()``."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for at, got in list(self.lines):
-                if got == line:
-                    return at
-            if not alive():
-                raise SystemExit(f"the daemon exited before sending {line}")
-            time.sleep(0.005)
-        raise SystemExit(f"no {line} from the daemon within {timeout:.0f} s")
-
-    def close(self) -> None:
-        self._closing.set()
-        self.join(5)
-        self.sock.close()
-        self.path.unlink(missing_ok=True)
 
 
 class Daemon:
@@ -197,9 +157,14 @@ class Daemon:
     def ready_after(self, timeout: float = 1800) -> float:
         """Seconds from start to the daemon's READY=1 (started with ``notify``)."""
         assert self.notify is not None and self.proc is not None
-        proc = self.proc
-        at = self.notify.wait("READY=1", timeout, alive=lambda: proc.poll() is None)
-        return at - self.started
+        deadline = time.monotonic() + timeout
+        while not (ready := self.notify.lines("READY=1")):
+            if self.proc.poll() is not None:
+                raise SystemExit("the daemon exited before sending READY=1")
+            if time.monotonic() > deadline:
+                raise SystemExit(f"no READY=1 from the daemon within {timeout:.0f} s")
+            time.sleep(0.005)  # polling the listener, with a deadline
+        return ready[0][0] - self.started
 
     def records(self, *, from_start: bool = False) -> Iterator[dict[str, Any]]:
         """JSON log lines written since the last call (or since start)."""

@@ -6,6 +6,7 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -112,3 +113,38 @@ def write_config(tmp: Path, roots: list[Path], backend: str = "poll", **daemon: 
     path = tmp / "config.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+class NotifyListener:
+    """systemd's side of sd_notify: a real AF_UNIX datagram socket; each line kept with its arrival time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.unlink(missing_ok=True)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.received: list[tuple[float, str]] = []  # (time.monotonic(), "KEY=value")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, name="notify-listener", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            now = time.monotonic()
+            self.received += [(now, line) for line in data.decode(errors="replace").splitlines()]
+
+    def lines(self, prefix: str) -> list[tuple[float, str]]:
+        """The lines received so far that start with ``prefix``, with their arrival times."""
+        return [(t, line) for t, line in list(self.received) if line.startswith(prefix)]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()

@@ -6,10 +6,8 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +17,7 @@ import pytest
 from filewarden import catalog
 from filewarden.client import Client
 from tests.conftest import make_files, wait_for
-from tests.daemon_proc import DaemonProcess, write_config
+from tests.daemon_proc import DaemonProcess, NotifyListener, write_config
 
 UNITS = Path(__file__).parent.parent / "systemd"
 needs_systemd = pytest.mark.skipif(
@@ -84,42 +82,6 @@ def test_service_file_has_what_the_contract_asks() -> None:
         assert line in text.splitlines(), line
     assert re.search(r"^WatchdogSec=\d+", text, re.M)
     assert "u filewarden" in (UNITS / "filewarden.sysusers").read_text()
-
-
-class NotifyListener:
-    """A real AF_UNIX datagram socket playing systemd's side of sd_notify."""
-
-    def __init__(self, path: Path) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.2)
-        self.messages: list[tuple[float, str]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data = self.sock.recv(65536)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.messages.append((time.monotonic(), data.decode()))
-
-    def lines(self, prefix: str) -> list[tuple[float, str]]:
-        return [
-            (t, line)
-            for t, m in self.messages
-            for line in m.splitlines()
-            if line.startswith(prefix)
-        ]
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ def test_first_index_counts(harness: Harness, tree: Path) -> None:
         assert row is not None and row.state == "present"
         assert (row.size, row.mtime_ns, row.inode) == (st.st_size, st.st_mtime_ns, st.st_ino)
     # Every new file is in the journal, with strictly increasing seq.
-    entries = catalog.journal_since(harness.reader, 0, 1000)
+    entries = list(catalog.journal_since(harness.reader, 0, 1000))
     assert [e.kind for e in entries] == ["new"] * 250
     assert [e.seq for e in entries] == sorted({e.seq for e in entries})
 

@@ -14,7 +14,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -314,7 +314,7 @@ class Api:
         result["history"] = [self._change(e) for e in catalog.history(self.reader(), row.id)]
         return result
 
-    def list(self, params: dict[str, Any], peer: Peer) -> dict[str, Any]:
+    def list(self, params: dict[str, Any], peer: Peer) -> protocol.Encoded:
         _check(
             params,
             {
@@ -349,10 +349,18 @@ class Api:
             missing_after=after,
         )
         swept = self._swept()
-        return {
-            "files": [self.record(r, swept) for r in rows],
-            "next_after_id": rows[-1].id if len(rows) == limit and rows else None,
-        }
+        count, last_id = 0, None
+
+        def records() -> Iterator[dict[str, Any]]:
+            nonlocal count, last_id
+            for row in rows:
+                count, last_id = count + 1, row.id
+                yield self.record(row, swept)
+
+        files = protocol.encode_array(records())
+        return protocol.encode_object(
+            {"files": files, "next_after_id": last_id if count == limit else None}
+        )
 
     def _change(self, entry: catalog.JournalEntry) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -376,7 +384,7 @@ class Api:
             out.update({k: v for k, v in entry.detail.items() if k not in out})
         return out
 
-    def changes(self, params: dict[str, Any], peer: Peer) -> dict[str, Any]:
+    def changes(self, params: dict[str, Any], peer: Peer) -> protocol.Encoded:
         _check(params, {"since": (int, True), "limit": (int, False)})
         conn = self.reader()
         seq = catalog.last_seq(conn)
@@ -385,15 +393,26 @@ class Api:
             _positive(params, "since", 0, 1 << 62),
             _positive(params, "limit", LIST_DEFAULT, LIST_MAX),
         )
+        last_seq = seq
+
+        def changes() -> Iterator[dict[str, Any]]:
+            nonlocal last_seq
+            for entry in entries:
+                last_seq = entry.seq
+                yield self._change(entry)
+
+        encoded = protocol.encode_array(changes())
         since = int(params["since"])
         oldest = catalog.oldest_seq(conn)
-        return {
-            "changes": [self._change(e) for e in entries],
-            "seq": entries[-1].seq if entries else seq,
-            # Compaction removed entries after ``since``: re-read with ``list``.
-            "oldest_seq": oldest,
-            "truncated": since + 1 < oldest,
-        }
+        return protocol.encode_object(
+            {
+                "changes": encoded,
+                "seq": last_seq,
+                # Compaction removed entries after ``since``: re-read with ``list``.
+                "oldest_seq": oldest,
+                "truncated": since + 1 < oldest,
+            }
+        )
 
     def scan(self, params: dict[str, Any], peer: Peer) -> dict[str, Any]:
         _check(params, {"root": (str, False), "wait": (bool, False)})

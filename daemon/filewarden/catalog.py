@@ -700,15 +700,14 @@ def last_seq(conn: apsw.Connection) -> int:
     return int(rows[0][0] or 0)
 
 
-def journal_since(conn: apsw.Connection, since: int, limit: int) -> list[JournalEntry]:
-    return [
-        _entry(r)
-        for r in conn.execute(
-            "SELECT seq, time, kind, file, root, path, old_root, old_path, detail FROM journal"
-            " WHERE seq > ? ORDER BY seq LIMIT ?",
-            (since, limit),
-        )
-    ]
+def journal_since(conn: apsw.Connection, since: int, limit: int) -> Iterator[JournalEntry]:
+    """Up to ``limit`` entries after ``since``, read as they are consumed."""
+    for r in conn.execute(
+        "SELECT seq, time, kind, file, root, path, old_root, old_path, detail FROM journal"
+        " WHERE seq > ? ORDER BY seq LIMIT ?",
+        (since, limit),
+    ):
+        yield _entry(r)
 
 
 def history(conn: apsw.Connection, file_id: int) -> list[JournalEntry]:
@@ -783,8 +782,11 @@ def list_files(
     limit: int,
     missing_before: float | None = None,
     missing_after: float | None = None,
-) -> list[FileRow]:
-    """A page of files in id order, optionally of one state and one root, missing since when."""
+) -> Iterator[FileRow]:
+    """A page of files in id order, optionally of one state and one root, missing since when.
+
+    Rows are read as they are consumed, so a page of thousands is never held whole.
+    """
     where, params = ["id > ?"], [after_id]
     if missing_before is not None:
         where.append("missing_since < ?")
@@ -799,7 +801,8 @@ def list_files(
         where.append("root = ?")
         params.append(root)
     sql = f"SELECT {FILE_COLS} FROM files WHERE {' AND '.join(where)} ORDER BY id LIMIT ?"
-    return [FileRow(*r) for r in _rows(conn, sql, (*params, limit))]
+    for r in conn.execute(sql, (*params, limit)):
+        yield FileRow(*r)
 
 
 def totals(conn: apsw.Connection) -> tuple[int, int, int]:

@@ -12,7 +12,7 @@ import base64
 import binascii
 import datetime
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 MAX_LINE = 1 << 20  # a request line over 1 MiB is refused and the connection closed
@@ -50,6 +50,70 @@ def invalid_params(message: str) -> RpcError:
 # --- framing --------------------------------------------------------------------
 
 
+ENCODE_CHUNK = 256  # items of a long array encoded together (see encode_array)
+
+
+class Encoded:
+    """JSON text of a value, already encoded, in pieces joined once when the line is sent."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, parts: list[bytes]) -> None:
+        self.parts = parts
+
+    @property
+    def text(self) -> bytes:
+        return b"".join(self.parts)
+
+
+def _dumps(value: Any) -> bytes:
+    # ensure_ascii: lone surrogates (non-UTF-8 names) become \\udcXX escapes,
+    # and the text is plain ASCII, valid UTF-8 whatever the names hold.
+    return json.dumps(value, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+def encode_array(items: Iterable[Any]) -> Encoded:
+    """A JSON array of ``items``, encoded ``ENCODE_CHUNK`` at a time.
+
+    ``items`` may be a generator: a long answer (a ``list`` page of 10,000
+    files) then never holds more than a chunk of its records as Python
+    objects, only their text. Thousands of short-lived dicts at once would
+    spread the allocator's arenas under long-lived objects and keep them.
+    """
+    parts = [b"["]
+    chunk: list[Any] = []
+
+    def flush() -> None:
+        if len(parts) > 1:
+            parts.append(b",")
+        parts.append(_dumps(chunk)[1:-1])
+        chunk.clear()
+
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == ENCODE_CHUNK:
+            flush()
+    if chunk:
+        flush()
+    parts.append(b"]")
+    return Encoded(parts)
+
+
+def encode_object(fields: Mapping[str, Any]) -> Encoded:
+    """A JSON object whose values may be :class:`Encoded` already."""
+    parts = [b"{"]
+    for key, value in fields.items():
+        if len(parts) > 1:
+            parts.append(b",")
+        parts.append(_dumps(key) + b":")
+        if isinstance(value, Encoded):
+            parts += value.parts
+        else:
+            parts.append(_dumps(value))
+    parts.append(b"}")
+    return Encoded(parts)
+
+
 def response(request_id: Any, result: Any) -> bytes:
     return _line({"jsonrpc": "2.0", "id": request_id, "result": result})
 
@@ -59,9 +123,9 @@ def error_response(request_id: Any, error: RpcError) -> bytes:
 
 
 def _line(obj: Mapping[str, Any]) -> bytes:
-    # ensure_ascii: lone surrogates (non-UTF-8 names) become \\udcXX escapes,
-    # and the line is plain ASCII, valid UTF-8 whatever the names hold.
-    return json.dumps(obj, ensure_ascii=True, separators=(",", ":")).encode("ascii") + b"\n"
+    encoded = encode_object(obj)
+    encoded.parts.append(b"\n")
+    return encoded.text
 
 
 def parse_request(line: bytes) -> tuple[Any, str, dict[str, Any], bool]:

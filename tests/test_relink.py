@@ -30,7 +30,7 @@ def test_one_size_keeps_its_newest_arrivals_in_order_and_sheds_the_old() -> None
     recent = Arrivals(max_age=3600, max_count=50)
     for n in range(10_000):
         recent.add(0, file_id=n, now=float(n))
-        assert len(recent._by_size[0]) <= 2 * len(recent) + 1
+        assert len(recent._when) <= 2 * len(recent) + 1
     assert recent.ids(0) == list(range(9950, 10_000))
     recent.add(7, file_id=-1, now=20_000.0)  # an hour later: everything before it is gone
     assert recent.ids(0) == []
@@ -48,3 +48,16 @@ def test_sizes_sharing_the_queue_each_answer_only_their_own() -> None:
     assert recent.ids(2) == [20, 21]
     recent.forget(now=100.0)
     assert (len(recent), recent.sizes(), recent.ids(1), recent.ids(2)) == (0, 0, [], [])
+
+
+def test_many_sizes_at_once_answer_as_one_at_a_time() -> None:
+    """The one-pass lookup (many sizes) and the search (a few) agree, in arrival order."""
+    recent = Arrivals(max_age=3600, max_count=5000)
+    for n in range(20_000):
+        # Sizes whose packed bytes straddle entries: 256 * k next to k.
+        recent.add((n % 50) * (256 if n % 3 else 1), file_id=n, now=float(n) / 10)
+    wanted = list(range(0, 50 * 256, 7)) + [256, 257]
+    together = recent.ids_by_size(wanted)
+    assert together == {size: recent.ids(size) for size in wanted}
+    assert sum(map(len, together.values())) > 100
+    assert all(ids == sorted(ids) and min(ids) >= 15_000 for ids in together.values() if ids)

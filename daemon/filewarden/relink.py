@@ -22,8 +22,8 @@ wins, then the most recently missing; the choice is logged.
 
 from __future__ import annotations
 
+import array
 import bisect
-import collections
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -41,6 +41,7 @@ log = logs.get("filewarden.relink")
 RECENT_SECONDS = 3600.0  # how long a new file is remembered as a possible copy-half of a move
 MOVE_WINDOW = 60.0  # a copy must have been finished this recently before the original went
 RECENT_MAX = 100_000
+FEW_SIZES = 6  # looked up one by one in Arrivals; more in one pass
 
 
 def by_inode(
@@ -83,63 +84,81 @@ def _stat(path: bytes) -> Signature | None:
     return catalog.signature(st) if stat.S_ISREG(st.st_mode) else None
 
 
-# One remembered arrival: (order, when, size, file id).
-_Arrival = tuple[int, float, int, int]
-
-
 class Arrivals:
     """New files remembered by size, forgotten oldest first: past ``max_age`` seconds or ``max_count``.
 
-    One queue in arrival order decides what is forgotten, so a size that
-    never comes again costs nothing once its files are old, and the count
-    stays under ``max_count`` however fast files arrive. Each size keeps a
-    plain list (most sizes hold one file); forgotten entries at its head are
-    cut when they are at least half of it, so it holds at most about twice
-    what is remembered.
+    Three packed columns in arrival order (when, size, file id: 24 bytes an
+    entry, no Python object each), so what is remembered costs the same
+    whatever the sizes, and long-lived entries do not pin the allocator's
+    arenas among short-lived objects. The forgotten head is cut off once it
+    is at least half of the columns. A size is found by searching the packed
+    sizes (a memory scan: about 0.1 ms for 100,000 entries), which is done
+    only when a hashed file goes missing.
     """
 
     def __init__(self, max_age: float = RECENT_SECONDS, max_count: int = RECENT_MAX) -> None:
         self.max_age = max_age
         self.max_count = max_count
-        self._order: collections.deque[_Arrival] = collections.deque()
-        self._by_size: dict[int, list[_Arrival]] = {}
-        self._next = 0
+        self._when = array.array("d")
+        self._size = array.array("q")
+        self._id = array.array("q")
+        self._first = 0  # entries before it are forgotten
 
     def __len__(self) -> int:
-        return len(self._order)
+        return len(self._when) - self._first
 
     def sizes(self) -> int:
-        return len(self._by_size)
+        """How many different sizes are remembered."""
+        return len(set(self._size[self._first :]))
 
     def add(self, size: int, file_id: int, now: float) -> None:
-        entry = (self._next, now, size, file_id)
-        self._next += 1
-        self._order.append(entry)
-        self._by_size.setdefault(size, []).append(entry)
+        self._when.append(now)
+        self._size.append(size)
+        self._id.append(file_id)
         self.forget(now)
-        bucket = self._by_size.get(size)
-        if bucket is not None:
-            stale = self._first_kept(bucket)
-            if stale * 2 >= len(bucket):
-                del bucket[:stale]
 
     def forget(self, now: float) -> None:
         """Drop what is older than ``max_age`` at ``now``, and the oldest beyond ``max_count``."""
-        order = self._order
-        while order and (len(order) > self.max_count or now - order[0][1] > self.max_age):
-            entry = order.popleft()
-            bucket = self._by_size.get(entry[2])
-            if bucket is not None and bucket[-1] is entry:
-                del self._by_size[entry[2]]  # its newest is forgotten, so is all of it
+        when = self._when
+        # Arrival times never decrease (a monotonic clock): the young are a suffix.
+        first = max(self._first, len(when) - self.max_count)
+        first = bisect.bisect_left(when, now - self.max_age, lo=first)
+        if first * 2 >= len(when):
+            for column in (self._when, self._size, self._id):
+                del column[:first]
+            first = 0
+        self._first = first
 
     def ids(self, size: int) -> list[int]:
         """The remembered arrivals of ``size``, oldest first."""
-        bucket = self._by_size.get(size, [])
-        return [entry[3] for entry in bucket[self._first_kept(bucket) :]]
+        return self.ids_by_size([size])[size]
 
-    def _first_kept(self, bucket: list[_Arrival]) -> int:
-        oldest = self._order[0][0] if self._order else self._next
-        return bisect.bisect_left(bucket, oldest, key=lambda entry: entry[0])
+    def ids_by_size(self, sizes: Iterable[int]) -> dict[int, list[int]]:
+        """The remembered arrivals of each of ``sizes``, oldest first.
+
+        A few sizes: a memory search each (about 0.7 ms for 100,000 entries).
+        More: one pass over the entries (about 5 ms), whatever their number.
+        """
+        wanted = set(sizes)
+        found: dict[int, list[int]] = {size: [] for size in wanted}
+        first = self._first
+        if len(wanted) > FEW_SIZES:
+            for size, file_id in zip(self._size[first:], self._id[first:], strict=True):
+                if size in wanted:
+                    found[size].append(file_id)
+            return found
+        packed = self._size.tobytes()
+        width = self._size.itemsize
+        for size in wanted:
+            needle = array.array("q", [size]).tobytes()
+            at = packed.find(needle, first * width)
+            while at >= 0:
+                if at % width:  # straddles two entries
+                    at = packed.find(needle, at + 1)
+                    continue
+                found[size].append(self._id[at // width])
+                at = packed.find(needle, at + width)
+        return found
 
 
 def choose(candidates: list[FileRow], name: bytes) -> FileRow:
@@ -218,11 +237,14 @@ class Relinker:
     def _departures(self, reader: apsw.Connection, ids: Iterable[int]) -> int:
         done = 0
         roots = self.roots()
-        for file_id in ids:
-            gone = catalog.get_file(reader, file_id)
-            if gone is None or gone.state != catalog.MISSING or gone.hash is None:
-                continue
-            for arrival_id in self.recent.ids(gone.size):
+        departed = [
+            row
+            for row in map(partial(catalog.get_file, reader), ids)
+            if row is not None and row.state == catalog.MISSING and row.hash is not None
+        ]
+        arrivals = self.recent.ids_by_size(row.size for row in departed)
+        for gone in departed:
+            for arrival_id in arrivals[gone.size]:
                 new = catalog.get_file(reader, arrival_id)
                 if (
                     new is None
@@ -242,7 +264,7 @@ class Relinker:
                     )
                     self.hashed += 1
                     digest = got[0] if got is not None else None
-                if digest == gone.hash:
+                if digest is not None and digest == gone.hash:
                     done += self._merge(gone, new, digest, 1)
                     break
         return done

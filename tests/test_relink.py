@@ -56,7 +56,7 @@ def test_many_sizes_at_once_answer_as_one_at_a_time() -> None:
     for n in range(20_000):
         # Sizes whose packed bytes straddle entries: 256 * k next to k.
         recent.add((n % 50) * (256 if n % 3 else 1), file_id=n, now=float(n) / 10)
-    wanted = list(range(0, 50 * 256, 7)) + [256, 257]
+    wanted = [*range(0, 50 * 256, 7), 256, 257]
     together = recent.ids_by_size(wanted)
     assert together == {size: recent.ids(size) for size in wanted}
     assert sum(map(len, together.values())) > 100

@@ -74,7 +74,7 @@ def soak_drill(
     proc = DaemonProcess(tmp, "--config", str(cfg))
     stop = threading.Event()
     errors: list[str] = []
-    counts = {k: 0 for k in ("good", "malformed", "oversize", "stalled", "greedy", "fs")}
+    counts = {k: 0 for k in ("good", "malformed", "oversize", "stalled", "greedy", "fs", "purged")}
     lock = threading.Lock()
 
     def count(kind: str, n: int = 1) -> None:
@@ -180,6 +180,14 @@ def soak_drill(
         count("fs")
         stop.wait(0.002)
 
+    def admin(rng: random.Random) -> None:
+        # Purges what the churn left missing, as an admin would: the catalog
+        # stays about one size, so a growing memory is the daemon's, not
+        # bigger answers about more files.
+        with Client(sock, timeout=60) as c:
+            count("purged", c.call("purge", {"older_than": "2s"})["purged"])
+        stop.wait(1.0)
+
     figures: dict[str, Any] = {"seconds": seconds}
     threads: list[threading.Thread] = []
     try:
@@ -197,6 +205,7 @@ def soak_drill(
             ("stalled", stalled),
             ("greedy", greedy),
             ("fs", fs),
+            ("admin", admin),
         ]
         for n, (name, body) in enumerate(kinds):
             t = threading.Thread(target=guarded(name, body), args=(n,), daemon=True)
@@ -222,6 +231,7 @@ def soak_drill(
         lv.assert_matches_disk()
         status = lv.call("status")
         assert status["pid"] == pid
+        figures["catalog_end"] = status["totals"]
         figures.update(counts)
         # Every abuse here is the client's doing: none is an error of the daemon's.
         figures["socket_errors"] = proc.seen("socket.error")[:5]

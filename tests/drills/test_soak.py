@@ -1,4 +1,4 @@
-"""Socket abuse soak: bad, huge, stalled and greedy clients beside well-behaved ones, amid file activity.
+"""Socket abuse soak: bad, huge, stalled and greedy clients beside well-behaved ones, amid file activity and purges.
 
 Well-behaved clients must get right answers throughout; at the end the
 daemon answers, the catalog equals the disk, and its memory stayed flat.

@@ -23,7 +23,9 @@ def records(n: int) -> Iterator[dict[str, Any]]:
 @pytest.mark.parametrize("n", [0, 1, protocol.ENCODE_CHUNK - 1, protocol.ENCODE_CHUNK, 1000])
 def test_encode_array_is_the_whole_array_encoded(n: int) -> None:
     whole = json.dumps(list(records(n)), ensure_ascii=True, separators=(",", ":"))
-    assert protocol.encode_array(records(n)).text == whole.encode("ascii")
+    encoded = protocol.encode_array(records(n))
+    assert encoded.text == whole.encode("ascii")
+    assert (encoded.count, encoded.last) == (n, list(records(n))[-1] if n else None)
 
 
 def test_response_splices_encoded_values() -> None:

@@ -14,7 +14,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -349,17 +349,9 @@ class Api:
             missing_after=after,
         )
         swept = self._swept()
-        count, last_id = 0, None
-
-        def records() -> Iterator[dict[str, Any]]:
-            nonlocal count, last_id
-            for row in rows:
-                count, last_id = count + 1, row.id
-                yield self.record(row, swept)
-
-        files = protocol.encode_array(records())
+        files = protocol.encode_array(self.record(row, swept) for row in rows)
         return protocol.encode_object(
-            {"files": files, "next_after_id": last_id if count == limit else None}
+            {"files": files, "next_after_id": files.last["id"] if files.count == limit else None}
         )
 
     def _change(self, entry: catalog.JournalEntry) -> dict[str, Any]:
@@ -393,21 +385,13 @@ class Api:
             _positive(params, "since", 0, 1 << 62),
             _positive(params, "limit", LIST_DEFAULT, LIST_MAX),
         )
-        last_seq = seq
-
-        def changes() -> Iterator[dict[str, Any]]:
-            nonlocal last_seq
-            for entry in entries:
-                last_seq = entry.seq
-                yield self._change(entry)
-
-        encoded = protocol.encode_array(changes())
+        changes = protocol.encode_array(self._change(entry) for entry in entries)
         since = int(params["since"])
         oldest = catalog.oldest_seq(conn)
         return protocol.encode_object(
             {
-                "changes": encoded,
-                "seq": last_seq,
+                "changes": changes,
+                "seq": changes.last["seq"] if changes.count else seq,
                 # Compaction removed entries after ``since``: re-read with ``list``.
                 "oldest_seq": oldest,
                 "truncated": since + 1 < oldest,

@@ -72,7 +72,17 @@ def _dumps(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
-def encode_array(items: Iterable[Any]) -> Encoded:
+class EncodedArray(Encoded):
+    """An encoded JSON array, with how many items it holds and the last of them."""
+
+    __slots__ = ("count", "last")
+
+    def __init__(self, parts: list[bytes], count: int, last: Any) -> None:
+        super().__init__(parts)
+        self.count, self.last = count, last
+
+
+def encode_array(items: Iterable[Any]) -> EncodedArray:
     """A JSON array of ``items``, encoded ``ENCODE_CHUNK`` at a time.
 
     ``items`` may be a generator: a long answer (a ``list`` page of 10,000
@@ -82,6 +92,7 @@ def encode_array(items: Iterable[Any]) -> Encoded:
     """
     parts = [b"["]
     chunk: list[Any] = []
+    count, last = 0, None
 
     def flush() -> None:
         if len(parts) > 1:
@@ -89,14 +100,15 @@ def encode_array(items: Iterable[Any]) -> Encoded:
         parts.append(_dumps(chunk)[1:-1])
         chunk.clear()
 
-    for item in items:
-        chunk.append(item)
+    for last in items:
+        count += 1
+        chunk.append(last)
         if len(chunk) == ENCODE_CHUNK:
             flush()
     if chunk:
         flush()
     parts.append(b"]")
-    return Encoded(parts)
+    return EncodedArray(parts, count, last)
 
 
 def encode_object(fields: Mapping[str, Any]) -> Encoded:

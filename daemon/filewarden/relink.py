@@ -91,9 +91,9 @@ class Arrivals:
     entry, no Python object each), so what is remembered costs the same
     whatever the sizes, and long-lived entries do not pin the allocator's
     arenas among short-lived objects. The forgotten head is cut off once it
-    is at least half of the columns. A size is found by searching the packed
-    sizes (a memory scan: about 0.1 ms for 100,000 entries), which is done
-    only when a hashed file goes missing.
+    is at least half of the columns. Sizes are found by searching the
+    packed columns (see ``ids_by_size``), which is done only when a hashed
+    file goes missing.
     """
 
     def __init__(self, max_age: float = RECENT_SECONDS, max_count: int = RECENT_MAX) -> None:

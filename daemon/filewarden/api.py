@@ -459,7 +459,7 @@ class Api:
                 raise invalid_params("ids must be a non-empty array of integers")
         elif chosen == ["older_than"]:
             cutoff = time.time() - _seconds(params["older_than"])
-        return self.d.purge(ids=ids, cutoff=cutoff, uid=peer.uid)
+        return self.d.purge(self.reader(), ids=ids, cutoff=cutoff, uid=peer.uid)
 
     def accept_root(self, params: dict[str, Any], peer: Peer) -> dict[str, Any]:
         """Take the filesystem now mounted at a root as that root's volume (admin only)."""

@@ -519,29 +519,25 @@ class Daemon:
                 Watcher.drop_cookie(path)
 
     def purge(
-        self, *, ids: list[int] | None, cutoff: float | None, uid: int | None
+        self,
+        reader: apsw.Connection,
+        *,
+        ids: list[int] | None,
+        cutoff: float | None,
+        uid: int | None,
     ) -> dict[str, object]:
         """Delete missing files for good: these ids, those missing since before ``cutoff``, or all.
 
-        ``uid`` is who asked; None is the retention policy. Done in chunks, so
-        a purge of a million files never holds the writer in one transaction.
+        ``reader`` is the calling thread's read connection. ``uid`` is who
+        asked; None is the retention policy. Done in chunks, so a purge of a
+        million files never holds the writer in one transaction.
         """
         if ids is None:
-            conn = (
-                self._reader_conn()
-                if threading.current_thread() is threading.main_thread()
-                else None
+            ids = (
+                catalog.missing_before(reader, cutoff)
+                if cutoff is not None
+                else catalog.all_missing(reader)
             )
-            reader = conn or catalog.connect(self.db_path, readonly=True)
-            try:
-                ids = (
-                    catalog.missing_before(reader, cutoff)
-                    if cutoff is not None
-                    else catalog.all_missing(reader)
-                )
-            finally:
-                if conn is None:
-                    reader.close()
         detail: dict[str, Any] = {"by_uid": uid} if uid is not None else {"by": "retention"}
         purged: list[catalog.FileRow] = []
         refused: list[dict[str, object]] = []
@@ -612,7 +608,14 @@ class Daemon:
         cfg = self.config.retention
         now = time.time()
         if cfg.purge_missing_after is not None:
-            result = self.purge(ids=None, cutoff=now - cfg.purge_missing_after, uid=None)
+            # Its own thread (see run), so its own read connection.
+            reader = catalog.connect(self.db_path, readonly=True)
+            try:
+                result = self.purge(
+                    reader, ids=None, cutoff=now - cfg.purge_missing_after, uid=None
+                )
+            finally:
+                reader.close()
             if result["purged"]:
                 log.info(
                     "retention.purge", purged=result["purged"], older_than_s=cfg.purge_missing_after

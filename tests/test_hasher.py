@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import threading
+from functools import partial
 from pathlib import Path
 
 import xxhash
+from structlog.testing import capture_logs
 
 from filewarden import catalog
-from filewarden.hasher import hash_file
-from tests.conftest import Harness
+from filewarden.hasher import Hasher, _store, hash_file
+from tests.conftest import Harness, wait_for
 
 
 def test_hash_is_xxh3_128_of_the_content(tmp_path: Path) -> None:
@@ -79,7 +81,7 @@ def test_catalog_refuses_hash_for_changed_row(harness: Harness, tree: Path) -> N
     p.write_text("changed")
     harness.sweep()  # the catalog now has the new signature
     stored = harness.writer.call(lambda c: catalog.set_hash(c, row.id, row.signature, got[0]))
-    assert stored is False
+    assert stored == "stale"
     assert harness.at(p).hash is None  # type: ignore[union-attr]
     fresh = harness.at(p)
     assert fresh is not None
@@ -87,5 +89,39 @@ def test_catalog_refuses_hash_for_changed_row(harness: Harness, tree: Path) -> N
     assert got2 is not None
     assert (
         harness.writer.call(lambda c: catalog.set_hash(c, fresh.id, fresh.signature, got2[0]))
-        is True
+        == "stored"
     )
+
+
+def test_a_stored_hash_that_disagrees_with_its_unchanged_file_is_dropped_and_redone(
+    harness: Harness, tree: Path
+) -> None:
+    """A hash found wrong for a file whose signature did not change is dropped, logged, and hashed again."""
+    p = tree / "a.txt"
+    p.write_bytes(b"the real content")
+    harness.sweep()
+    row = harness.at(p)
+    assert row is not None
+    wrong = xxhash.xxh3_128_digest(b"another file's content")
+    harness.writer.call(
+        lambda c: c.execute("UPDATE files SET hash = ? WHERE id = ?", (wrong, row.id))
+    )
+    stop = threading.Event()
+    hasher = Hasher(harness.writer, lambda: {harness.root.id: harness.root}, stop=stop)
+    got = hash_file(os.fsencode(p), row.signature)
+    assert got is not None
+    with capture_logs() as logged:
+        # The hasher walks unhashed rows only: hand it the row as if it had raced a relink.
+        results = [(row.id, row.signature, got[0])]
+        assert harness.writer.call(partial(_store, results=results)) == 0
+    assert [e["event"] for e in logged] == ["hash.mismatch"]
+    assert logged[0]["log_level"] == "error" and logged[0]["id"] == row.id
+    assert harness.at(p).hash is None  # type: ignore[union-attr]
+    hasher.start()
+    try:
+        wait_for(lambda: (r := harness.at(p)) is not None and r.hash is not None)
+    finally:
+        stop.set()
+        hasher.poke()
+        hasher.join(5)
+    assert harness.at(p).hash == xxhash.xxh3_128_digest(b"the real content")  # type: ignore[union-attr]

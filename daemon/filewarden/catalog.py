@@ -229,6 +229,19 @@ MIGRATIONS: tuple[str, ...] = (
     DROP INDEX files_path;
     CREATE UNIQUE INDEX files_path ON files(root, dir, name, CASE WHEN state = 'present' THEN 0 ELSE id END);
     """,
+    # 6: files that arrived after their root's first index, by size: the
+    # possible copy halves of a copy-then-delete move (see identity.py). Kept
+    # here rather than in memory so that the window can be days at any
+    # catalog size; rows older than [identity] match_window are pruned by
+    # retention.
+    """
+    CREATE TABLE arrivals (
+        size INTEGER NOT NULL,
+        file INTEGER NOT NULL,
+        time REAL NOT NULL,
+        PRIMARY KEY (size, file)
+    ) WITHOUT ROWID;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -512,10 +525,14 @@ def insert_files(
     dir: bytes,
     entries: Sequence[tuple[bytes, Signature]],
     now: float,
+    *,
+    arrivals: bool = True,
 ) -> tuple[int, int]:
     """Add new present files of one directory, journal each as ``new``.
 
     A name that already has a row (a live event got there first) is skipped.
+    With ``arrivals`` (not during a root's first index) each is also
+    remembered as an arrival (see :func:`arrivals_of_size`).
     Returns ``(after, count)``: the rows added are those of this directory
     with ``id > after``, ``count`` of them (see :func:`added_since`).
     """
@@ -539,6 +556,12 @@ def insert_files(
             " FROM files WHERE id > ? ORDER BY id",
             (now, after),
         )
+        if arrivals:
+            conn.execute(
+                "INSERT OR IGNORE INTO arrivals(size, file, time) SELECT size, id, ? FROM files"
+                " WHERE id > ?",
+                (now, after),
+            )
         bump(conn, root, present=count)
         dir_changed(conn, root, dir)
     return after, count
@@ -841,6 +864,7 @@ def purge(
     if row is None or row.state != MISSING:
         return None
     conn.execute("DELETE FROM annotations WHERE file = ?", (file_id,))
+    conn.execute("DELETE FROM arrivals WHERE size = ? AND file = ?", (row.size, file_id))
     conn.execute("DELETE FROM files WHERE id = ?", (file_id,))
     bump(conn, row.root, missing=-1)
     journal(conn, now, "purge", file_id, row.root, row.path, detail=detail)
@@ -993,14 +1017,28 @@ def count_unhashed(conn: apsw.Connection) -> int:
     return int(_value(conn, "SELECT count(*) FROM files WHERE hash IS NULL AND state = 'present'"))
 
 
-def set_hash(conn: apsw.Connection, file_id: int, sig: Signature, digest: bytes) -> bool:
-    """Store a hash if the file is still what was hashed (same signature); True if stored."""
+def set_hash(conn: apsw.Connection, file_id: int, sig: Signature, digest: bytes) -> str:
+    """Store a hash if the file is still what was hashed (same signature).
+
+    Returns ``"stored"``; ``"stale"`` when the row no longer has that
+    signature (the file changed or went; nothing is stored); or
+    ``"mismatch"`` when the row already holds another hash for the same
+    signature. A file cannot change without its ctime changing, so that is a
+    hash that belongs to another file: it is dropped here, to be hashed again.
+    """
+    match = "id = ? AND size = ? AND mtime_ns = ? AND ctime_ns = ? AND device = ? AND inode = ?"
     conn.execute(
-        "UPDATE files SET hash = ? WHERE id = ? AND size = ? AND mtime_ns = ? AND ctime_ns = ?"
-        " AND device = ? AND inode = ?",
-        (digest, file_id, *sig),
+        f"UPDATE files SET hash = ? WHERE {match} AND hash IS NULL", (digest, file_id, *sig)
     )
-    return conn.changes() > 0
+    if conn.changes():
+        return "stored"
+    held = _rows(conn, f"SELECT hash FROM files WHERE {match}", (file_id, *sig))
+    if not held:
+        return "stale"
+    if held[0][0] == digest:
+        return "stored"
+    conn.execute("UPDATE files SET hash = NULL WHERE id = ?", (file_id,))
+    return "mismatch"
 
 
 def missing_with_size(conn: apsw.Connection, size: int) -> list[FileRow]:
@@ -1015,32 +1053,70 @@ def missing_with_size(conn: apsw.Connection, size: int) -> list[FileRow]:
     ]
 
 
-def merge_into(
+def retire_into(
     conn: apsw.Connection,
     keep: FileRow,
     take: FileRow,
-    digest: bytes,
+    digest: bytes | None,
     now: float,
     detail: dict[str, Any],
 ) -> bool:
-    """Missing file ``keep`` is found again as the just-added file ``take``: ``keep`` gets its place.
+    """File ``keep`` is the file that ``take`` holds (a relink by content, an editor's save):
+    ``keep`` gets its place and signature, and ``take``'s interim id is retired.
 
-    ``take`` is deleted (journaled as a purge that names the id it went
-    back to). Refused (False) unless ``keep`` is still missing and ``take``
-    still present, unannotated and where it was.
+    ``take`` is deleted, journaled as ``retire`` with ``into`` naming the id
+    it went into; ``keep`` keeps its own id, annotations, first_seen and
+    history, and journals a ``relink`` (it was missing) or a ``move``.
+    Refused (False) unless both are still as the caller saw them (``keep``
+    in the same state, ``take`` present where it was) and ``take`` has no
+    annotations of its own. ``digest``: ``take``'s content hash, if known.
     """
     k, t = get_file(conn, keep.id), get_file(conn, take.id)
-    if k is None or t is None or k.state != MISSING or t.state != PRESENT or t.path != take.path:
+    if (
+        k is None
+        or t is None
+        or (k.state, k.root, k.path) != (keep.state, keep.root, keep.path)
+        or k.state == OFFLINE
+        or t.state != PRESENT
+        or (t.root, t.path) != (take.root, take.path)
+    ):
         return False
     if _value(conn, "SELECT 1 FROM annotations WHERE file = ? LIMIT 1", (t.id,)) is not None:
         return False  # someone already gave the new file an identity of its own
     conn.execute("DELETE FROM files WHERE id = ?", (t.id,))
+    conn.execute("DELETE FROM arrivals WHERE size = ? AND file = ?", (t.size, t.id))
     bump(conn, t.root, present=-1)
     dir_changed(conn, t.root, t.dir)
-    journal(conn, now, "purge", t.id, t.root, t.path, detail={"relinked_to": k.id})
-    move_file(conn, k, t.root, t.path, t.signature, now, kind="relink", detail=detail)
-    conn.execute("UPDATE files SET hash = ? WHERE id = ?", (digest, k.id))
+    journal(conn, now, "retire", t.id, t.root, t.path, detail={"into": k.id})
+    kind = "relink" if k.state != PRESENT else "move"
+    move_file(conn, k, t.root, t.path, t.signature, now, kind=kind, detail=detail)
+    conn.execute("UPDATE files SET hash = ? WHERE id = ?", (digest or t.hash, k.id))
     return True
+
+
+def arrivals_of_size(conn: apsw.Connection, size: int, since: float, exclude: int) -> list[FileRow]:
+    """Present files of ``size`` that arrived at or after ``since`` (not first-indexed), oldest first."""
+    return [
+        FileRow(*r)
+        for r in _rows(
+            conn,
+            f"SELECT {', '.join('f.' + c.strip() for c in FILE_COLS.split(','))}"
+            " FROM arrivals a JOIN files f ON f.id = a.file"
+            " WHERE a.size = ? AND a.time >= ? AND f.state = 'present' AND f.size = a.size"
+            " AND f.id != ? ORDER BY a.file",
+            (size, since, exclude),
+        )
+    ]
+
+
+def prune_arrivals(conn: apsw.Connection, cutoff: float) -> int:
+    """Forget arrivals older than ``cutoff``: they can no longer be the copy half of a move."""
+    conn.execute("DELETE FROM arrivals WHERE time < ?", (cutoff,))
+    return conn.changes()
+
+
+def has_annotations(conn: apsw.Connection, file_id: int) -> bool:
+    return _value(conn, "SELECT 1 FROM annotations WHERE file = ? LIMIT 1", (file_id,)) is not None
 
 
 def journal_tail(

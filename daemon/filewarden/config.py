@@ -98,6 +98,13 @@ class RetentionConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class IdentityConfig:
+    # A file that goes missing takes over an identical file that arrived up
+    # to this long before it (copy, then delete: a move).
+    match_window: float = 7 * 86400.0
+
+
+@dataclasses.dataclass(frozen=True)
 class RootConfig:
     path: Path
     require_mountpoint: bool = False
@@ -117,6 +124,7 @@ class Config:
     source: Path | None = None  # the file it came from; None for the embedded default
     watch: WatchConfig = WatchConfig()
     hash: HashConfig = HashConfig()
+    identity: IdentityConfig = IdentityConfig()
 
 
 def user_defaults() -> DaemonConfig:
@@ -171,7 +179,12 @@ def load(path: str | os.PathLike[str]) -> Config:
 def parse(data: Mapping[str, Any], *, source: Path | None = None) -> Config:
     """Build a Config from parsed TOML, checking every key and value."""
     where = f"{source}: " if source else ""
-    _no_unknown(data, {"daemon", "log", "sweep", "watch", "hash", "retention", "root"}, where, "")
+    _no_unknown(
+        data,
+        {"daemon", "log", "sweep", "watch", "hash", "identity", "retention", "root"},
+        where,
+        "",
+    )
     sec = _Section(where, "daemon", data.get("daemon", {}))
     defaults = DaemonConfig(
         state_dir=Path("/var/lib/filewarden"), socket=Path("/run/filewarden/filewarden.sock")
@@ -220,6 +233,11 @@ def parse(data: Mapping[str, Any], *, source: Path | None = None) -> Config:
         max_mb_per_s=sec.get("max_mb_per_s", _non_negative, 0.0),
     )
     sec.done()
+    sec = _Section(where, "identity", data.get("identity", {}))
+    identity = IdentityConfig(
+        match_window=sec.get("match_window", _duration_required, IdentityConfig().match_window),
+    )
+    sec.done()
     sec = _Section(where, "retention", data.get("retention", {}))
     retention = RetentionConfig(
         purge_missing_after=sec.get("purge_missing_after", _duration, None),
@@ -257,6 +275,7 @@ def parse(data: Mapping[str, Any], *, source: Path | None = None) -> Config:
         source,
         watch,
         hashing,
+        identity,
     )
 
 

@@ -26,9 +26,9 @@ from filewarden.availability import Availability
 from filewarden.config import Config, RootConfig
 from filewarden.errors import ConfigError
 from filewarden.hasher import Hasher
+from filewarden.identity import Relinker
 from filewarden.jobs import Job, JobTable
 from filewarden.notify import Notifier, listen_socket
-from filewarden.relink import Relinker
 from filewarden.roots import Root
 from filewarden.scheduler import Scheduler
 from filewarden.server import AdminCheck, Server, bind_unix_socket
@@ -79,7 +79,7 @@ class Daemon:
         self.started_at = time.time()
         self.scheduler = Scheduler(self)
         self.watcher = Watcher(self, self.db_path, config.watch.backend)
-        self.relinker = Relinker(self.writer, self.all_roots)
+        self.relinker = Relinker(self.writer, self.all_roots, config.identity.match_window)
         self.availability = Availability(
             self, self.writer, config.sweep.mount_check_interval, self.stopping
         )
@@ -224,7 +224,7 @@ class Daemon:
 
     def _apply(self, new: Config) -> list[str]:
         old, changes = self.config, []
-        for name in ("log", "sweep", "hash", "retention"):
+        for name in ("log", "sweep", "hash", "retention", "identity"):
             if getattr(old, name) != getattr(new, name):
                 changes.append(f"[{name}] changed")
         for name in ("daemon", "watch"):
@@ -234,6 +234,7 @@ class Daemon:
         if old.log != new.log:
             logs.configure(new.log)
         self.hasher.max_bytes_per_s = new.hash.max_mb_per_s * 1e6
+        self.relinker.window = new.identity.match_window
         current = {r.config.path: r for r in self.roots.values()}
         wanted = {rc.path: rc for rc in new.roots}
         for path, root in current.items():
@@ -620,6 +621,9 @@ class Daemon:
                 log.info(
                     "retention.purge", purged=result["purged"], older_than_s=cfg.purge_missing_after
                 )
+        # Arrivals older than the window can no longer be the copy half of a move.
+        window = self.config.identity.match_window
+        self.writer.call(lambda c: catalog.prune_arrivals(c, now - window))
         if cfg.journal_keep is not None:
             removed = self.writer.call(lambda c: catalog.compact_journal(c, now - cfg.journal_keep))  # type: ignore[operator]
             if removed:

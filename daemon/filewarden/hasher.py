@@ -96,7 +96,16 @@ def lower_priority() -> None:
 
 
 def _store(conn: apsw.Connection, results: list[tuple[int, Signature, bytes]]) -> int:
-    return sum(catalog.set_hash(conn, file_id, sig, digest) for file_id, sig, digest in results)
+    stored = 0
+    for file_id, sig, digest in results:
+        outcome = catalog.set_hash(conn, file_id, sig, digest)
+        if outcome == "stored":
+            stored += 1
+        elif outcome == "mismatch":
+            # The row held another hash for this very signature: a hash that
+            # belongs to another file. Dropped; the next pass hashes it again.
+            log.error("hash.mismatch", id=file_id, action="hash dropped; rehashing")
+    return stored
 
 
 class Hasher(threading.Thread):

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import apsw
 
-from filewarden import catalog, logs, relink
+from filewarden import catalog, identity, logs
 from filewarden.catalog import PRESENT, DirRow, DirStamp, FileRow, Signature
 from filewarden.roots import Root
 
@@ -52,8 +52,8 @@ class DirDiff:
     vanished: list[bytes]  # known subdirectories that are not there any more
     # New names that are known files moved here: (name, signature, file id, its root id).
     found: list[tuple[bytes, Signature, FileRow, int]] = dataclasses.field(default_factory=list)
-    # Names whose file is missing (or offline) and is on disk again: back, unless
-    # the inode says another known file moved here.
+    # Names whose file is missing (or offline) and is on disk again: back
+    # (same path first, whatever inode the name has now).
     returned: list[tuple[bytes, Signature]] = dataclasses.field(default_factory=list)
     # The listing's files digest, to store once the catalog's rows match it;
     # None when the stored digest already is the listing's.
@@ -232,6 +232,7 @@ def apply_diff(
             now,
             matched=matched,
             by="inode",
+            roots=roots,
         )
         if moved is not None:
             tally.moved += 1
@@ -250,7 +251,9 @@ def apply_diff(
         if row is not None:
             observe_file(conn, root, row, sig, now, tally)
     if diff.new:
-        after, count = catalog.insert_files(conn, rid, diff.dir, diff.new, now)
+        after, count = catalog.insert_files(
+            conn, rid, diff.dir, diff.new, now, arrivals=not first_index
+        )
         tally.new += count
         # Per-file lines only when they will show: a first index of a million
         # files would otherwise build a million discarded events.
@@ -319,12 +322,15 @@ def observe_path(
     now: float,
     *,
     reason: str = "not_found",
+    roots: Mapping[int, Root] | None = None,
 ) -> int | None:
     """One path as just seen on disk (``sig``) or seen absent (None); returns the file id there.
 
     For checks on access and live hints: a present file that is gone becomes
-    missing with ``reason``; a file the catalog did not know is new; a known
-    one is compared as a sweep would.
+    missing with ``reason``; a known one is compared as a sweep would (same
+    path first); a file the catalog did not know is new, unless (with
+    ``roots``) it is a known file by its inode, as far as that can be told
+    here without reading the file (see :func:`identity.by_inode`).
     """
     row = catalog.file_at(conn, root.id, rel)
     dir, name = catalog.split(rel)
@@ -333,16 +339,22 @@ def observe_path(
             confirm_missing(conn, root, [(row.id, rel)], reason, now, None)
             catalog.mark_dir_dirty(conn, root.id, dir)
         return row.id if row is not None else None
-    if row is None:
-        after, count = catalog.insert_files(conn, root.id, dir, [(name, sig)], now)
-        catalog.mark_dir_dirty(conn, root.id, dir)
-        if not count:
-            return None
-        file_id = catalog.added_since(conn, after)[0][0]
-        log.info("file.new", id=file_id, root=root.display, path=root.abs(rel))
-        return file_id
-    observe_file(conn, root, row, sig, now, Tally())
-    return row.id
+    if row is not None:
+        observe_file(conn, root, row, sig, now, Tally())
+        return row.id
+    if roots:
+        found = identity.by_inode(conn, sig, roots, root.abs(rel), can_hash=False)
+        if found is not None:
+            return apply_move(
+                conn, found[1], b"", root, rel, sig, now, matched=found[0], by="inode"
+            )
+    after, count = catalog.insert_files(conn, root.id, dir, [(name, sig)], now)
+    catalog.mark_dir_dirty(conn, root.id, dir)
+    if not count:
+        return None
+    file_id = catalog.added_since(conn, after)[0][0]
+    log.info("file.new", id=file_id, root=root.display, path=root.abs(rel))
+    return file_id
 
 
 def apply_move(
@@ -366,32 +378,25 @@ def apply_move(
     missing file recorded at the destination stays missing: the moved file
     is known, and keeps its own id.
     ``matched`` is the file the destination's inode matched when it was read
-    (by a sweep or the watcher; ``by`` says how), instead of ``src_rel``. If
-    that file has moved or changed since, a newer observation got there
-    first and this one is stale: nothing is recorded.
+    (by a sweep or the watcher; ``by`` says how), instead of ``src_rel``. It
+    is checked again here (:func:`identity.still_candidate`): if a newer
+    observation moved it since, the destination is looked at afresh instead.
     With ``roots``, a source path the catalog does not know (a directory
-    above it moved while nobody watched, and no sweep has caught up yet) is
-    not the end: the file may still be known by its inode, on any of them.
+    above it moved while nobody watched, and no sweep has caught up yet, or
+    a temporary file renamed over) is not the end: the destination is
+    observed, and a known file may still be found by its inode.
     """
+    all_roots = roots or {src.id: src, dst.id: dst}
     if matched is not None:
-        if not _unchanged(conn, matched):
-            return None
-        row: FileRow | None = matched
+        row = identity.still_candidate(conn, matched, sig, all_roots) if sig else None
+        if row is None:
+            return _look_again(conn, dst, dst_rel, now, all_roots)
     else:
         row = catalog.file_at(conn, src.id, src_rel)
-    if row is None or row.state == catalog.OFFLINE or (matched is None and row.state != PRESENT):
-        found = (
-            relink.by_inode(conn, sig, roots)
-            if matched is None and roots and sig is not None
-            else None
-        )
-        if found is not None:
-            # The source path is not the catalog's (a move above it went
-            # unseen), but the file is: it keeps its id rather than a new one.
-            return apply_move(
-                conn, found[1], b"", dst, dst_rel, sig, now, matched=found[0], by="inode"
+        if row is None or row.state != PRESENT:
+            return (
+                observe_path(conn, dst, dst_rel, sig, now, roots=roots) if sig is not None else None
             )
-        return observe_path(conn, dst, dst_rel, sig, now) if sig is not None else None
     there = catalog.file_at(conn, dst.id, dst_rel)
     if there is not None and there.id != row.id and there.state == PRESENT:
         if sig is not None:
@@ -399,33 +404,89 @@ def apply_move(
         if row.state == PRESENT:
             confirm_missing(conn, src, [(row.id, row.path)], "deleted", now, None)
         return there.id
-    old = src.abs(row.path) if row.root == src.id else None
+    old = all_roots[row.root].abs(row.path) if row.root in all_roots else row.path
     was = row.state
     kind = "relink" if was != PRESENT else "move"
     detail = {"by": by} if by else None
     catalog.move_file(conn, row, dst.id, dst_rel, sig, now, kind=kind, detail=detail)
     catalog.mark_dir_dirty(conn, dst.id, catalog.split(dst_rel)[0])
     event = "file.relink" if kind == "relink" else "file.move"
+    fields = {"candidates": 1, "chose": "only one"} if kind == "relink" else {}
     log.info(
         event,
         id=row.id,
         root=dst.display,
         path=dst.abs(dst_rel),
-        old_path=old or row.path,
+        old_path=old,
         by=by or "event",
+        **fields,
     )
     return row.id
 
 
-def _unchanged(conn: apsw.Connection, seen: FileRow) -> bool:
-    """Whether file ``seen`` is still what was read: same place, state and signature."""
-    row = catalog.get_file(conn, seen.id)
-    return row is not None and (row.root, row.path, row.state, row.signature) == (
-        seen.root,
-        seen.path,
-        seen.state,
-        seen.signature,
+def _look_again(
+    conn: apsw.Connection, root: Root, rel: bytes, now: float, roots: Mapping[int, Root]
+) -> int | None:
+    """A decision made on a read connection no longer holds: decide from what is there now."""
+    sig = identity.stat_regular(root.abs(rel))
+    if sig is None:
+        return None  # moved on or gone: its own event, or the next sweep, says where
+    return observe_path(conn, root, rel, sig, now, roots=roots)
+
+
+def save_back(
+    conn: apsw.Connection,
+    root: Root,
+    backup: bytes,
+    home: bytes,
+    now: float,
+    *,
+    since: float,
+    keep_backup: bool,
+    roots: Mapping[int, Root],
+) -> int | None:
+    """An editor moved file ``backup`` aside from ``home`` and wrote a new ``home``: the id stays home.
+
+    Same path first, as a sweep with the daemon stopped would decide: the
+    file now at ``home`` is the one that was there, changed. With
+    ``keep_backup`` the backup is still on disk (emacs) and becomes a new
+    file; otherwise it was deleted (vim). If the new ``home`` was already
+    recorded as a new file, that interim id is retired into the old one,
+    unless it has annotations of its own or was known before the move
+    (``since``). Anything else: decided as usual.
+    """
+    row = catalog.file_at(conn, root.id, backup)
+    sig = identity.stat_regular(root.abs(home))
+    backup_sig = identity.stat_regular(root.abs(backup)) if keep_backup else None
+    if row is None or row.state != PRESENT or sig is None or (keep_backup and backup_sig is None):
+        observe_path(conn, root, backup, backup_sig, now, reason="deleted")
+        return observe_path(conn, root, home, sig, now, roots=roots) if sig else None
+    there = catalog.file_at(conn, root.id, home)
+    detail = {"by": "save"}
+    if there is not None and there.state == PRESENT and there.id != row.id:
+        if there.first_seen < since or not catalog.retire_into(conn, row, there, None, now, detail):
+            observe_path(conn, root, backup, backup_sig, now, reason="deleted")
+            return there.id
+        kept = catalog.get_file(conn, row.id)
+        assert kept is not None
+        observe_file(conn, root, kept, sig, now, Tally())
+    else:
+        catalog.move_file(conn, row, root.id, home, row.signature, now, detail=detail)
+        moved = catalog.get_file(conn, row.id)
+        assert moved is not None
+        observe_file(conn, root, moved, sig, now, Tally())
+    catalog.mark_dir_dirty(conn, root.id, catalog.split(home)[0])
+    log.info(
+        "file.move",
+        id=row.id,
+        root=root.display,
+        path=root.abs(home),
+        old_path=root.abs(backup),
+        by="save",
     )
+    if backup_sig is not None:
+        observe_path(conn, root, backup, backup_sig, now)
+    return row.id
 
 
 def apply_move_dir(

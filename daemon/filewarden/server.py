@@ -178,9 +178,17 @@ class Server:
     def _shutdown(self) -> None:
         if self._server is not None:
             self._server.close()
-        for task in list(self._clients):
+        clients = list(self._clients)
+        for task in clients:
             task.cancel()
-        self.loop.call_later(0.2, self.loop.stop)
+
+        async def settle() -> None:
+            # The cancelled clients close their connections; give them 0.2 s, no more.
+            if clients:
+                await asyncio.wait(clients, timeout=0.2)
+            self.loop.stop()
+
+        self.loop.create_task(settle())
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)

@@ -31,11 +31,11 @@ from typing import Protocol
 
 import apsw
 
-from filewarden import catalog, logs, reconcile, relink
+from filewarden import catalog, identity, logs, reconcile
 from filewarden.catalog import DIRTY, DirRow, DirStamp, Signature
 from filewarden.errors import Fault, classify
+from filewarden.identity import Relinker
 from filewarden.reconcile import DirDiff, Listing, Tally
-from filewarden.relink import Relinker
 from filewarden.roots import COOKIE_PREFIX, Root
 from filewarden.writer import Writer
 
@@ -358,22 +358,26 @@ class Sweep:
                     self._flush(first_index)
 
     def _identify(self, reader: apsw.Connection, diff: DirDiff) -> DirDiff:
-        """Which new names are known files moved here while nobody watched (rule 1: inode).
+        """Which new names are known files moved here while nobody watched (rule 2: the inode).
 
-        A name whose missing file is on disk again is checked too: if its
-        inode is another known file's, that file moved onto the path.
+        A name whose missing file is on disk again is that file back (rule
+        1, same path first), whatever inode it has now (a restore from an
+        archive hands out freed inode numbers crosswise), unless inode and
+        content both say another known file moved onto the path.
         """
         found, new, returned = [], [], []
         for name, sig in diff.new:
-            hit = relink.by_inode(reader, sig, self.roots)
+            path = self.root.abs(catalog.join(diff.dir, name))
+            hit = identity.by_inode(reader, sig, self.roots, path)
             if hit is None:
                 new.append((name, sig))
             else:
                 found.append((name, sig, hit[0], hit[1].id))
         for name, sig in diff.returned:
-            hit = relink.by_inode(reader, sig, self.roots)
-            if hit is None or hit[0].path == catalog.join(diff.dir, name):
-                returned.append((name, sig))  # no other file: this one is back
+            rel = catalog.join(diff.dir, name)
+            hit = identity.by_inode(reader, sig, self.roots, self.root.abs(rel), over_path=True)
+            if hit is None or (hit[0].root, hit[0].path) == (self.root.id, rel):
+                returned.append((name, sig))
             else:
                 found.append((name, sig, hit[0], hit[1].id))
         if not found:

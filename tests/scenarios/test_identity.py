@@ -131,13 +131,16 @@ def test_identical_file_appearing_a_day_later_relinks(tmp_path: Path) -> None:
         assert live.call("file", {"id": file_id})["history"][-1]["by"] == "hash"
 
 
-def test_two_identical_copies_are_two_files(tmp_path: Path) -> None:
-    """Two identical copies present are two ids; deleting one leaves the other alone."""
+def test_two_identical_copies_known_together_are_two_files(tmp_path: Path) -> None:
+    """Two identical copies indexed together are two ids; deleting one leaves the other alone."""
     content = os.urandom(30_000)
-    with live_daemon(tmp_path, "watchdog") as live:
+
+    def fill(roots: list[Path]) -> None:
+        (roots[0] / "a.jpg").write_bytes(content)
+        (roots[0] / "copy of a.jpg").write_bytes(content)
+
+    with live_daemon(tmp_path, "watchdog", before_start=fill) as live:
         a, b = live.roots[0] / "a.jpg", live.roots[0] / "copy of a.jpg"
-        a.write_bytes(content)
-        b.write_bytes(content)
         live.sync()
         ida, idb = live.id_of(a), live.id_of(b)
         assert ida != idb
@@ -147,11 +150,12 @@ def test_two_identical_copies_are_two_files(tmp_path: Path) -> None:
         assert live.call("file", {"id": ida})["state"] == "missing"
         rec = live.lookup(b)
         assert rec is not None and rec["id"] == idb and rec["state"] == "present"
-        # A third copy appearing now is the missing one back (rule 2), not the present one.
+        # A third copy appearing now is the missing one back (rule 3), not the present one.
         c = live.roots[0] / "a again.jpg"
         c.write_bytes(content)
         live.sync()
-        assert live.id_of(c) == ida and live.id_of(b) == idb
+        wait_for(lambda: live.lookup(c)["id"] == ida)  # type: ignore[index]
+        assert live.id_of(b) == idb
 
 
 def test_renamed_and_edited_while_stopped_is_a_new_file(tmp_path: Path) -> None:

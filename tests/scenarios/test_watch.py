@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_files
+from tests.conftest import make_files, wait_for
 from tests.scenarios.conftest import Live, live_daemon
 
 
@@ -225,7 +225,11 @@ def test_status_reports_backend_and_mode(tmp_path: Path, backend: str) -> None:
 
 
 def test_rename_onto_a_missing_files_path_keeps_its_own_id(live: Live) -> None:
-    """A known file renamed onto the path of a missing one keeps its id; the missing one stays missing."""
+    """A known file renamed onto the path of a missing one keeps its id; the missing one stays missing.
+
+    Seen live, the rename says so; polled, the file's inode and its known
+    content (hashed) outweigh the path (same path first otherwise).
+    """
     old = live.roots[0] / "old.dat"
     old.write_bytes(b"the first file")
     live.sync()
@@ -236,6 +240,7 @@ def test_rename_onto_a_missing_files_path_keeps_its_own_id(live: Live) -> None:
     new.write_bytes(b"another file, longer")
     live.sync()
     second = live.id_of(new)
+    wait_for(lambda: (r := live.lookup(new)) is not None and r["hash"] is not None, timeout=60)
     new.rename(old)
     live.sync()
     assert live.id_of(old) == second

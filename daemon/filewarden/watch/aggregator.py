@@ -3,11 +3,14 @@
 It runs in its own thread. Whatever arrived while the writer was busy with
 the previous batch becomes the next batch, so a storm costs a few large
 transactions and a lone rename costs one small one, at once. A created file
-waits (``CREATE_SETTLE``) for its close, so a file being written is recorded
-once, whole; a create followed by a delete within that time (a temporary
-file) costs nothing. A new path is first matched by ``(device, inode)``
-against known files, so a move the watcher saw only half of (between two
-roots, or from a moment it was not watching) keeps the file's id.
+is recorded ``CREATE_SETTLE`` after its creation, so a file being written is
+recorded once, whole, and a temporary file created and then deleted or
+renamed over another within that time (an editor's swap file, probe or
+temporary copy) leaves no trace. A new path is first matched by ``(device,
+inode)`` against known files (:func:`identity.by_inode`), so a move the
+watcher saw only half of (between two roots, into a directory not watched
+yet, or from a moment it was not watching) keeps the file's id; an editor
+that moves a file aside to save it keeps it too (:class:`identity.Saves`).
 
 Nothing here writes the catalog: it stats paths and asks
 :mod:`filewarden.reconcile` through the writer.
@@ -17,7 +20,6 @@ from __future__ import annotations
 
 import collections
 import os
-import stat
 import threading
 import time
 from collections.abc import Callable
@@ -27,8 +29,7 @@ from typing import Any, Protocol
 
 import apsw
 
-from filewarden import catalog, logs, reconcile, relink
-from filewarden.catalog import Signature
+from filewarden import catalog, identity, logs, reconcile
 from filewarden.reconcile import Tally
 from filewarden.roots import Root
 from filewarden.sweep import list_dir
@@ -37,8 +38,12 @@ from filewarden.writer import Writer
 
 log = logs.get("filewarden.watch")
 
-CREATE_SETTLE = 1.0  # seconds a created file may take to be closed before it is recorded anyway
+CREATE_SETTLE = 1.0  # seconds from a file's creation to its recording (sync records it at once)
 MAX_BATCH = 20_000  # hints per writer transaction
+NEW_DIR_MEMORY = (
+    60.0  # seconds a new directory is remembered as where an unpaired move may have gone
+)
+NEW_DIR_MAX = 10_000
 
 
 class Host(Protocol):
@@ -76,6 +81,9 @@ class Aggregator(threading.Thread):
             bytes, float
         ] = {}  # created files waiting for their close: path → deadline
         self._cookies: dict[bytes, threading.Event] = {}
+        # Directories made a moment ago, newest last: path → when.
+        self._new_dirs: dict[bytes, float] = {}
+        self._saves = identity.Saves()
         # Sweeps started because events were lost: no sync may answer before they end.
         self._barriers: list[threading.Event] = []
         self._reader: apsw.Connection | None = None
@@ -236,9 +244,9 @@ class Aggregator(threading.Thread):
             return
         if kind is Kind.CREATED:
             self._pending.setdefault(path, time.monotonic() + CREATE_SETTLE)
-        elif kind is Kind.CLOSED:
-            self._pending.pop(path, None)
-            self._observe(path, roots, batch)
+        elif kind is Kind.CLOSED or kind is Kind.ATTRIB:
+            if path not in self._pending:  # a new file is recorded when it has settled
+                self._observe(path, roots, batch)
         elif kind is Kind.DELETED:
             self._pending.pop(path, None)
             self._gone(path, roots, batch, "deleted", directory=False)
@@ -249,8 +257,21 @@ class Aggregator(threading.Thread):
             self._move(path, dest, roots, batch)
         elif kind is Kind.DIR_MOVED:
             self._move_dir(path, dest, roots, batch)
+        elif kind is Kind.DIR_CREATED:
+            self._new_dir(path)
+            self._scan(path, roots)
         elif kind is Kind.DIR_SCAN:
-            self._scan(path, roots, batch)
+            self._scan(path, roots)
+
+    def _new_dir(self, path: bytes) -> None:
+        now = time.monotonic()
+        self._new_dirs.pop(path, None)
+        self._new_dirs[path] = now
+        while self._new_dirs:
+            oldest, when = next(iter(self._new_dirs.items()))
+            if now - when <= NEW_DIR_MEMORY and len(self._new_dirs) <= NEW_DIR_MAX:
+                break
+            del self._new_dirs[oldest]
 
     def _drop_pending_under(self, path: bytes) -> list[bytes]:
         prefix = path + b"/"
@@ -259,20 +280,15 @@ class Aggregator(threading.Thread):
             del self._pending[p]
         return dropped
 
-    def _stat(self, path: bytes) -> Signature | None:
-        try:
-            st = os.lstat(path)
-        except OSError:
-            return None
-        return catalog.signature(st) if stat.S_ISREG(st.st_mode) else None
-
     def _observe(self, path: bytes, roots: list[Root], batch: _Batch) -> None:
         """Record what is at ``path`` now: new (or moved, matched by inode), changed, or gone."""
         where = self._resolve(path, roots)
         if where is None:
             return
         root, rel = where
-        sig = self._stat(path)
+        sig = identity.stat_regular(path)
+        if sig is not None and self._save(path, None, root, rel, batch):
+            return
         here = (
             catalog.file_at(self._reader, root.id, rel)
             if sig is not None and self._reader is not None
@@ -283,8 +299,12 @@ class Aggregator(threading.Thread):
             and self._reader is not None
             and (here is None or here.state != catalog.PRESENT)
         ):
-            # Unknown here, or only a missing file recorded here: maybe a known file moved in.
-            found = relink.by_inode(self._reader, sig, self.host.all_roots())
+            # Same path first: a missing file recorded here is back, whatever
+            # its inode now, unless inode and content prove another known
+            # file moved in.
+            found = identity.by_inode(
+                self._reader, sig, self.host.all_roots(), path, over_path=here is not None
+            )
             if found is not None and here is not None and found[0].id == here.id:
                 found = None  # the missing file itself is back
             if found is not None:
@@ -302,6 +322,7 @@ class Aggregator(threading.Thread):
                             now=time.time(),
                             matched=row,
                             by="inode",
+                            roots=self.host.all_roots(),
                         ),
                     )
                 )
@@ -320,6 +341,45 @@ class Aggregator(threading.Thread):
             )
         )
 
+    def _save(
+        self, path: bytes, backup: bytes | None, root: Root, rel: bytes, batch: _Batch
+    ) -> bool:
+        """An editor's save: a new file at ``path`` after the file there was moved aside
+        (``backup`` None), or the moved-aside file at ``backup`` deleted. True if planned."""
+        now = time.time()
+        if backup is None:
+            got = self._saves.backup_of(path, now)
+            if got is None:
+                return False
+            backup, since = got
+            home, keep = path, True
+        else:
+            back = self._saves.home_of(backup, now)
+            if back is None:
+                return False
+            home, since = back
+            keep = False
+            if identity.stat_regular(home) is None:
+                return False  # nothing written in its place (yet): a plain delete
+        self._saves.done(home)
+        self._pending.pop(home, None)
+        batch.actions.append(
+            (
+                root,
+                partial(
+                    reconcile.save_back,
+                    root=root,
+                    backup=backup[len(root.path) + 1 :],
+                    home=home[len(root.path) + 1 :],
+                    now=now,
+                    since=since,
+                    keep_backup=keep and identity.stat_regular(backup) is not None,
+                    roots=self.host.all_roots(),
+                ),
+            )
+        )
+        return True
+
     def _gone(
         self, path: bytes, roots: list[Root], batch: _Batch, reason: str, *, directory: bool
     ) -> None:
@@ -327,10 +387,12 @@ class Aggregator(threading.Thread):
         if where is None:
             return
         root, rel = where
-        if not directory and self._stat(path) is not None:
+        if not directory and identity.stat_regular(path) is not None:
             self._observe(path, roots, batch)  # already back: a newer event will say more
             return
         if directory and os.path.isdir(path):
+            return
+        if not directory and self._save(path, path, root, rel, batch):
             return
         batch.actions.append(
             (
@@ -342,10 +404,13 @@ class Aggregator(threading.Thread):
     def _move(self, src: bytes, dest: bytes, roots: list[Root], batch: _Batch) -> None:
         if src:
             self._pending.pop(src, None)
+        if src and not dest:
+            dest = self._moved_into_new_dir(src, roots, directory=False) or b""
         from_ = self._resolve(src, roots) if src else None
         to = self._resolve(dest, roots) if dest else None
         if from_ is not None and to is not None:
             (src_root, src_rel), (dst_root, dst_rel) = from_, to
+            self._saves.moved(src, dest, time.time())
             batch.actions.append(
                 (
                     dst_root,
@@ -355,7 +420,7 @@ class Aggregator(threading.Thread):
                         src_rel=src_rel,
                         dst=dst_root,
                         dst_rel=dst_rel,
-                        sig=self._stat(dest),
+                        sig=identity.stat_regular(dest),
                         now=time.time(),
                         roots=self.host.all_roots(),
                     ),
@@ -366,7 +431,48 @@ class Aggregator(threading.Thread):
         elif to is not None:
             self._observe(dest, roots, batch)
 
+    def _moved_into_new_dir(
+        self, src: bytes, roots: list[Root], *, directory: bool
+    ) -> bytes | None:
+        """Where ``src`` went, when a move-out has no destination: a directory made a moment ago.
+
+        The kernel reports a move into a directory that is not watched yet
+        (made just before, its watch still being added) as a move out of the
+        tree. Such a directory is listed once watched, but the move must not
+        be taken as a move out meanwhile: the known file (for a directory,
+        one known file below it) is looked for under each new directory, by
+        its name and inode.
+        """
+        where = self._resolve(src, roots)
+        if where is None or not self._new_dirs or self._reader is None:
+            return None
+        root, rel = where
+        suffix = b""
+        if directory:
+            below = catalog.present_ids_under(self._reader, root.id, rel)
+            if not below:
+                return None
+            file_id, dir, name = below[0]
+            row = catalog.get_file(self._reader, file_id)
+            suffix = b"/" + catalog.join(dir, name)[len(rel) + 1 :]
+        else:
+            row = catalog.file_at(self._reader, root.id, rel)
+        if row is None or row.state != catalog.PRESENT:
+            return None
+        base = src.rpartition(b"/")[2]
+        for new_dir in reversed(self._new_dirs):
+            candidate = new_dir + b"/" + base
+            try:
+                st = os.lstat(candidate + suffix)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) == (row.device, row.inode):
+                return candidate
+        return None
+
     def _move_dir(self, src: bytes, dest: bytes, roots: list[Root], batch: _Batch) -> None:
+        if src and not dest:
+            dest = self._moved_into_new_dir(src, roots, directory=True) or b""
         if src:
             for path in self._drop_pending_under(src):
                 if dest:
@@ -392,12 +498,13 @@ class Aggregator(threading.Thread):
             self._gone(src, roots, batch, "moved_out", directory=True)
         # Moved in from outside: the backend reports (or asks us to scan) its contents.
 
-    def _scan(self, path: bytes, roots: list[Root], batch: _Batch) -> None:
-        """List a directory that appeared, and everything below it, and observe each file."""
+    def _scan(self, path: bytes, roots: list[Root]) -> None:
+        """List a directory that appeared, and everything below it: each file is recorded once settled."""
         where = self._resolve(path, roots)
         if where is None:
             return
         root, rel = where
+        due = time.monotonic() + CREATE_SETTLE
         stack = [rel]
         while stack:
             current = stack.pop()
@@ -406,7 +513,7 @@ class Aggregator(threading.Thread):
             except OSError:
                 continue
             for name in files:
-                self._observe(root.abs(catalog.join(current, name)), roots, batch)
+                self._pending.setdefault(root.abs(catalog.join(current, name)), due)
             stack.extend(catalog.join(current, d) for d in subdirs)
 
 

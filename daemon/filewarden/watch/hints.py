@@ -16,10 +16,12 @@ from filewarden.roots import COOKIE_PREFIX
 class Kind(enum.Enum):
     CREATED = "created"  # a file appeared; it may still be being written
     CLOSED = "closed"  # a file was written and closed
+    ATTRIB = "attrib"  # a file's metadata changed (mtime set by path, mode, links)
     DELETED = "deleted"  # a file was unlinked
     MOVED = "moved"  # a file moved; src or dest is b"" when the other side is not watched
     DIR_MOVED = "dir_moved"  # a directory moved, with everything below it
     DIR_DELETED = "dir_deleted"
+    DIR_CREATED = "dir_created"  # a directory was made (or its watch added late): list it
     DIR_SCAN = "dir_scan"  # a directory appeared and nobody reported its contents: list them
     OVERFLOW = "overflow"  # events were lost (path: the root, or b"" for all)
     UNMOUNT = "unmount"  # the filesystem under a watch went away

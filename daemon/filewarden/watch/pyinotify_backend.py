@@ -37,6 +37,7 @@ MASK = (
     | pyinotify.IN_MOVED_FROM
     | pyinotify.IN_MOVED_TO
     | pyinotify.IN_CLOSE_WRITE
+    | pyinotify.IN_ATTRIB
     | pyinotify.IN_DELETE_SELF
     | pyinotify.IN_MOVE_SELF
     | pyinotify.IN_UNMOUNT
@@ -144,9 +145,12 @@ class _Handler(pyinotify.ProcessEvent):  # type: ignore[misc]
             # A new directory is listed by us, in order: pyinotify's own
             # simulated events for its contents are queued behind events
             # already read (a sync cookie could overtake them).
-            self.emit(Hint(Kind.DIR_SCAN if event.dir else Kind.CREATED, path))
+            self.emit(Hint(Kind.DIR_CREATED if event.dir else Kind.CREATED, path))
         elif mask & pyinotify.IN_CLOSE_WRITE:
             self.emit(Hint(Kind.CLOSED, path))
+        elif mask & pyinotify.IN_ATTRIB:
+            if not event.dir:
+                self.emit(Hint(Kind.ATTRIB, path))
         elif mask & pyinotify.IN_DELETE:
             self.emit(Hint(Kind.DIR_DELETED if event.dir else Kind.DELETED, path))
 

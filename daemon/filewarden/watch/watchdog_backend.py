@@ -25,6 +25,7 @@ from watchdog.events import (
     DirCreatedEvent,
     DirDeletedEvent,
     DirMovedEvent,
+    FileAttribEvent,
     FileClosedEvent,
     FileCreatedEvent,
     FileDeletedEvent,
@@ -44,6 +45,7 @@ EVENT_FILTER: list[type[FileSystemEvent]] = [
     FileDeletedEvent,
     FileMovedEvent,
     FileClosedEvent,
+    FileAttribEvent,
     DirCreatedEvent,
     DirDeletedEvent,
     DirMovedEvent,
@@ -81,10 +83,15 @@ class _Handler(FileSystemEventHandler):
             self.emit(Hint(Kind.CLOSED, src))
         elif isinstance(event, FileDeletedEvent):
             self.emit(Hint(Kind.DELETED, src))
+        elif isinstance(event, FileAttribEvent):
+            self.emit(Hint(Kind.ATTRIB, src))
         elif isinstance(event, DirDeletedEvent):
             self.emit(Hint(Kind.DIR_DELETED, src))
-        # DirCreatedEvent: watchdog walks the new directory itself and reports
-        # its files as created (synthetic events), so nothing more to do.
+        elif isinstance(event, DirCreatedEvent):
+            # watchdog walks a new directory and reports what is in it, but
+            # something moved into it before its watch was added left only an
+            # unpaired move-out behind: the aggregator needs to know it is new.
+            self.emit(Hint(Kind.DIR_CREATED, src))
 
 
 class _LibraryLog(logging.Handler):
@@ -109,6 +116,7 @@ def _observer(emit: Callable[[Hint], None]) -> BaseObserver:
             InotifyObserver,
             InotifyWatchGroup,
         )
+        from watchdog.observers.inotify_c import InotifyConstants
         from watchdog.observers.inotify_move_event_grouper import PathedInotifyEvent
 
         class Group(InotifyWatchGroup):
@@ -163,6 +171,16 @@ def _observer(emit: Callable[[Hint], None]) -> BaseObserver:
                     event_mask=self.get_event_mask_from_filter(),
                     follow_symlink=self.watch.follow_symlink,
                 )
+
+            def get_event_mask_from_filter(self) -> Any:
+                """watchdog's mask, plus IN_ATTRIB without IN_MODIFY.
+
+                watchdog asks for IN_ATTRIB only together with IN_MODIFY (one
+                event per write). An mtime set by path after the close (tar,
+                unzip, rsync -t, cp -p, touch), a chmod or a new hard link is
+                IN_ATTRIB alone: without it the catalog keeps a stale signature.
+                """
+                return super().get_event_mask_from_filter() | InotifyConstants.IN_ATTRIB
 
             def build_and_queue_event(self, event: Any, *, full_events: bool = True) -> None:
                 if not isinstance(event, PathedInotifyEvent) and event[0].ev.is_directory:

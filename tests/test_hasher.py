@@ -8,11 +8,10 @@ from functools import partial
 from pathlib import Path
 
 import xxhash
-from structlog.testing import capture_logs
 
 from filewarden import catalog
 from filewarden.hasher import Hasher, _store, hash_file
-from tests.conftest import Harness, wait_for
+from tests.conftest import Harness, logged, wait_for
 
 
 def test_hash_is_xxh3_128_of_the_content(tmp_path: Path) -> None:
@@ -110,12 +109,12 @@ def test_a_stored_hash_that_disagrees_with_its_unchanged_file_is_dropped_and_red
     hasher = Hasher(harness.writer, lambda: {harness.root.id: harness.root}, stop=stop)
     got = hash_file(os.fsencode(p), row.signature)
     assert got is not None
-    with capture_logs() as logged:
+    with logged() as events:
         # The hasher walks unhashed rows only: hand it the row as if it had raced a relink.
         results = [(row.id, row.signature, got[0])]
         assert harness.writer.call(partial(_store, results=results)) == 0
-    assert [e["event"] for e in logged] == ["hash.mismatch"]
-    assert logged[0]["log_level"] == "error" and logged[0]["id"] == row.id
+    assert [e["event"] for e in events] == ["hash.mismatch"]
+    assert events[0]["log_level"] == "error" and events[0]["id"] == row.id
     assert harness.at(p).hash is None  # type: ignore[union-attr]
     hasher.start()
     try:

@@ -314,11 +314,14 @@ class Daemon:
         if self.server is not None:
             self.server.stop(timeout=1.0)
         self.watcher.stop(timeout=1.0)
+        self.hasher.poke()  # it sees the stop at once instead of after its idle wait
         self.scheduler.wake()
         if self.scheduler.is_alive():
             self.scheduler.join(max(0.0, min(1.0, deadline - time.monotonic() - 1.5)))
         if self.writer.alive():
             self.writer.stop(deadline)
+        if self.hasher.is_alive():  # it may be reading a large file: never past the deadline
+            self.hasher.join(max(0.0, min(0.5, deadline - time.monotonic())))
         if self._reader is not None:
             self._reader.close()
         log.info("daemon.stop", uptime_s=round(time.time() - self.started_at, 3))

@@ -29,7 +29,7 @@ import xxhash
 from filewarden import catalog, logs
 from filewarden.catalog import Signature
 from filewarden.roots import Root
-from filewarden.writer import Writer
+from filewarden.writer import Writer, WriterStopped
 
 log = logs.get("filewarden.hasher")
 
@@ -137,12 +137,17 @@ class Hasher(threading.Thread):
 
     def run(self) -> None:
         lower_priority()
+        if self.halt.is_set():
+            return  # stopped before it began: the catalog may be closed already
         reader = catalog.connect(self.writer.db_path, readonly=True)
         try:
             while not self.halt.is_set():
                 self._poke.clear()
                 self.pending = catalog.count_unhashed(reader)
-                worked = self._pass(reader)
+                try:
+                    worked = self._pass(reader)
+                except WriterStopped:
+                    return  # the daemon is stopping
                 if not worked:
                     self.busy = False
                     self._poke.wait(30)

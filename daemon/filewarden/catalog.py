@@ -1102,7 +1102,7 @@ def arrivals_of_size(conn: apsw.Connection, size: int, since: float, exclude: in
             conn,
             f"SELECT {', '.join('f.' + c.strip() for c in FILE_COLS.split(','))}"
             " FROM arrivals a JOIN files f ON f.id = a.file"
-            " WHERE a.size = ? AND a.time >= ? AND f.state = 'present' AND f.size = a.size"
+            " WHERE a.size = ? AND f.first_seen >= ? AND f.state = 'present' AND f.size = a.size"
             " AND f.id != ? ORDER BY a.file",
             (size, since, exclude),
         )

@@ -388,7 +388,9 @@ class Aggregator(threading.Thread):
             return
         root, rel = where
         if not directory and identity.stat_regular(path) is not None:
-            self._observe(path, roots, batch)  # already back: a newer event will say more
+            # Already made again (a swap file recreated, a save): recorded
+            # once settled, like any creation, or at once by a sync.
+            self._pending.setdefault(path, time.monotonic() + CREATE_SETTLE)
             return
         if directory and os.path.isdir(path):
             return

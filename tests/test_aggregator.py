@@ -13,7 +13,7 @@ from filewarden.roots import COOKIE_PREFIX, Root
 from filewarden.watch.aggregator import Aggregator
 from filewarden.watch.hints import Hint, Kind
 from filewarden.writer import Writer
-from tests.conftest import Harness
+from tests.conftest import Harness, logged
 
 
 class _Host:
@@ -91,3 +91,22 @@ def test_move_of_an_unknown_file_is_new(harness: Harness, tree: Path) -> None:
     )
     rows = harness.files()
     assert [(f.name, f.state) for f in rows] == [(b"kept.dat", catalog.PRESENT)]
+
+
+def test_a_failing_handler_does_not_stop_the_watchdog_dispatcher() -> None:
+    """An exception while translating an event is logged as watcher.error and counted, never raised."""
+    from watchdog.events import FileCreatedEvent
+
+    from filewarden.watch.watchdog_backend import _Handler
+
+    def emit(hint: object) -> None:
+        raise RuntimeError("broken on purpose")
+
+    handler = _Handler(emit)
+    with logged() as events:
+        handler.dispatch(FileCreatedEvent(b"/somewhere/f"))
+        handler.dispatch(FileCreatedEvent(b"/somewhere/g"))
+    assert handler.errors == 2
+    errors = [e for e in events if e["event"] == "watcher.error"]
+    assert len(errors) == 2 and errors[0]["log_level"] == "error"
+    assert "broken on purpose" in errors[0]["error"] and "/somewhere/f" in errors[0]["fs_event"]

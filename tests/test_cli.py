@@ -140,3 +140,23 @@ def test_exit_codes(tmp_path: Path) -> None:
         timeout=30,
     )
     assert out.returncode == 2
+
+
+def test_socket_and_config_work_before_the_command_too(cli: Cli) -> None:
+    """`filewarden --socket S status` is the same as `filewarden status --socket S`."""
+    before = subprocess.run(
+        [sys.executable, "-m", "filewarden", "--socket", str(cli.sock), "status", "--json"],
+        capture_output=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert before.returncode == 0, before.stderr
+    after = cli("status", "--json")
+    assert json.loads(before.stdout)["pid"] == json.loads(after.stdout)["pid"]
+    gone = subprocess.run(
+        [sys.executable, "-m", "filewarden", "--socket", str(cli.sock) + ".nope", "status"],
+        capture_output=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert gone.returncode == 3 and b".nope" in gone.stderr

@@ -439,6 +439,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="filewarden", description="A stable-id catalog of the files under your roots."
     )
     parser.add_argument("--version", action="version", version=f"filewarden {__version__}")
+    # Also before the command, as users type them (`filewarden --socket S status`);
+    # their own dests, or a subcommand's default None would hide them.
+    parser.add_argument("--socket", dest="socket_first", metavar="PATH", help=argparse.SUPPRESS)
+    parser.add_argument("--config", dest="config_first", metavar="FILE", help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the daemon in the foreground")
@@ -531,6 +535,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream.reconfigure(errors="surrogateescape")
     parser = build_parser()
     args = parser.parse_args(argv)
+    for name in ("socket", "config"):
+        if getattr(args, name, None) is None and getattr(args, f"{name}_first") is not None:
+            setattr(args, name, getattr(args, f"{name}_first"))
     try:
         return int(args.func(args))
     except ConfigError as exc:

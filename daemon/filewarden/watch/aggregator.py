@@ -40,9 +40,9 @@ log = logs.get("filewarden.watch")
 
 CREATE_SETTLE = 1.0  # seconds from a file's creation to its recording (sync records it at once)
 MAX_BATCH = 20_000  # hints per writer transaction
-NEW_DIR_MEMORY = (
-    60.0  # seconds a new directory is remembered as where an unpaired move may have gone
-)
+# How long, and how many, new directories are remembered as where a move
+# that looks like a move out of the tree may have gone.
+NEW_DIR_MEMORY = 60.0
 NEW_DIR_MAX = 10_000
 
 
@@ -79,7 +79,7 @@ class Aggregator(threading.Thread):
         self._halt = threading.Event()
         self._pending: dict[
             bytes, float
-        ] = {}  # created files waiting for their close: path → deadline
+        ] = {}  # created files waiting to settle: path → when to record them
         self._cookies: dict[bytes, threading.Event] = {}
         # Directories made a moment ago, newest last: path → when.
         self._new_dirs: dict[bytes, float] = {}

@@ -66,8 +66,9 @@ class _Handler(FileSystemEventHandler):
             self._translate(event)
         except Exception as exc:  # an escaping exception would kill watchdog's dispatcher thread
             self.errors += 1
+            # Not ``event=``: structlog's own first argument has that name.
             log.error(
-                "watcher.error", error=f"{type(exc).__name__}: {exc}", event=repr(event)[:300]
+                "watcher.error", error=f"{type(exc).__name__}: {exc}", fs_event=repr(event)[:300]
             )
 
     def _translate(self, event: FileSystemEvent) -> None:

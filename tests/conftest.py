@@ -67,6 +67,16 @@ class Harness:
         self.writer.stop(time.monotonic() + 10)
 
 
+@pytest.fixture(autouse=True)
+def _log_catalogue_kept() -> Iterator[None]:
+    """Whatever a test does in-process, every event it logs is in the catalogue (log_events.py)."""
+    seen = len(logs.UNCATALOGUED)
+    yield
+    wrong = logs.UNCATALOGUED[seen:]
+    del logs.UNCATALOGUED[seen:]
+    assert not wrong, f"logged outside the catalogue: {wrong}"
+
+
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
     root = tmp_path / "root"

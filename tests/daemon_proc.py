@@ -78,12 +78,15 @@ class DaemonProcess:
         self.proc.send_signal(signum)
 
     def stop(self, timeout: float = 10) -> int:
+        """SIGTERM, and the exit code; fails if any line was logged outside the catalogue."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
             return self.proc.wait(timeout)
         finally:
             self._reader.join(5)
+            wrong = [e for e in self.events if "uncatalogued" in e]
+            assert not wrong, f"logged outside the catalogue (log_events.py): {wrong[:5]}"
 
     def kill(self) -> None:
         if self.proc.poll() is None:

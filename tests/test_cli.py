@@ -160,3 +160,68 @@ def test_socket_and_config_work_before_the_command_too(cli: Cli) -> None:
         stdin=subprocess.DEVNULL,
     )
     assert gone.returncode == 3 and b".nope" in gone.stderr
+
+
+def _cli_as_nobody(*args: str) -> int:
+    """Run the CLI's main() in a child that has become uid/gid 65534 (no admin); its exit code."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            with open(os.devnull, "w") as quiet:
+                sys.stdout = sys.stderr = quiet
+                from filewarden.cli import main
+
+                code = main(list(args))
+        finally:
+            os._exit(code)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another uid")
+def test_every_exit_code_from_a_real_failure(tmp_path: Path, tree: Path) -> None:
+    """0 ok, 1 failure, 2 usage (the daemon's bad params too), 3 unreachable, 4 permission denied, 5 not found."""
+    make_files(tree, 5)
+    public = Path("/tmp") / f"fw-public-{os.getpid()}"
+    public.mkdir(mode=0o755)
+    sock = public / "fw.sock"
+    cfg = write_config(tmp_path, [tree], socket=sock, socket_mode="0666")
+    proc = DaemonProcess(tmp_path, "--config", str(cfg))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "filewarden", *args, "--socket", str(sock)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+
+    try:
+        proc.wait_event("sweep.finish")
+        present = json.loads(cli("info", str(tree / "d0000" / "f00000.txt"), "--json").stdout)
+        assert cli("status").returncode == 0
+        # 1: a purge the daemon refuses (a present file is never purged).
+        out = cli("purge", "--id", str(present["id"]), "--yes")
+        assert out.returncode == 1 and "only missing files are purged" in out.stderr
+        # 2: bad params, found by the daemon (-32602), and a usage error found by the CLI.
+        out = cli("changes", "--limit", "-1")
+        assert out.returncode == 2 and "limit" in out.stderr
+        assert cli("purge").returncode == 2
+        # 3: no daemon at that socket.
+        none = [sys.executable, "-m", "filewarden", "status", "--socket", str(public / "none.sock")]
+        assert subprocess.run(none, capture_output=True, timeout=60).returncode == 3
+        # 4: a purge by a user who is neither root nor in admin_group.
+        assert _cli_as_nobody("purge", "--all", "--yes", "--socket", str(sock)) == 4
+        assert _cli_as_nobody("status", "--socket", str(sock)) == 0  # reads are for everyone
+        # 5: an id or a path the catalog does not have.
+        assert cli("info", "999999").returncode == 5
+        assert cli("info", str(tree / "not-there.txt")).returncode == 5
+    finally:
+        assert proc.stop() == 0
+        for p in public.iterdir():
+            p.unlink()
+        public.rmdir()

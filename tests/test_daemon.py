@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from filewarden import catalog, config
+from filewarden import catalog, config, logs
 from filewarden.client import Client, Unreachable
 from filewarden.daemon import Daemon
-from tests.conftest import make_files
+from tests.conftest import make_files, wait_for
 from tests.daemon_proc import DaemonProcess
 from tests.drills._support import write_config
 
@@ -218,3 +218,126 @@ def test_a_dead_watcher_is_restarted_and_its_roots_swept(tmp_path: Path, tree: P
         assert d.sync(10) and d.watcher.aggregator.hints > hints
     finally:
         d.stop()
+
+
+def _reload_config(tmp_path: Path, tree: Path, *sections: str) -> Path:
+    path = tmp_path / "reload.toml"
+    path.write_text(
+        "\n".join(
+            [
+                "[daemon]",
+                f'state_dir = "{tmp_path / "state"}"',
+                f'socket = "{tmp_path / "fw.sock"}"',
+                *sections,
+                "[[root]]",
+                f'path = "{tree}"',
+            ]
+        )
+        + "\n"
+    )
+    return path
+
+
+def test_reload_applies_every_reloadable_key_and_names_the_rest(tmp_path: Path, tree: Path) -> None:
+    """SIGHUP's reload applies [log], [sweep], [hash], [retention] and [identity] at once; [daemon] and [watch] are reported as needing a restart."""
+    make_files(tree, 4)
+    before = [
+        'client_idle_timeout = "5m"',
+        "[log]",
+        'level = "warning"',
+        "[sweep]",
+        'interval = "never"',
+        'quick_interval = "never"',
+        "[watch]",
+        'backend = "watchdog"',
+        "[hash]",
+        "enabled = false",
+        "[retention]",
+        'purge_missing_after = "never"',
+        'journal_keep = "never"',
+        "[identity]",
+        'match_window = "7d"',
+    ]
+    cfg = _reload_config(tmp_path, tree, *before)
+    d = Daemon(config.load(cfg))
+    d.start()
+    try:
+        assert d.sync(30)
+        gone = tree / "d0000" / "f00000.txt"
+        gone.unlink()
+        assert d.sync(30)
+        reader = catalog.connect(d.db_path, readonly=True)
+        assert catalog.totals(reader) == (3, 1, 0)
+        assert catalog.count_unhashed(reader) == 3  # hashing is off
+        after = [
+            'client_idle_timeout = "1m"',  # [daemon]: at the next restart
+            "[log]",
+            'level = "debug"',
+            "[sweep]",
+            'interval = "never"',
+            'quick_interval = "1s"',
+            "[watch]",
+            'backend = "poll"',  # at the next restart
+            "[hash]",
+            "enabled = true",
+            "max_mb_per_s = 50",
+            "[retention]",
+            'purge_missing_after = "1ms"',
+            'journal_keep = "never"',
+            "[identity]",
+            'match_window = "2d"',
+        ]
+        _reload_config(tmp_path, tree, *after)
+        d.reload()
+        # [log]: debug lines are written now.
+        assert logs.get("t").is_enabled_for(10)
+        # [hash]: turned on, and rate-limited.
+        assert d.hasher.max_bytes_per_s == 50e6
+        wait_for(lambda: catalog.count_unhashed(reader) == 0, timeout=30)
+        # [identity]: the new window.
+        assert d.relinker.window == 2 * 86400
+        # [sweep]: quick sweeps every second now.
+        wait_for(lambda: any(j.kind == "quick" for j in d.jobs.all()), timeout=30)
+        # [retention]: files missing for more than 1 ms are purged by the next pass.
+        d.retention()
+        assert catalog.totals(reader) == (3, 0, 0)
+        # [daemon] and [watch] wait for a restart.
+        assert d.config.daemon.client_idle_timeout == 300
+        assert d.config.watch.backend == "watchdog"
+        assert d.watcher.backend_name == "watchdog"
+        reader.close()
+    finally:
+        d.stop()
+        logs.configure(config.LogConfig(format="json", level="warning"))
+
+
+def test_reload_reports_what_changed_and_what_waits_for_a_restart(
+    tmp_path: Path, tree: Path
+) -> None:
+    """daemon.reload lists each changed section, [daemon] and [watch] as taking effect at the next restart."""
+    make_files(tree, 2)
+    cfg = _reload_config(tmp_path, tree, "[watch]", 'backend = "watchdog"')
+    proc = DaemonProcess(tmp_path, "--config", str(cfg))
+    try:
+        proc.wait_event("daemon.ready", timeout=60)
+        _reload_config(
+            tmp_path,
+            tree,
+            'client_idle_timeout = "1m"',
+            "[watch]",
+            'backend = "poll"',
+            "[hash]",
+            "max_mb_per_s = 5",
+            "[identity]",
+            'match_window = "1d"',
+        )
+        proc.signal(signal.SIGHUP)
+        changes = proc.wait_event("daemon.reload", timeout=30)["changes"]
+        assert sorted(changes) == [
+            "[daemon] changed: takes effect at the next restart",
+            "[hash] changed",
+            "[identity] changed",
+            "[watch] changed: takes effect at the next restart",
+        ]
+    finally:
+        assert proc.stop() == 0

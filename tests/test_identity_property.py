@@ -304,6 +304,7 @@ class IdentityMachine(RuleBasedStateMachine):
             )
 
 
+@pytest.mark.timeout(max(600, EXAMPLES * STEPS // 4))
 def test_no_id_ever_lands_on_the_wrong_file(ext4: Path, tmp_path: Path) -> None:
     """Create, rename, delete, copy, edit, touch, archive, restore, stop and start: the invariants hold throughout."""
     Places.ext4, Places.state = ext4, tmp_path

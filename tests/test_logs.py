@@ -8,7 +8,7 @@ import json
 import re
 from pathlib import Path
 
-from filewarden import logs
+from filewarden import log_events, logs
 from filewarden.config import LogConfig
 from tests.conftest import make_files
 from tests.scenarios.conftest import live_daemon
@@ -29,6 +29,15 @@ def documented_events() -> set[str]:
     return names
 
 
+def _names(node: ast.expr) -> list[str]:
+    """The event names an argument can be: a literal, or either branch of a conditional."""
+    if isinstance(node, ast.IfExp):
+        return _names(node.body) + _names(node.orelse)
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return [node.value] if re.fullmatch(r"[a-z_]+\.[a-z_]+", node.value) else []
+    return []
+
+
 def events_in_code() -> set[str]:
     """Every event name the daemon's code logs (first argument of log.<level>(...) or emit(...))."""
     names = set()
@@ -39,21 +48,44 @@ def events_in_code() -> set[str]:
             func = node.func
             is_log = isinstance(func, ast.Attribute) and func.attr in LEVELS
             is_emit = isinstance(func, ast.Name) and func.id.startswith("emit")
-            first = node.args[0]
-            if (
-                (is_log or is_emit)
-                and isinstance(first, ast.Constant)
-                and isinstance(first.value, str)
-            ):
-                if re.fullmatch(r"[a-z_]+\.[a-z_]+", first.value):
-                    names.add(first.value)
+            if is_log or is_emit:
+                names.update(_names(node.args[0]))
     return names
 
 
 def test_every_logged_event_is_documented() -> None:
-    """The code logs no event the README's catalogue does not describe."""
-    undocumented = events_in_code() - documented_events()
-    assert not undocumented, f"document these in the README's log catalogue: {sorted(undocumented)}"
+    """The code logs no event the catalogue (and so the README) does not describe."""
+    undocumented = events_in_code() - set(log_events.CATALOGUE)
+    assert not undocumented, f"add these to log_events.py: {sorted(undocumented)}"
+    assert documented_events() == set(log_events.CATALOGUE)
+
+
+def test_the_readme_table_is_the_catalogue() -> None:
+    """README's log table is rendered from the catalogue in code (log_events.py), word for word."""
+    assert log_events.markdown() in (ROOT / "README.md").read_text()
+
+
+def test_the_catalogue_check_marks_a_wrong_name_level_or_field() -> None:
+    """A name, level or field the catalogue does not list is marked on the line and recorded."""
+    out = io.StringIO()
+    logs.configure(LogConfig(format="json", level="debug"), stream=out)
+    seen = len(logs.UNCATALOGUED)
+    try:
+        log = logs.get("t")
+        log.info("file.new", id=1, root="/r", path="/r/a")  # as catalogued
+        log.info("file.invented", id=1)
+        log.error("file.new", id=1)
+        log.info("file.new", id=1, colour="blue")
+    finally:
+        logs.configure(LogConfig(format="json", level="warning"))
+        found = logs.UNCATALOGUED[seen:]
+        del logs.UNCATALOGUED[seen:]
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert "uncatalogued" not in lines[0]
+    assert [line.get("uncatalogued") for line in lines[1:]] == found
+    assert "not in the log catalogue" in found[0]
+    assert "not logged at error" in found[1]
+    assert "colour" in found[2]
 
 
 def test_json_lines_shape() -> None:

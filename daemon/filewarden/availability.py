@@ -137,6 +137,7 @@ class Availability(threading.Thread):
                     log.info(
                         "root.online",
                         root=root.display,
+                        reason="first seen" if row.state == "unknown" else "usable again",
                         files=files,
                         was=row.state,
                         volume=current.describe() if current else None,

@@ -61,10 +61,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
     logs.configure(cfg.log)
     try:
-        code = Daemon(cfg, fixed_roots=bool(args.root)).run()
-    except FilewardenError as exc:
+        fixed_log = {k: v for k, v in (("format", args.log_format), ("level", args.log_level)) if v}
+        code = Daemon(cfg, fixed_roots=bool(args.root), fixed_log=fixed_log).run()
+    except FilewardenError as exc:  # before the daemon could start (run() logs its own)
         logs.get().critical("daemon.stop", reason=str(exc))
-        print(f"filewarden: {exc}", file=sys.stderr)
         _exit_now_if_threads_linger(EXIT_FAILURE)
         return EXIT_FAILURE
     _exit_now_if_threads_linger(code)

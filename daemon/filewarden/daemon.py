@@ -24,7 +24,7 @@ from filewarden import config as config_mod
 from filewarden.api import Api
 from filewarden.availability import Availability
 from filewarden.config import Config, RootConfig
-from filewarden.errors import ConfigError
+from filewarden.errors import ConfigError, FilewardenError
 from filewarden.hasher import Hasher
 from filewarden.identity import Relinker
 from filewarden.jobs import Job, JobTable
@@ -66,9 +66,16 @@ def pin_malloc_threshold() -> bool:
 class Daemon:
     """The long-running process: catalog writer, sweeps, and (later) watcher and socket."""
 
-    def __init__(self, config: Config, *, fixed_roots: bool = False) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        fixed_roots: bool = False,
+        fixed_log: dict[str, str] | None = None,
+    ) -> None:
         self.config = config
         self.fixed_roots = fixed_roots  # roots came from --root: a reload keeps them
+        self.fixed_log = fixed_log or {}  # --log-format/--log-level: a reload keeps them
         self.db_path = config.daemon.state_dir / "catalog.db"
         self.stopping = threading.Event()
         # Set once every root is watched (or offline) and its start-up sweep queued.
@@ -162,8 +169,13 @@ class Daemon:
     def run(self) -> int:
         """Start, serve until SIGTERM/SIGINT, stop. Returns the exit code."""
         self._install_signals()
+        failure: str | None = None
         try:
-            self.start()
+            try:
+                self.start()
+            except FilewardenError as exc:
+                failure = str(exc)
+                return 1
             self.notifier.ready(self.status_line())
             tick = min(1.0, (self.notifier.watchdog_interval or 2.0) / 4)
             last_status = ""
@@ -177,7 +189,7 @@ class Daemon:
                     self._reload_requested = False
                     self.reload()
                 if not self.writer.alive():
-                    log.critical("daemon.stop", reason="catalog writer died")
+                    failure = "catalog writer died"
                     return 1
                 self._check_watcher()
                 self._retry_after_write_failure()
@@ -197,7 +209,7 @@ class Daemon:
                     self.notifier.status(line)
                     last_status = line
         finally:
-            self.stop()
+            self.stop(failure)
         return 0
 
     def reload(self) -> None:
@@ -217,6 +229,8 @@ class Daemon:
                 return
             if self.fixed_roots:
                 new = config_mod.with_roots(new, [r.path for r in self.config.roots])
+            if self.fixed_log:
+                new = dataclasses.replace(new, log=dataclasses.replace(new.log, **self.fixed_log))  # type: ignore[arg-type]
             changes = self._apply(new)
             log.info("daemon.reload", config=str(source), changes=changes or ["nothing changed"])
         finally:
@@ -234,6 +248,10 @@ class Daemon:
         if old.log != new.log:
             logs.configure(new.log)
         self.hasher.max_bytes_per_s = new.hash.max_mb_per_s * 1e6
+        self.hasher.enabled = new.hash.enabled
+        if new.hash.enabled and not self.hasher.is_alive() and self.hasher.ident is None:
+            self.hasher.start()  # it was off at start
+        self.hasher.poke()
         self.relinker.window = new.identity.match_window
         current = {r.config.path: r for r in self.roots.values()}
         wanted = {rc.path: rc for rc in new.roots}
@@ -305,7 +323,8 @@ class Daemon:
             f" {offline} offline; {doing}"
         )
 
-    def stop(self) -> None:
+    def stop(self, failure: str | None = None) -> None:
+        """Stop every part within the deadline; ``failure``: why, when it is not a clean exit."""
         # One deadline for everything: only the writer's open transaction
         # must finish; the other threads are daemons and may be left behind.
         deadline = time.monotonic() + STOP_DEADLINE
@@ -324,7 +343,11 @@ class Daemon:
             self.hasher.join(max(0.0, min(0.5, deadline - time.monotonic())))
         if self._reader is not None:
             self._reader.close()
-        log.info("daemon.stop", uptime_s=round(time.time() - self.started_at, 3))
+        uptime = round(time.time() - self.started_at, 3)
+        if failure is None:
+            log.info("daemon.stop", uptime_s=uptime)
+        else:
+            log.critical("daemon.stop", reason=failure, uptime_s=uptime)
 
     def _install_signals(self) -> None:
         def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -592,7 +615,7 @@ class Daemon:
             return
         self._write_retry_at = now + WRITE_RETRY_SECONDS
         log.warning(
-            "catalog.error",
+            "catalog.retry",
             error=self.writer.last_error or "earlier writes failed",
             action="full sweeps to catch up",
         )

@@ -123,6 +123,7 @@ class Hasher(threading.Thread):
         self.writer = writer
         self.roots = roots
         self.max_bytes_per_s = max_bytes_per_s
+        self.enabled = True  # [hash] enabled; a reload may turn it off and on again
         self.halt = stop
         self._poke = threading.Event()
         self.hashed = 0
@@ -145,7 +146,7 @@ class Hasher(threading.Thread):
                 self._poke.clear()
                 self.pending = catalog.count_unhashed(reader)
                 try:
-                    worked = self._pass(reader)
+                    worked = self.enabled and self._pass(reader)
                 except WriterStopped:
                     return  # the daemon is stopping
                 if not worked:
@@ -157,7 +158,7 @@ class Hasher(threading.Thread):
     def _pass(self, reader: apsw.Connection) -> bool:
         """One walk over the unhashed files; True if anything was hashed."""
         after, worked = 0, False
-        while not self.halt.is_set():
+        while not self.halt.is_set() and self.enabled:
             rows = catalog.unhashed(reader, after, BATCH)
             if not rows:
                 return worked

@@ -15,6 +15,7 @@ from typing import Any, TextIO, cast
 
 import structlog
 
+from filewarden import log_events
 from filewarden.config import LogConfig
 
 _LEVELS = {
@@ -43,6 +44,25 @@ def _contract_order(_: Any, __: str, event: MutableMapping[str, Any]) -> Mutable
     return head
 
 
+# What the catalogue check found since the process started (tests assert it stays empty).
+UNCATALOGUED: list[str] = []
+
+
+def _check_catalogue(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """An event, level or field that the catalogue (log_events.py) does not list is marked.
+
+    The line is still written, with ``uncatalogued`` saying what is wrong:
+    monitoring sees it, and tests fail on it.
+    """
+    wrong = log_events.problem(str(event.get("event")), str(event.get("level")), event)
+    if wrong is not None:
+        UNCATALOGUED.append(wrong)
+        event["uncatalogued"] = wrong
+    return event
+
+
 def configure(config: LogConfig, stream: TextIO | None = None) -> None:
     """Set up structlog for the daemon; may be called again (reload)."""
     out = stream or sys.stderr
@@ -60,6 +80,7 @@ def configure(config: LogConfig, stream: TextIO | None = None) -> None:
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
+            _check_catalogue,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             _edge_values,

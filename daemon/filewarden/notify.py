@@ -81,7 +81,7 @@ def listen_socket() -> socket.socket | None:
     if pid != str(os.getpid()) or not count or not count.isdigit() or int(count) < 1:
         return None
     if int(count) > 1:
-        log.warning(
+        log.error(
             "socket.error", error=f"{count} sockets passed; using the first (fd {LISTEN_FDS_START})"
         )
     sock = socket.socket(fileno=LISTEN_FDS_START)

@@ -96,7 +96,7 @@ class AdminCheck:
             try:
                 entry = grp.getgrnam(admin_group)
             except KeyError:
-                log.warning(
+                log.error(
                     "socket.error",
                     error=f"admin_group {admin_group!r} does not exist; only root may purge",
                 )

@@ -148,7 +148,7 @@ class Writer:
         try:
             conn.close()
         except apsw.Error as exc:
-            log.warning("catalog.error", error=str(exc))
+            log.error("catalog.error", error=f"closing: {exc}", jobs=0)
 
     def _run_batch(
         self,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -71,6 +73,29 @@ def test_example_config_parses_with_every_contract_key() -> None:
         assert f"{key} =" in text, key
 
 
+def test_example_config_lists_every_key_with_its_default() -> None:
+    """config.example.toml has every key of every section, each set to its default (the root's own path aside)."""
+    raw = tomllib.loads(EXAMPLE.read_text())
+    parsed = config.load(EXAMPLE)
+    sections = {
+        "daemon": (config.DaemonConfig, parsed.daemon),
+        "log": (config.LogConfig, parsed.log),
+        "sweep": (config.SweepConfig, parsed.sweep),
+        "watch": (config.WatchConfig, parsed.watch),
+        "hash": (config.HashConfig, parsed.hash),
+        "identity": (config.IdentityConfig, parsed.identity),
+        "retention": (config.RetentionConfig, parsed.retention),
+    }
+    assert set(raw) == {*sections, "root"}
+    defaults = config.parse({"root": [{"path": "/srv/photos"}]})
+    for name, (cls, value) in sections.items():
+        fields = {f.name for f in dataclasses.fields(cls)}
+        assert set(raw[name]) == fields, name
+        assert value == getattr(defaults, name), name
+    assert set(raw["root"][0]) == {f.name for f in dataclasses.fields(config.RootConfig)}
+    assert parsed.roots[0] == defaults.roots[0]
+
+
 def test_defaults_without_sections() -> None:
     """A file with only a root is complete: every other key has its default."""
     cfg = config.parse({"root": [{"path": "/data"}]})
@@ -124,6 +149,19 @@ def test_run_without_config_or_root_is_a_usage_error(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "FILEWARDEN_CONFIG": str(tmp_path / "absent.toml")}
     out = run_cli("run", env=env)
     assert out.returncode == 2 and "cannot read" in out.stderr
+
+
+@pytest.mark.skipif(
+    config.DEFAULT_CONFIG.exists(), reason="this machine has /etc/filewarden/config.toml"
+)
+def test_run_with_no_config_file_anywhere_and_no_root_says_so(tmp_path: Path) -> None:
+    """No --config, no $FILEWARDEN_CONFIG, no /etc file and no --root: one line saying what to give, exit 2."""
+    out = run_cli("run", env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "filewarden: no config file (--config, $FILEWARDEN_CONFIG or /etc/filewarden/config.toml)"
+        " and no --root DIR given"
+    ]
 
 
 def test_check_config_ok(tmp_path: Path) -> None:

@@ -297,9 +297,34 @@ def test_sweep_interrupted_after_a_directory_vanished_loses_nothing(
 
         with pytest.raises(SweepAborted):
             h.sweep(root_ok=root_ok)
-        assert len(checks) == 3
+        assert h.files("missing") == [], "marked missing while the root was unplugged"
         h.sweep()  # the disk is back: a full sweep settles what is gone
         gone = [f for f in h.files() if f.dir.startswith(b"vanished")]
         assert [f.state for f in gone] == ["missing"] * 5
+    finally:
+        h.close()
+
+
+@pytest.mark.parametrize("unplugged_at", [1, 2, 3])
+def test_a_root_that_vanishes_at_any_check_of_a_sweep_marks_nothing_missing(
+    tmp_path: Path, tree: Path, unplugged_at: int
+) -> None:
+    """Whichever of the sweep's root checks first finds the root gone (at the start, before a batch, before missing files are committed), nothing is marked missing."""
+    make_files(tree / "kept", 5)
+    make_files(tree / "vanished", 5)
+    h = Harness(tmp_path / "state", tree)
+    try:
+        assert h.sweep().new == 10
+        shutil.rmtree(tree / "vanished")  # what an empty mount point looks like from the walk
+        checks: list[int] = []
+
+        def root_ok(root: object) -> str | None:
+            checks.append(1)
+            return "unplugged" if len(checks) >= unplugged_at else None
+
+        with pytest.raises(SweepAborted):
+            h.sweep(root_ok=root_ok)
+        assert h.files("missing") == [], f"marked missing after check {unplugged_at}"
+        assert h.counts() == (10, 0, 0)
     finally:
         h.close()

@@ -163,7 +163,12 @@ def test_socket_and_config_work_before_the_command_too(cli: Cli) -> None:
 
 
 def _cli_as_nobody(*args: str) -> int:
-    """Run the CLI's main() in a child that has become uid/gid 65534 (no admin); its exit code."""
+    """Run the CLI's main() in a child that has become uid/gid 65534 (no admin); its exit code.
+
+    Imported here, as root: the venv may be readable by root only (CI's is).
+    """
+    from filewarden.cli import main
+
     pid = os.fork()
     if pid == 0:  # the child: never returns into pytest
         code = 1
@@ -173,8 +178,6 @@ def _cli_as_nobody(*args: str) -> int:
             os.setuid(65534)
             with open(os.devnull, "w") as quiet:
                 sys.stdout = sys.stderr = quiet
-                from filewarden.cli import main
-
                 code = main(list(args))
         finally:
             os._exit(code)

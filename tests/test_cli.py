@@ -95,8 +95,9 @@ def test_status_info_changes_annotate(cli: Cli) -> None:
     assert "annotation      rating = 5" in text and f"path            {path}" in text
     cli("annotate", str(record["id"]), "rating", "--delete")
     assert cli("annotate", str(record["id"]), "rating", ok=False).returncode == 5
-    changes = cli("changes", "--since", "11").stdout.decode().splitlines()
-    assert len(changes) == 1 and "new" in changes[0]
+    seq = json.loads(cli("changes", "--json").stdout)["seq"]
+    changes = cli("changes", "--since", str(seq - 1)).stdout.decode().splitlines()
+    assert len(changes) == 1 and "new" in changes[0] and changes[0].split()[0] == str(seq)
 
 
 def test_scan_wait_and_sync(cli: Cli) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -516,3 +517,24 @@ def test_a_file_matched_by_inode_then_moved_live_stays_where_the_live_move_put_i
     harness.sweep()
     monkeypatch.setattr(reconcile, "apply_diff", real_apply)
     assert [(f.id, f.path, f.state) for f in harness.files()] == [(file_id, b"c/x.txt", "present")]
+
+
+def test_a_file_found_moved_by_inode_leaves_a_new_file_at_its_old_path_recorded(
+    harness: Harness, tree: Path
+) -> None:
+    """Moved while nobody watched, and a copy put back where it was (a restore): the move keeps the id, the copy at the old path is a new file, in the same sweep."""
+    old = tree / "sub" / "a.jpg"
+    old.parent.mkdir()
+    old.write_bytes(b"the photo")
+    os.utime(old, ns=(1_600_000_000 * 10**9,) * 2)
+    harness.sweep()
+    file_id = harness.at(old).id  # type: ignore[union-attr]
+    old.rename(tree / "a.jpg")
+    shutil.copy2(tree / "a.jpg", old)  # same content and mtime, another inode
+    tally = harness.sweep()
+    assert harness.at(tree / "a.jpg").id == file_id  # type: ignore[union-attr]
+    back = harness.at(old)
+    assert back is not None and back.state == "present" and back.id != file_id
+    assert back.inode == old.stat().st_ino
+    assert (tally.moved, tally.new) == (1, 1)
+    assert harness.counts() == (2, 0, 0)

@@ -246,19 +246,22 @@ def apply_diff(
         and catalog.dir_is_empty(conn, rid, diff.dir)
     )
     count = 0
+    new = diff.new
     for name, sig in [*diff.touched, *diff.returned]:
         row = catalog.file_at(conn, rid, catalog.join(diff.dir, name))
         if row is not None:
             observe_file(conn, root, row, sig, now, tally)
-    if diff.new:
-        after, count = catalog.insert_files(
-            conn, rid, diff.dir, diff.new, now, arrivals=not first_index
-        )
+        else:
+            # The file the catalog had here was found elsewhere meanwhile (its
+            # inode moved on, earlier in this sweep): what is here is new.
+            new = sorted([*new, (name, sig)])
+    if new:
+        after, count = catalog.insert_files(conn, rid, diff.dir, new, now, arrivals=not first_index)
         tally.new += count
         # Per-file lines only when they will show: a first index of a million
         # files would otherwise build a million discarded events.
         level = 10 if first_index else 20
-        if count < len(diff.new) or log.is_enabled_for(level):
+        if count < len(new) or log.is_enabled_for(level):
             added = catalog.added_since(conn, after)
             emit = log.debug if first_index else log.info
             for file_id, name in added:
@@ -268,9 +271,9 @@ def apply_diff(
                     root=root.display,
                     path=root.abs(catalog.join(diff.dir, name)),
                 )
-            if count < len(diff.new):  # a live event created some of them meanwhile
+            if count < len(new):  # a live event created some of them meanwhile
                 done = {name for _, name in added}
-                for name, sig in diff.new:
+                for name, sig in new:
                     row = (
                         None
                         if name in done
@@ -294,7 +297,7 @@ def apply_diff(
     # change since the sweep read the rows makes the two differ, and then
     # nothing is stored. (With files still to confirm missing it would differ too.)
     if diff.digest is not None and not diff.gone:
-        if (fresh and count == len(diff.new)) or catalog.present_digest(
+        if (fresh and count == len(new)) or catalog.present_digest(
             conn, rid, diff.dir
         ) == diff.digest:
             catalog.set_dir_digest(conn, rid, diff.dir, diff.digest)

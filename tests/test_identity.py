@@ -6,6 +6,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -326,3 +327,319 @@ def test_saves_are_remembered_for_the_window_only() -> None:
     assert saves.backup_of(b"/r/a.jpg", now=101.0) is None
     assert saves.backup_of(b"/r/f", now=106.0) is None
     assert saves.home_of(b"/r/f~", now=106.0) is None
+
+
+def _row(h: Harness, path: Path) -> catalog.FileRow:
+    row = h.at(path)
+    assert row is not None
+    return row
+
+
+def test_the_relink_log_says_everything_about_the_decision(
+    harness: Harness, tree: Path, relinker: Relinker
+) -> None:
+    """file.relink by hash names the id, both absolute paths, the rule, the candidates, the choice and the retired id."""
+    a = tree / "a.jpg"
+    write(a, os.urandom(300))
+    harness.sweep()
+    hash_all(harness)
+    relinker.catch_up(harness.reader)
+    old = _row(harness, a)
+    copy = tree / "b" / "a.jpg"
+    write(copy, a.read_bytes(), T0 + 1)
+    harness.sweep()
+    interim = _row(harness, copy)
+    hashed_before = relinker.hashed
+    relinker.catch_up(harness.reader)
+    a.unlink()
+    harness.sweep()
+    with logged() as events:
+        assert relinker.catch_up(harness.reader) == 1
+    assert relinker.hashed == hashed_before + 1  # the copy, once; the original's hash was stored
+    [event] = [e for e in events if e["event"] == "file.relink"]
+    assert {k: v for k, v in event.items() if k not in ("log_level", "event")} == {
+        "id": old.id,
+        "by": "hash",
+        "candidates": 1,
+        "chose": "only one",
+        "path": os.fsencode(copy),
+        "old_path": os.fsencode(a),
+        "replaces_id": interim.id,
+    }
+    assert relinker.relinked == 1
+
+
+def test_two_known_files_with_one_inode_are_ambiguous(harness: Harness, tree: Path) -> None:
+    """Two present files whose paths no longer hold the inode that a new file has: no id moves, and that is logged."""
+    a, b = tree / "a.jpg", tree / "b.jpg"
+    write(a, b"A" * 50)
+    write(b, b"B" * 50)
+    harness.sweep()
+    c = tree / "c.jpg"
+    write(c, b"C" * 50)
+    sig = catalog.signature(c.stat())
+    ids = [_row(harness, a).id, _row(harness, b).id]
+    harness.writer.call(
+        lambda conn: conn.execute(
+            "UPDATE files SET device = ?, inode = ? WHERE id IN (?, ?)", (sig[3], sig[4], *ids)
+        )
+    )
+    roots = {harness.root.id: harness.root}
+    with logged() as events:
+        assert identity.by_inode(harness.reader, sig, roots, os.fsencode(c)) is None
+    assert [
+        (e["event"], e["path"], e["rule"], sorted(e["candidates"]), e["reason"]) for e in events
+    ] == [("file.ambiguous", os.fsencode(c), "inode", sorted(ids), "several files moved here")]
+
+
+def test_an_inode_match_prefers_the_moved_file_then_the_latest_missing(
+    harness: Harness, tree: Path
+) -> None:
+    """Several inode candidates: a present file moved away first; else the most recently missing one."""
+    paths = [tree / f"{n}.jpg" for n in range(3)]
+    for p in paths:
+        write(p, b"X" * 50)
+    harness.sweep()
+    new = tree / "new.jpg"
+    write(new, b"X" * 50)
+    sig = catalog.signature(new.stat())
+    ids = [_row(harness, p).id for p in paths]
+    now = time.time()
+
+    def set_rows(conn: Any) -> None:
+        conn.execute(
+            "UPDATE files SET device = ?, inode = ? WHERE id IN (?, ?, ?)", (sig[3], sig[4], *ids)
+        )
+
+    harness.writer.call(set_rows)
+    harness.writer.call(lambda c: catalog.mark_missing(c, ids[:2], "not_found", now - 100, None))
+    harness.writer.call(
+        lambda c: c.execute("UPDATE files SET missing_since = ? WHERE id = ?", (now - 50, ids[1]))
+    )
+    roots = {harness.root.id: harness.root}
+    got = identity.by_inode(harness.reader, sig, roots, os.fsencode(new))
+    assert got is not None and got[0].id == ids[2]  # present, its path no longer holds the inode
+    harness.writer.call(lambda c: catalog.mark_missing(c, [ids[2]], "not_found", now - 200, None))
+    got = identity.by_inode(harness.reader, sig, roots, os.fsencode(new))
+    assert got is not None and got[0].id == ids[1]  # the most recently missing
+    # Over a path where a missing file is recorded, only a hashed candidate counts.
+    assert identity.by_inode(harness.reader, sig, roots, os.fsencode(new), over_path=True) is None
+
+
+def test_still_candidate_follows_what_happened_since_the_match(
+    harness: Harness, tree: Path
+) -> None:
+    """The writer's second look: still a candidate when only its state changed; not when it moved back onto its inode, went, or its hash changed."""
+    a = tree / "a.jpg"
+    write(a, b"A" * 50)
+    harness.sweep()
+    seen = _row(harness, a)
+    b = tree / "b.jpg"
+    a.rename(b)
+    sig = catalog.signature(b.stat())
+    roots = {harness.root.id: harness.root}
+    now = identity.still_candidate(harness.reader, seen, sig, roots)
+    assert now is not None and now.id == seen.id
+    harness.writer.call(lambda c: catalog.mark_missing(c, [seen.id], "moved_out", 1.0, None))
+    now = identity.still_candidate(harness.reader, seen, sig, roots)
+    assert now is not None and now.state == "missing"  # moved out, and back: still it
+    harness.writer.call(
+        lambda c: c.execute("UPDATE files SET hash = x'00' WHERE id = ?", (seen.id,))
+    )
+    assert identity.still_candidate(harness.reader, seen, sig, roots) is None
+    harness.writer.call(
+        lambda c: c.execute("UPDATE files SET hash = NULL WHERE id = ?", (seen.id,))
+    )
+    b.rename(a)  # back where the catalog has it: at its own path, no longer a candidate
+    harness.writer.call(lambda c: catalog.set_present(c, _row(harness, a), 2.0))
+    assert identity.still_candidate(harness.reader, seen, sig, roots) is None
+    a.unlink()
+    harness.sweep()
+    harness.writer.call(lambda c: catalog.purge(c, seen.id, 3.0, {"by": "test"}))
+    assert identity.still_candidate(harness.reader, seen, sig, roots) is None
+
+
+def test_the_relinker_cursor_starts_once_and_only_moves_forward(harness: Harness) -> None:
+    """start_at sets the cursor only the first time; skip_to never goes back; a first catch_up only takes the journal's end."""
+    r = Relinker(harness.writer, lambda: {})
+    assert r.catch_up(harness.reader) == 0  # no cursor yet: starts at the end
+    r2 = Relinker(harness.writer, lambda: {})
+    r2.start_at(5)
+    r2.start_at(9)
+    r2.skip_to(3)
+    assert r2._seq == 5
+    r2.skip_to(7)
+    assert r2._seq == 7
+    r3 = Relinker(harness.writer, lambda: {})
+    r3.skip_to(4)
+    assert r3._seq == 4
+
+
+def test_a_digest_is_read_only_when_not_stored(harness: Harness, tree: Path) -> None:
+    """The content rule uses a stored hash as is, hashes an unhashed file once, and gives up on a file of no known root."""
+    a = tree / "a.jpg"
+    write(a, b"content")
+    harness.sweep()
+    row = _row(harness, a)
+    r = Relinker(harness.writer, lambda: {harness.root.id: harness.root})
+    assert r._digest(row, {harness.root.id: harness.root}) == hash_file(os.fsencode(a))[0]  # type: ignore[index]
+    assert r.hashed == 1
+    hash_all(harness)
+    assert r._digest(_row(harness, a), {harness.root.id: harness.root}) is not None
+    assert r.hashed == 1
+    assert r._digest(row, {}) is None
+    assert identity._abs(row, {}) == row.path
+    assert identity._abs(row, {harness.root.id: harness.root}) == os.fsencode(a)
+
+
+def test_stat_regular_is_for_regular_files_only(tmp_path: Path) -> None:
+    """A regular file's signature; None for a directory, a symlink, a FIFO or nothing."""
+    f = tmp_path / "f"
+    f.write_bytes(b"x")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "l").symlink_to(f)
+    os.mkfifo(tmp_path / "p")
+    assert identity.stat_regular(os.fsencode(f)) == catalog.signature(f.stat())
+    for name in ("d", "l", "p", "absent"):
+        assert identity.stat_regular(os.fsencode(tmp_path / name)) is None
+
+
+def test_inode_candidates_need_the_same_size_mtime_and_a_known_root(
+    harness: Harness, tree: Path
+) -> None:
+    """A row of another size, another mtime or an unknown root is no candidate; the others still are."""
+    paths = [tree / f"{n}.jpg" for n in range(4)]
+    for p in paths:
+        write(p, b"Y" * 60)
+    harness.sweep()
+    new = tree / "new.jpg"
+    write(new, b"Y" * 60)
+    sig = catalog.signature(new.stat())
+    ids = [_row(harness, p).id for p in paths]
+
+    def edit(c: Any) -> None:
+        c.execute(
+            "UPDATE files SET device = ?, inode = ? WHERE id IN (?, ?, ?, ?)",
+            (sig[3], sig[4], *ids),
+        )
+        c.execute("UPDATE files SET size = size + 1 WHERE id = ?", (ids[0],))
+        c.execute("UPDATE files SET mtime_ns = mtime_ns + 1 WHERE id = ?", (ids[1],))
+
+    harness.writer.call(edit)
+    for p in paths:
+        p.unlink()
+    roots = {harness.root.id: harness.root}
+    found = [r.id for r, _ in identity.inode_candidates(harness.reader, sig, roots)]
+    assert sorted(found) == sorted(ids[2:])
+    assert identity.inode_candidates(harness.reader, sig, {}) == []
+
+
+def test_one_catch_up_relinks_every_arrival_and_departure_it_sees(
+    harness: Harness, tree: Path, relinker: Relinker
+) -> None:
+    """Returns how many were relinked; a file gone before its turn, or one without a match, does not stop the rest."""
+    contents = [os.urandom(100 + n) for n in range(4)]
+    originals = [tree / "o" / f"{n}.jpg" for n in range(4)]
+    for p, data in zip(originals, contents, strict=True):
+        write(p, data)
+    harness.sweep()
+    hash_all(harness)
+    relinker.catch_up(harness.reader)
+    ids = [_row(harness, p).id for p in originals]
+    # 0 and 1 go first and come back later (arrivals); 2 is copied, then goes (a departure).
+    originals[0].unlink()
+    originals[1].unlink()
+    copy2 = tree / "c" / "2.jpg"
+    write(copy2, contents[2], T0 + 1)
+    harness.sweep()
+    relinker.catch_up(harness.reader)
+    first = tree / "back" / "0.jpg"
+    write(first, contents[0], T0 + 1)
+    # The size and content of 3, which is present: no missing file of its size, never hashed.
+    write(tree / "back" / "junk.jpg", contents[3], T0 + 1)
+    write(tree / "back" / "1.jpg", contents[1], T0 + 1)
+    originals[2].unlink()
+    harness.sweep()
+    before = relinker.hashed
+    assert relinker.catch_up(harness.reader) == 3
+    assert _row(harness, first).id == ids[0]
+    assert _row(harness, tree / "back" / "1.jpg").id == ids[1]
+    assert _row(harness, copy2).id == ids[2]
+    assert _row(harness, originals[3]).id == ids[3]
+    # Hashed: 0.jpg and 1.jpg (a hashed missing file has their size) and the copy of 2.
+    assert relinker.hashed - before == 3
+
+
+def test_a_copy_first_seen_when_the_original_was_last_seen_lived_beside_it(
+    harness: Harness, tree: Path, relinker: Relinker
+) -> None:
+    """The boundary of "known before the original was last seen": the same instant counts as known."""
+    a = tree / "a.jpg"
+    write(a, os.urandom(200))
+    harness.sweep()
+    hash_all(harness)
+    relinker.catch_up(harness.reader)
+    copy = tree / "x" / "a.jpg"
+    write(copy, a.read_bytes(), T0 + 1)
+    harness.sweep()
+    old, interim = _row(harness, a), _row(harness, copy)
+    harness.writer.call(
+        lambda c: c.execute(
+            "UPDATE files SET last_seen = ? WHERE id = ?", (interim.first_seen, old.id)
+        )
+    )
+    relinker.catch_up(harness.reader)
+    a.unlink()
+    harness.sweep()
+    assert relinker.catch_up(harness.reader) == 0
+    assert _row(harness, copy).id == interim.id
+
+
+def test_several_copies_log_the_missing_file_and_every_candidate(
+    harness: Harness, tree: Path, relinker: Relinker
+) -> None:
+    """file.ambiguous for the content rule: the path that went, rule hash, the copies, and why."""
+    a = tree / "a.jpg"
+    write(a, os.urandom(200))
+    harness.sweep()
+    hash_all(harness)
+    relinker.catch_up(harness.reader)
+    copies = [tree / "x" / "one.jpg", tree / "y" / "two.jpg"]
+    for p in copies:
+        write(p, a.read_bytes(), T0 + 1)
+    harness.sweep()
+    relinker.catch_up(harness.reader)
+    a.unlink()
+    harness.sweep()
+    with logged() as events:
+        assert relinker.catch_up(harness.reader) == 0
+    assert [
+        (e["event"], e["path"], e["rule"], sorted(e["candidates"]), e["reason"]) for e in events
+    ] == [
+        (
+            "file.ambiguous",
+            os.fsencode(a),
+            "hash",
+            sorted(_row(harness, p).id for p in copies),
+            "several copies arrived",
+        )
+    ]
+
+
+def test_a_missing_file_without_a_hash_has_no_copy_half(
+    harness: Harness, tree: Path, relinker: Relinker
+) -> None:
+    """Relinking by content needs the missing file's hash: an unhashed file that goes takes no copy."""
+    a = tree / "a.jpg"
+    write(a, os.urandom(200))
+    harness.sweep()
+    relinker.catch_up(harness.reader)
+    copy = tree / "x" / "a.jpg"
+    write(copy, a.read_bytes(), T0 + 1)
+    harness.sweep()
+    relinker.catch_up(harness.reader)
+    interim = _row(harness, copy)
+    a.unlink()
+    harness.sweep()
+    assert relinker.catch_up(harness.reader) == 0
+    assert _row(harness, copy).id == interim.id and relinker.hashed == 0

@@ -200,23 +200,9 @@ def test_copy_then_delete_refusals(
     if why == "annotated":
         annotate(harness, interim.id, "its own")
     if why == "outside the window":
-        # The original last seen 3 h ago, the copy arrived 2 h ago: after it, but
-        # outside a 1 h window before the delete.
-        relinker.window = 3600
-        harness.writer.call(
-            lambda c: (
-                c.execute(
-                    "UPDATE files SET first_seen = first_seen - 10800,"
-                    " last_seen = last_seen - 10800 WHERE id = ?",
-                    (old.id,),
-                ),
-                c.execute(
-                    "UPDATE files SET first_seen = first_seen - 7200,"
-                    " last_seen = last_seen - 7200 WHERE id = ?",
-                    (interim.id,),
-                ),
-            )
-        )
+        # The copy arrived after the original was last seen (the sweep before it),
+        # but longer ago than the window when the original goes.
+        relinker.window = 1e-6
     relinker.catch_up(harness.reader)
     a.unlink()
     harness.sweep()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import xxhash
 
 from filewarden import catalog, identity
 from filewarden.hasher import hash_file
@@ -75,8 +76,8 @@ def test_an_inode_match_is_confirmed_by_content(harness: Harness, tree: Path) ->
             harness.reader, sig, {harness.root.id: harness.root}, os.fsencode(b)
         )
     assert got is None
-    assert [(e["event"], e["rule"], e["candidates"]) for e in events] == [
-        ("file.ambiguous", "inode", [known.id])
+    assert [(e["event"], e["path"], e["rule"], e["candidates"], e["reason"]) for e in events] == [
+        ("file.ambiguous", os.fsencode(b), "inode", [known.id], "the content differs")
     ]
     # The same content confirms it: the file moved.
     write(b, b"A" * 100)
@@ -87,6 +88,11 @@ def test_an_inode_match_is_confirmed_by_content(harness: Harness, tree: Path) ->
         )
     )
     got = identity.by_inode(harness.reader, sig, {harness.root.id: harness.root}, os.fsencode(b))
+    assert got is not None and got[0].id == known.id
+    # Over a missing file's path too: inode and content together outweigh the path.
+    got = identity.by_inode(
+        harness.reader, sig, {harness.root.id: harness.root}, os.fsencode(b), over_path=True
+    )
     assert got is not None and got[0].id == known.id
     # In the writer, which reads no file, a hashed candidate is left to the content rule.
     assert (
@@ -113,6 +119,26 @@ def test_a_file_seen_deleted_is_never_an_inode_candidate(harness: Harness, tree:
     assert [r.id for r, _ in identity.inode_candidates(harness.reader, row.signature, roots)] == [
         row.id
     ]
+    # A row seen deleted, then a hard link still at its path, then the one that fits: only it.
+    later = tree / "later.jpg"
+    write(later, b"A" * 100)
+    link = tree / "link.jpg"
+    os.link(later, link)
+    a.unlink()
+    harness.sweep()
+    ids = [row.id, _row(harness, later).id, _row(harness, link).id]
+    sig = catalog.signature(later.stat())
+    harness.writer.call(
+        lambda c: (
+            c.execute(
+                "UPDATE files SET device = ?, inode = ?, missing_reason = 'deleted' WHERE id = ?",
+                (sig[3], sig[4], ids[0]),
+            ),
+            c.execute("UPDATE files SET dir = x'6e6f6e65' WHERE id = ?", (ids[1],)),
+        )
+    )
+    found = [r.id for r, _ in identity.inode_candidates(harness.reader, sig, roots)]
+    assert found == [ids[1]]
 
 
 def test_same_path_wins_over_an_unconfirmed_inode(harness: Harness, tree: Path) -> None:
@@ -447,8 +473,10 @@ def test_still_candidate_follows_what_happened_since_the_match(
 
 def test_the_relinker_cursor_starts_once_and_only_moves_forward(harness: Harness) -> None:
     """start_at sets the cursor only the first time; skip_to never goes back; a first catch_up only takes the journal's end."""
+    harness.writer.call(lambda c: catalog.journal(c, 1.0, "online", None, None, None))
     r = Relinker(harness.writer, lambda: {})
     assert r.catch_up(harness.reader) == 0  # no cursor yet: starts at the end
+    assert r._seq == catalog.last_seq(harness.reader) > 0
     r2 = Relinker(harness.writer, lambda: {})
     r2.start_at(5)
     r2.start_at(9)
@@ -474,6 +502,8 @@ def test_a_digest_is_read_only_when_not_stored(harness: Harness, tree: Path) -> 
     assert r._digest(_row(harness, a), {harness.root.id: harness.root}) is not None
     assert r.hashed == 1
     assert r._digest(row, {}) is None
+    a.unlink()
+    assert r._digest(row, {harness.root.id: harness.root}) is None  # gone: no digest, no error
     assert identity._abs(row, {}) == row.path
     assert identity._abs(row, {harness.root.id: harness.root}) == os.fsencode(a)
 
@@ -523,37 +553,52 @@ def test_inode_candidates_need_the_same_size_mtime_and_a_known_root(
 def test_one_catch_up_relinks_every_arrival_and_departure_it_sees(
     harness: Harness, tree: Path, relinker: Relinker
 ) -> None:
-    """Returns how many were relinked; a file gone before its turn, or one without a match, does not stop the rest."""
-    contents = [os.urandom(100 + n) for n in range(4)]
-    originals = [tree / "o" / f"{n}.jpg" for n in range(4)]
+    """Returns how many were relinked; a file without a hash or a match does not stop the rest."""
+    contents = [os.urandom(100 + n) for n in range(5)]
+    originals = [tree / "o" / f"{n}.jpg" for n in range(5)]
     for p, data in zip(originals, contents, strict=True):
         write(p, data)
+    plain = tree / "o" / "plain.jpg"  # never hashed
+    write(plain, os.urandom(90))
     harness.sweep()
-    hash_all(harness)
+    for p in originals:
+        row = _row(harness, p)
+        got = hash_file(os.fsencode(p), row.signature)
+        assert got is not None
+        harness.writer.call(lambda c, r=row, g=got: catalog.set_hash(c, r.id, r.signature, g[0]))
     relinker.catch_up(harness.reader)
     ids = [_row(harness, p).id for p in originals]
-    # 0 and 1 go first and come back later (arrivals); 2 is copied, then goes (a departure).
+    # 0 and 1 go first and come back later (arrivals); 2 and 4 are copied, then go
+    # (departures), with plain.jpg, unhashed, going just before them.
     originals[0].unlink()
     originals[1].unlink()
-    copy2 = tree / "c" / "2.jpg"
-    write(copy2, contents[2], T0 + 1)
+    copies = {n: tree / "c" / f"{n}.jpg" for n in (2, 4)}
+    for n, p in copies.items():
+        write(p, contents[n], T0 + 1)
     harness.sweep()
     relinker.catch_up(harness.reader)
-    first = tree / "back" / "0.jpg"
-    write(first, contents[0], T0 + 1)
+    back = [tree / "back" / "0.jpg", tree / "back" / "1.jpg"]
+    write(back[0], contents[0], T0 + 1)
     # The size and content of 3, which is present: no missing file of its size, never hashed.
     write(tree / "back" / "junk.jpg", contents[3], T0 + 1)
-    write(tree / "back" / "1.jpg", contents[1], T0 + 1)
+    write(back[1], contents[1], T0 + 1)
+    plain.unlink()
     originals[2].unlink()
+    originals[4].unlink()
     harness.sweep()
     before = relinker.hashed
-    assert relinker.catch_up(harness.reader) == 3
-    assert _row(harness, first).id == ids[0]
-    assert _row(harness, tree / "back" / "1.jpg").id == ids[1]
-    assert _row(harness, copy2).id == ids[2]
+    with logged() as events:
+        assert relinker.catch_up(harness.reader) == 4
+    assert [_row(harness, p).id for p in back] == ids[:2]
+    assert _row(harness, copies[2]).id == ids[2] and _row(harness, copies[4]).id == ids[4]
     assert _row(harness, originals[3]).id == ids[3]
-    # Hashed: 0.jpg and 1.jpg (a hashed missing file has their size) and the copy of 2.
-    assert relinker.hashed - before == 3
+    assert relinker.relinked == 4
+    # Hashed: 0.jpg and 1.jpg (a hashed missing file has their size) and the two copies.
+    assert relinker.hashed - before == 4
+    assert _row(harness, back[0]).hash == xxhash.xxh3_128_digest(contents[0])
+    relinks = {e["id"]: e for e in events if e["event"] == "file.relink"}
+    assert relinks[ids[0]]["chose"] == "only one" and relinks[ids[0]]["candidates"] == 1
+    assert catalog.history(harness.reader, ids[0])[-1].detail == {"by": "hash"}
 
 
 def test_a_copy_first_seen_when_the_original_was_last_seen_lived_beside_it(
@@ -629,3 +674,53 @@ def test_a_missing_file_without_a_hash_has_no_copy_half(
     harness.sweep()
     assert relinker.catch_up(harness.reader) == 0
     assert _row(harness, copy).id == interim.id and relinker.hashed == 0
+
+
+def test_a_file_back_before_its_departure_is_looked_at_takes_no_copy(
+    harness: Harness, tree: Path, relinker: Relinker
+) -> None:
+    """A hashed file that went missing and came back before the relinker looked: present, it takes nothing."""
+    a = tree / "a.jpg"
+    write(a, os.urandom(200))
+    harness.sweep()
+    hash_all(harness)
+    relinker.catch_up(harness.reader)
+    old = _row(harness, a)
+    copy = tree / "x" / "a.jpg"
+    write(copy, a.read_bytes(), T0 + 1)
+    harness.sweep()
+    relinker.catch_up(harness.reader)
+    interim = _row(harness, copy)
+    content = a.read_bytes()
+    a.unlink()
+    harness.sweep()
+    write(a, content)
+    harness.sweep()  # back at its path: restored
+    assert _row(harness, a).id == old.id
+    assert relinker.catch_up(harness.reader) == 0
+    assert _row(harness, copy).id == interim.id and _row(harness, a).id == old.id
+
+
+def test_an_arrival_gone_before_it_is_looked_at_does_not_stop_the_next(
+    harness: Harness, tree: Path, relinker: Relinker
+) -> None:
+    """Two files come back; the first is deleted again before the relinker looks: the second is still relinked."""
+    contents = [os.urandom(150), os.urandom(151)]
+    paths = [tree / "a.jpg", tree / "b.jpg"]
+    for p, data in zip(paths, contents, strict=True):
+        write(p, data)
+    harness.sweep()
+    hash_all(harness)
+    relinker.catch_up(harness.reader)
+    ids = [_row(harness, p).id for p in paths]
+    for p in paths:
+        p.unlink()
+    harness.sweep()
+    relinker.catch_up(harness.reader)
+    back = [tree / "r" / "a.jpg", tree / "r" / "b.jpg"]
+    for p, data in zip(back, contents, strict=True):
+        write(p, data, T0 + 1)
+    harness.sweep()
+    back[0].unlink()  # before the relinker looks: its row is still present
+    assert relinker.catch_up(harness.reader) == 1
+    assert _row(harness, back[1]).id == ids[1]

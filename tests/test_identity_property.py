@@ -10,6 +10,8 @@ The model follows each physical file (a rename keeps it, an edit changes
 its content, a copy or a restore is another file) and what the rules allow:
 an annotation set on a file may later sit on a file at a path that file
 was at (same path) or with content it had (same content), nowhere else. A
+file renamed over an annotated one may carry that one's annotation from
+then on (the documented atomic-save rule: the path keeps its id). A
 present file's hash, when set, is its content's hash. The catalog equals
 the disk after every `sync`.
 
@@ -107,7 +109,9 @@ class IdentityMachine(RuleBasedStateMachine):
         self.daemon: Daemon | None = None
         self.client: Client | None = None
         self.serial = 0
-        self.holder: dict[str, str | None] = {}  # path on disk → the annotated file there, if any
+        # Path on disk → the labels the rules let the file there carry: its own, and,
+        # after a rename over an annotated file, that file's (the path keeps its id).
+        self.holder: dict[str, set[str]] = {}
         self.lineage: dict[str, Lineage] = {}
         self.archive: dict[str, tuple[bytes, int]] | None = None
 
@@ -163,7 +167,7 @@ class IdentityMachine(RuleBasedStateMachine):
             return
         content = self._content()
         self._write(rel, content)
-        self.holder[rel] = None
+        self.holder[rel] = set()
         if self.daemon is not None:
             self._sync()
             rec = self._call("lookup", {"path": str(self.root / rel)})
@@ -171,18 +175,20 @@ class IdentityMachine(RuleBasedStateMachine):
             label = f"L{self.serial}"
             self._call("annotate", {"id": rec["id"], "key": "label", "value": label})
             self.lineage[label] = Lineage({rel}, {content})
-            self.holder[rel] = label
+            self.holder[rel] = {label}
 
     @rule(src=st.sampled_from(NAMES), dst=st.sampled_from(NAMES))
     def rename(self, src: str, dst: str) -> None:
         if src == dst or not self._on_disk(src):
             return
         (self.root / dst).parent.mkdir(parents=True, exist_ok=True)
+        content = (self.root / src).read_bytes()
+        labels = self.holder.pop(src) | self.holder.get(dst, set())
         os.rename(self.root / src, self.root / dst)
-        label = self.holder.pop(src)
-        self.holder[dst] = label
-        if label is not None:
+        self.holder[dst] = labels
+        for label in labels:
             self.lineage[label].paths.add(dst)
+            self.lineage[label].contents.add(content)
 
     @rule(rel=st.sampled_from(NAMES))
     def delete(self, rel: str) -> None:
@@ -197,7 +203,7 @@ class IdentityMachine(RuleBasedStateMachine):
             return
         (self.root / dst).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(self.root / src, self.root / dst)
-        self.holder[dst] = None
+        self.holder[dst] = set()
 
     @rule(rel=st.sampled_from(NAMES))
     def edit_in_place(self, rel: str) -> None:
@@ -208,8 +214,7 @@ class IdentityMachine(RuleBasedStateMachine):
         with open(self.root / rel, "r+b") as f:
             f.write(content)
         os.utime(self.root / rel, ns=(T0 * 10**9, T0 * 10**9))
-        label = self.holder[rel]
-        if label is not None:
+        for label in self.holder[rel]:
             self.lineage[label].contents.add(content)
 
     @rule(rel=st.sampled_from(NAMES))
@@ -233,7 +238,7 @@ class IdentityMachine(RuleBasedStateMachine):
         for rel, (content, mtime) in sorted(self.archive.items()):
             if not self._on_disk(rel):
                 self._write(rel, content, mtime)
-                self.holder[rel] = None
+                self.holder[rel] = set()
 
     @precondition(lambda self: self.daemon is not None)
     @rule()

@@ -9,9 +9,10 @@ most one mtime, so that size, mtime and a reused inode number say nothing.
 The model follows each physical file (a rename keeps it, an edit changes
 its content, a copy or a restore is another file) and what the rules allow:
 an annotation set on a file may later sit on a file at a path that file
-was at (same path) or with content it had (same content), nowhere else. A
-file renamed over an annotated one may carry that one's annotation from
-then on (the documented atomic-save rule: the path keeps its id). A
+was at (same path) or with content it had (same content), nowhere else,
+and follows the file on which the rules may have put it through its later
+renames and edits (a copy that took a deleted original's id, a file
+renamed over an annotated one: the path keeps its id). A
 present file's hash, when set, is its content's hash. The catalog equals
 the disk after every `sync`.
 
@@ -183,12 +184,27 @@ class IdentityMachine(RuleBasedStateMachine):
             return
         (self.root / dst).parent.mkdir(parents=True, exist_ok=True)
         content = (self.root / src).read_bytes()
-        labels = self.holder.pop(src) | self.holder.get(dst, set())
+        labels = self._may_carry(src) | (self._may_carry(dst) if self._on_disk(dst) else set())
         os.rename(self.root / src, self.root / dst)
+        self.holder.pop(src)
         self.holder[dst] = labels
         for label in labels:
             self.lineage[label].paths.add(dst)
             self.lineage[label].contents.add(content)
+
+    def _may_carry(self, rel: str) -> set[str]:
+        """The labels the rules may have put on the file at ``rel`` by now.
+
+        Its own; any label whose file was at this path (same path); any whose
+        file had this content (same content: a copy that took a deleted
+        original's id). A rename carries them all along.
+        """
+        content = (self.root / rel).read_bytes()
+        return self.holder[rel] | {
+            label
+            for label, seen in self.lineage.items()
+            if rel in seen.paths or content in seen.contents
+        }
 
     @rule(rel=st.sampled_from(NAMES))
     def delete(self, rel: str) -> None:
@@ -210,11 +226,12 @@ class IdentityMachine(RuleBasedStateMachine):
         """Rewrite the file's bytes through the same inode (same size), mtime put back as tools do."""
         if not self._on_disk(rel):
             return
+        labels = self._may_carry(rel)
         content = self._content()
         with open(self.root / rel, "r+b") as f:
             f.write(content)
         os.utime(self.root / rel, ns=(T0 * 10**9, T0 * 10**9))
-        for label in self.holder[rel]:
+        for label in labels:
             self.lineage[label].contents.add(content)
 
     @rule(rel=st.sampled_from(NAMES))

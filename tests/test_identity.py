@@ -119,7 +119,8 @@ def test_a_file_seen_deleted_is_never_an_inode_candidate(harness: Harness, tree:
     assert [r.id for r, _ in identity.inode_candidates(harness.reader, row.signature, roots)] == [
         row.id
     ]
-    # A row seen deleted, then a hard link still at its path, then the one that fits: only it.
+    # A row seen deleted, then a file still at its path with the inode, then one whose path
+    # no longer holds it: only that one.
     later = tree / "later.jpg"
     write(later, b"A" * 100)
     link = tree / "link.jpg"
@@ -134,11 +135,11 @@ def test_a_file_seen_deleted_is_never_an_inode_candidate(harness: Harness, tree:
                 "UPDATE files SET device = ?, inode = ?, missing_reason = 'deleted' WHERE id = ?",
                 (sig[3], sig[4], ids[0]),
             ),
-            c.execute("UPDATE files SET dir = x'6e6f6e65' WHERE id = ?", (ids[1],)),
+            c.execute("UPDATE files SET dir = x'6e6f6e65' WHERE id = ?", (ids[2],)),
         )
     )
     found = [r.id for r, _ in identity.inode_candidates(harness.reader, sig, roots)]
-    assert found == [ids[1]]
+    assert found == [ids[2]]  # later.jpg is still at its path with the inode: a hard link
 
 
 def test_same_path_wins_over_an_unconfirmed_inode(harness: Harness, tree: Path) -> None:
@@ -554,13 +555,24 @@ def test_one_catch_up_relinks_every_arrival_and_departure_it_sees(
     harness: Harness, tree: Path, relinker: Relinker
 ) -> None:
     """Returns how many were relinked; a file without a hash or a match does not stop the rest."""
+    # Going first (lower ids), three departures that relink nothing: one never hashed, one
+    # whose same-size arrival has other content, one with two identical copies.
+    plain = tree / "o" / "0plain.jpg"
+    write(plain, os.urandom(90))
+    harness.sweep()
+    nomatch, ambig = tree / "o" / "1nomatch.jpg", tree / "o" / "2ambig.jpg"
+    write(nomatch, os.urandom(91))
+    write(ambig, os.urandom(92))
     contents = [os.urandom(100 + n) for n in range(5)]
     originals = [tree / "o" / f"{n}.jpg" for n in range(5)]
     for p, data in zip(originals, contents, strict=True):
         write(p, data)
-    plain = tree / "o" / "plain.jpg"  # never hashed
-    write(plain, os.urandom(90))
     harness.sweep()
+    for p in [nomatch, ambig]:
+        row = _row(harness, p)
+        got = hash_file(os.fsencode(p), row.signature)
+        assert got is not None
+        harness.writer.call(lambda c, r=row, g=got: catalog.set_hash(c, r.id, r.signature, g[0]))
     for p in originals:
         row = _row(harness, p)
         got = hash_file(os.fsencode(p), row.signature)
@@ -575,6 +587,9 @@ def test_one_catch_up_relinks_every_arrival_and_departure_it_sees(
     copies = {n: tree / "c" / f"{n}.jpg" for n in (2, 4)}
     for n, p in copies.items():
         write(p, contents[n], T0 + 1)
+    write(tree / "c" / "other.jpg", os.urandom(91), T0 + 1)  # nomatch's size, not its content
+    write(tree / "c" / "ambig1.jpg", ambig.read_bytes(), T0 + 1)
+    write(tree / "c" / "ambig2.jpg", ambig.read_bytes(), T0 + 1)
     harness.sweep()
     relinker.catch_up(harness.reader)
     back = [tree / "back" / "0.jpg", tree / "back" / "1.jpg"]
@@ -582,9 +597,8 @@ def test_one_catch_up_relinks_every_arrival_and_departure_it_sees(
     # The size and content of 3, which is present: no missing file of its size, never hashed.
     write(tree / "back" / "junk.jpg", contents[3], T0 + 1)
     write(back[1], contents[1], T0 + 1)
-    plain.unlink()
-    originals[2].unlink()
-    originals[4].unlink()
+    for p in [plain, nomatch, ambig, originals[2], originals[4]]:
+        p.unlink()
     harness.sweep()
     before = relinker.hashed
     with logged() as events:
@@ -593,8 +607,9 @@ def test_one_catch_up_relinks_every_arrival_and_departure_it_sees(
     assert _row(harness, copies[2]).id == ids[2] and _row(harness, copies[4]).id == ids[4]
     assert _row(harness, originals[3]).id == ids[3]
     assert relinker.relinked == 4
-    # Hashed: 0.jpg and 1.jpg (a hashed missing file has their size) and the two copies.
-    assert relinker.hashed - before == 4
+    # Hashed: 0.jpg and 1.jpg (a hashed missing file has their size), the copies of 2 and 4,
+    # other.jpg and the two copies of ambig.
+    assert relinker.hashed - before == 7
     assert _row(harness, back[0]).hash == xxhash.xxh3_128_digest(contents[0])
     relinks = {e["id"]: e for e in events if e["event"] == "file.relink"}
     assert relinks[ids[0]]["chose"] == "only one" and relinks[ids[0]]["candidates"] == 1
@@ -701,8 +716,9 @@ def test_a_file_back_before_its_departure_is_looked_at_takes_no_copy(
     assert _row(harness, copy).id == interim.id and _row(harness, a).id == old.id
 
 
+@pytest.mark.parametrize("swept", [False, True])
 def test_an_arrival_gone_before_it_is_looked_at_does_not_stop_the_next(
-    harness: Harness, tree: Path, relinker: Relinker
+    harness: Harness, tree: Path, relinker: Relinker, swept: bool
 ) -> None:
     """Two files come back; the first is deleted again before the relinker looks: the second is still relinked."""
     contents = [os.urandom(150), os.urandom(151)]
@@ -722,5 +738,7 @@ def test_an_arrival_gone_before_it_is_looked_at_does_not_stop_the_next(
         write(p, data, T0 + 1)
     harness.sweep()
     back[0].unlink()  # before the relinker looks: its row is still present
+    if swept:
+        harness.sweep()  # now its row is missing too
     assert relinker.catch_up(harness.reader) == 1
     assert _row(harness, back[1]).id == ids[1]

@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent.parent
 MODULES: dict[str, list[str]] = {
     "identity": ["tests/test_identity.py", "tests/test_sweep.py", "tests/test_aggregator.py"],
     "reconcile": ["tests/test_sweep.py", "tests/test_aggregator.py", "tests/test_identity.py"],
-    "sweep": ["tests/test_sweep.py", "tests/drills/test_crash.py"],
+    "sweep": ["tests/test_sweep.py", "tests/drills/test_crash.py", "tests/test_identity.py"],
 }
 
 

@@ -538,3 +538,48 @@ def test_a_file_found_moved_by_inode_leaves_a_new_file_at_its_old_path_recorded(
     assert back.inode == old.stat().st_ino
     assert (tally.moved, tally.new) == (1, 1)
     assert harness.counts() == (2, 0, 0)
+
+
+def test_a_file_a_sweep_finds_gone_was_last_seen_at_the_sweep_before(
+    harness: Harness, tree: Path
+) -> None:
+    """missing_since is this sweep's start; last_seen is the start of the sweep before, when it was there."""
+    a = tree / "a.txt"
+    a.write_text("a")
+    harness.sweep()
+    harness.sweep()  # the last sweep that saw it
+    seen_at = catalog.get_root(harness.reader, harness.root.id).last_sweep  # type: ignore[union-attr]
+    a.unlink()
+    harness.sweep()
+    row = harness.at(a)
+    assert row is not None and row.state == "missing"
+    assert row.last_seen == seen_at and row.missing_since is not None
+    assert row.missing_since > seen_at
+
+
+def test_a_vanished_directory_is_forgotten_once_its_files_are_missing(
+    harness: Harness, tree: Path
+) -> None:
+    """The quick sweep's memory of a directory tree that is gone goes with it, below it too."""
+    make_files(tree / "gone" / "deep", 3)
+    make_files(tree / "kept", 2)
+    harness.sweep()
+    assert catalog.dir_stamp(harness.reader, harness.root.id, b"gone/deep/d0000") is not None
+    shutil.rmtree(tree / "gone")
+    tally = harness.sweep()
+    assert tally.missing == 3
+    for rel in (b"gone", b"gone/deep", b"gone/deep/d0000"):
+        assert catalog.dir_stamp(harness.reader, harness.root.id, rel) is None, rel
+    assert catalog.dir_stamp(harness.reader, harness.root.id, b"kept/d0000") is not None
+
+
+def test_missing_files_are_counted_over_every_chunk(harness: Harness, tree: Path) -> None:
+    """More files gone than one confirmation chunk holds: all are marked, and all are counted."""
+    from filewarden.sweep import CONFIRM_CHUNK
+
+    make_files(tree / "many", CONFIRM_CHUNK + 5, per_dir=200)
+    harness.sweep()
+    shutil.rmtree(tree / "many")
+    tally = harness.sweep()
+    assert tally.missing == CONFIRM_CHUNK + 5
+    assert harness.counts() == (0, CONFIRM_CHUNK + 5, 0)

@@ -33,6 +33,13 @@ def hash_all(h: Harness) -> None:
         h.writer.call(lambda c, r=row, g=got: catalog.set_hash(c, r.id, r.signature, g[0]))
 
 
+def index(h: Harness, relinker: Relinker) -> None:
+    """Sweep, hash what is present (as the background hasher would), and let the relinker look."""
+    h.sweep()
+    hash_all(h)
+    relinker.catch_up(h.reader)
+
+
 @pytest.fixture
 def relinker(harness: Harness) -> Iterator[Relinker]:
     r = Relinker(harness.writer, lambda: {harness.root.id: harness.root})
@@ -214,9 +221,7 @@ def test_copy_then_delete_refusals(
     copy = tree / "copy.jpg"
     if why == "known together":
         write(copy, a.read_bytes())
-    harness.sweep()
-    hash_all(harness)
-    relinker.catch_up(harness.reader)
+    index(harness, relinker)
     old = harness.at(a)
     assert old is not None
     if why != "known together":
@@ -244,9 +249,7 @@ def test_several_copies_are_ambiguous_unless_one_has_the_name(
     """Two identical copies arrived: the one with the original's name takes the id; two others: none, logged."""
     a = tree / "a.jpg"
     write(a, os.urandom(300))
-    harness.sweep()
-    hash_all(harness)
-    relinker.catch_up(harness.reader)
+    index(harness, relinker)
     old = harness.at(a)
     assert old is not None
     write(tree / "x" / "copy1.jpg", a.read_bytes())
@@ -262,9 +265,7 @@ def test_several_copies_are_ambiguous_unless_one_has_the_name(
     # Another file, copied twice after it was last seen, once under its own name.
     b = tree / "b.jpg"
     write(b, os.urandom(300))
-    harness.sweep()
-    hash_all(harness)
-    relinker.catch_up(harness.reader)
+    index(harness, relinker)
     idb = harness.at(b).id  # type: ignore[union-attr]
     write(tree / "y" / "other.jpg", b.read_bytes())
     write(tree / "z" / "b.jpg", b.read_bytes())
@@ -287,9 +288,7 @@ def test_a_returning_file_picks_the_missing_one_with_its_name_then_the_latest(
     paths = [tree / "p" / "one.jpg", tree / "q" / "two.jpg", tree / "r" / "three.jpg"]
     for p in paths:
         write(p, content)
-    harness.sweep()
-    hash_all(harness)
-    relinker.catch_up(harness.reader)
+    index(harness, relinker)
     ids = [harness.at(p).id for p in paths]  # type: ignore[union-attr]
     for n, p in enumerate(paths):
         p.unlink()
@@ -354,9 +353,7 @@ def test_the_relink_log_says_everything_about_the_decision(
     """file.relink by hash names the id, both absolute paths, the rule, the candidates, the choice and the retired id."""
     a = tree / "a.jpg"
     write(a, os.urandom(300))
-    harness.sweep()
-    hash_all(harness)
-    relinker.catch_up(harness.reader)
+    index(harness, relinker)
     old = _row(harness, a)
     copy = tree / "b" / "a.jpg"
     write(copy, a.read_bytes(), T0 + 1)
@@ -622,9 +619,7 @@ def test_a_copy_first_seen_when_the_original_was_last_seen_lived_beside_it(
     """The boundary of "known before the original was last seen": the same instant counts as known."""
     a = tree / "a.jpg"
     write(a, os.urandom(200))
-    harness.sweep()
-    hash_all(harness)
-    relinker.catch_up(harness.reader)
+    index(harness, relinker)
     copy = tree / "x" / "a.jpg"
     write(copy, a.read_bytes(), T0 + 1)
     harness.sweep()
@@ -647,9 +642,7 @@ def test_several_copies_log_the_missing_file_and_every_candidate(
     """file.ambiguous for the content rule: the path that went, rule hash, the copies, and why."""
     a = tree / "a.jpg"
     write(a, os.urandom(200))
-    harness.sweep()
-    hash_all(harness)
-    relinker.catch_up(harness.reader)
+    index(harness, relinker)
     copies = [tree / "x" / "one.jpg", tree / "y" / "two.jpg"]
     for p in copies:
         write(p, a.read_bytes(), T0 + 1)
@@ -697,9 +690,7 @@ def test_a_file_back_before_its_departure_is_looked_at_takes_no_copy(
     """A hashed file that went missing and came back before the relinker looked: present, it takes nothing."""
     a = tree / "a.jpg"
     write(a, os.urandom(200))
-    harness.sweep()
-    hash_all(harness)
-    relinker.catch_up(harness.reader)
+    index(harness, relinker)
     old = _row(harness, a)
     copy = tree / "x" / "a.jpg"
     write(copy, a.read_bytes(), T0 + 1)
@@ -725,9 +716,7 @@ def test_an_arrival_gone_before_it_is_looked_at_does_not_stop_the_next(
     paths = [tree / "a.jpg", tree / "b.jpg"]
     for p, data in zip(paths, contents, strict=True):
         write(p, data)
-    harness.sweep()
-    hash_all(harness)
-    relinker.catch_up(harness.reader)
+    index(harness, relinker)
     ids = [_row(harness, p).id for p in paths]
     for p in paths:
         p.unlink()

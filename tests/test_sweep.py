@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import socket
-import subprocess
-import sys
-import textwrap
 import threading
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
+import apsw
 import pytest
 
-from filewarden import catalog, reconcile
-from filewarden.sweep import SweepAborted
-from tests.conftest import Harness, make_files, wait_for
+from filewarden import catalog, log_events, reconcile
+from filewarden.identity import Relinker
+from filewarden.sweep import Sweep, SweepAborted, _stamp
+from tests.conftest import Harness, logged, make_files, wait_for
+from tests.test_identity import hash_all
+
+T = TypeVar("T")
 
 
 def test_first_index_counts(harness: Harness, tree: Path) -> None:
@@ -349,49 +355,6 @@ def test_counters_equal_recount_after_mixed_changes(harness: Harness, tree: Path
     assert harness.counts() == catalog.recount(harness.reader, harness.root.id)
 
 
-UNREADABLE_SCRIPT = textwrap.dedent("""
-    import sys, os
-    sys.path[:0] = {path!r}
-    from tests.conftest import Harness
-    from pathlib import Path
-    h = Harness(Path({state!r}), Path({tree!r}))
-    tally = h.sweep()
-    print(tally.unreadable, *h.counts())
-    h.close()
-""")
-
-
-def test_unreadable_directory_keeps_its_files(tmp_path: Path, tree: Path) -> None:
-    """A directory that cannot be read is logged and its known files stay as they were, not missing."""
-    make_files(tree / "open", 5)
-    make_files(tree / "locked", 7)
-    state = tmp_path / "state"
-    # root reads everything: sweep as root without the capabilities that
-    # override permissions, to meet a real EACCES.
-    as_user = (
-        ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
-    )
-    script = UNREADABLE_SCRIPT.format(path=sys.path, state=str(state), tree=str(tree))
-
-    def sweep() -> list[int]:
-        out = subprocess.run(
-            [*as_user, sys.executable, "-c", script],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=Path(__file__).parent.parent,
-        )
-        assert out.returncode == 0, out.stderr
-        return [int(x) for x in out.stdout.split()]
-
-    assert sweep() == [0, 12, 0, 0]
-    (tree / "locked").chmod(0o000)
-    try:
-        assert sweep() == [1, 12, 0, 0]
-    finally:
-        (tree / "locked").chmod(0o755)
-
-
 def count_row_reads(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     """Record the directories whose catalog rows a sweep reads back."""
     read: list[bytes] = []
@@ -583,3 +546,432 @@ def test_missing_files_are_counted_over_every_chunk(harness: Harness, tree: Path
     tally = harness.sweep()
     assert tally.missing == CONFIRM_CHUNK + 5
     assert harness.counts() == (0, CONFIRM_CHUNK + 5, 0)
+
+
+# -- what a sweep reports: its log lines and its progress ----------------------------
+
+
+def _fields(events: list, name: str) -> list[dict]:  # type: ignore[type-arg]
+    return [dict(e) for e in events if e["event"] == name]
+
+
+def test_a_sweep_logs_its_start_and_finish_with_the_tally_and_reports_progress(
+    harness: Harness, tree: Path
+) -> None:
+    """sweep.start and sweep.finish carry root, kind, first_index, the tally and a duration; progress counts the files listed."""
+    from filewarden.sweep import _Progress
+
+    make_files(tree, 30, per_dir=10)
+    first = _Progress()
+    with logged() as events:
+        harness.sweep(progress=first)
+    assert (first.kind, first.total, first.done) == ("full", None, 30)
+    (start,) = _fields(events, "sweep.start")
+    assert start == {
+        "event": "sweep.start",
+        "log_level": "info",
+        "root": harness.root.display,
+        "kind": "full",
+        "first_index": True,
+    }
+    (tree / "d0000" / "f00000.txt").unlink()
+    (tree / "d0001" / "extra.txt").write_text("extra")
+    again = _Progress()
+    with logged() as events:
+        tally = harness.sweep(full=False, progress=again)
+    # A quick sweep expects the files the catalog holds present or offline.
+    assert (again.kind, again.total) == ("quick", 30)
+    assert again.done == 30  # the listed directories' files: 9 + 11 + 10 (all younger than 2 s)
+    (start,) = _fields(events, "sweep.start")
+    assert (start["kind"], start["first_index"]) == ("quick", False)
+    (finish,) = _fields(events, "sweep.finish")
+    duration = finish.pop("duration_s")
+    assert isinstance(duration, float) and 0 <= duration < 60 and round(duration, 3) == duration
+    assert finish == {
+        "event": "sweep.finish",
+        "log_level": "info",
+        "root": harness.root.display,
+        "kind": "quick",
+        "first_index": False,
+        **dataclasses.asdict(tally),
+    }
+    assert (tally.new, tally.missing, tally.files, tally.dirs_listed) == (1, 1, 30, 4)
+
+
+def test_an_aborted_sweep_logs_why_and_counts_what_it_committed(
+    harness: Harness, tree: Path
+) -> None:
+    """sweep.abort names root, kind and the reason, and its tally counts every batch already handed over."""
+    make_files(tree, 12, per_dir=3)  # four directories: four batches of one listing each
+    calls: list[int] = []
+
+    def unplugged_at_third_batch(root: object) -> str | None:
+        calls.append(1)
+        return None if len(calls) < 4 else "disk unplugged"  # start, the root, d0000
+
+    with logged() as events, pytest.raises(SweepAborted, match="disk unplugged"):
+        harness.sweep(root_ok=unplugged_at_third_batch, batch_files=1)
+    (abort,) = _fields(events, "sweep.abort")
+    assert (abort["root"], abort["kind"], abort["reason"]) == (
+        harness.root.display,
+        "full",
+        "disk unplugged",
+    )
+    # Batches handed over before the root went are committed, and counted.
+    present = harness.counts()[0]
+    assert present == 3 and abort["new"] == present
+    assert set(log_events.TALLY) <= set(abort)
+
+
+def test_a_sweep_whose_root_goes_after_the_last_commit_does_not_count_as_a_sweep(
+    harness: Harness, tree: Path
+) -> None:
+    """A walk that lost its disk at the very end is not recorded as a sweep of the root."""
+    make_files(tree, 4)
+    harness.sweep()
+    swept = catalog.get_root(harness.reader, harness.root.id)
+    calls: list[int] = []
+
+    def gone_at_the_end(root: object) -> str | None:
+        calls.append(1)
+        return "gone at the end" if len(calls) == 3 else None  # start, confirm, end
+
+    (tree / "new.txt").write_text("new")
+    with pytest.raises(SweepAborted, match="gone at the end"):
+        harness.sweep(root_ok=gone_at_the_end)
+    after = catalog.get_root(harness.reader, harness.root.id)
+    assert after is not None and swept is not None
+    assert (after.last_sweep, after.last_full_sweep) == (swept.last_sweep, swept.last_full_sweep)
+
+
+def test_without_a_root_check_a_sweep_still_refuses_a_root_that_is_not_a_directory(
+    harness: Harness, tree: Path
+) -> None:
+    """The default root check: a root path that is gone aborts the sweep, and nothing is missing."""
+    make_files(tree, 3)
+    harness.sweep()
+    shutil.rmtree(tree)
+    with pytest.raises(SweepAborted, match="root is not a directory"):
+        Sweep(harness.root, harness.writer, full=True, stop=harness.stop).run()
+    assert harness.counts() == (3, 0, 0)
+
+
+def test_a_first_index_remembers_no_arrivals_and_logs_files_at_debug(
+    harness: Harness, tree: Path
+) -> None:
+    """What a root held when first indexed is not an arrival (a copy half of a move); later files are."""
+    make_files(tree, 5)
+    with logged() as events:
+        harness.sweep()
+    assert {e["log_level"] for e in _fields(events, "file.new")} == {"debug"}
+    assert _arrivals(harness) == 0
+    (tree / "later.txt").write_text("later")
+    with logged() as events:
+        harness.sweep()
+    assert [e["log_level"] for e in _fields(events, "file.new")] == ["info"]
+    assert _arrivals(harness) == 1
+
+
+def _arrivals(h: Harness) -> int:
+    return int(next(iter(h.reader.execute("SELECT count(*) FROM arrivals")))[0])
+
+
+# -- the racy window ----------------------------------------------------------------
+
+
+def test_a_listing_is_racy_when_either_time_is_within_the_window(tmp_path: Path) -> None:
+    """A directory changed (mtime or ctime) less than the window before its listing is stored dirty; at the window, clean."""
+    d = tmp_path / "d"
+    d.mkdir()
+    os.utime(d, ns=(0, 1_000_000_000))  # mtime long ago; ctime is now
+    st = d.stat()
+    clean = (st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    window = 2_000
+    assert _stamp(st, st.st_ctime_ns + window - 1, window) == catalog.DIRTY
+    assert _stamp(st, st.st_ctime_ns + window, window) == clean
+    # The mtime alone in the window (a stat result can say what a disk cannot set).
+    now = st.st_ctime_ns + 5 * window
+    later = os.stat_result(tuple(st[:10]), {"st_mtime_ns": now, "st_ctime_ns": st.st_ctime_ns})
+    assert _stamp(later, now + window - 1, window) == catalog.DIRTY
+    assert _stamp(later, now + window, window) == (now, st.st_ctime_ns, st.st_ino)
+
+
+# -- listings: what is skipped does not stop the listing -------------------------------
+
+
+def test_entries_that_are_not_files_are_skipped_and_the_listing_goes_on(
+    harness: Harness, tree: Path
+) -> None:
+    """Sync cookies, symlinks and FIFOs among the files are skipped one by one; dotfiles are files."""
+    names = []
+    for i in range(20):
+        if i == 7:
+            (tree / ".filewarden-sync-123").write_text("cookie")
+        if i == 9:
+            (tree / f"link{i}").symlink_to(tree / "f0.txt")
+        if i == 11:
+            os.mkfifo(tree / f"fifo{i}")
+        name = f".hidden{i}" if i % 5 == 0 else f"f{i}.txt"
+        (tree / name).write_text(str(i))
+        names.append(os.fsencode(name))
+    harness.sweep()
+    assert sorted(f.path for f in harness.files()) == sorted(names)
+
+
+# -- what the sweep finds at the end: gone for real, or not ------------------------
+
+
+def test_a_file_replaced_by_a_directory_or_a_symlink_is_missing(
+    harness: Harness, tree: Path
+) -> None:
+    """A name that is now a directory or a symlink is not the file that was there: it is missing."""
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (tree / name).write_text(name)
+    harness.sweep()
+    (tree / "a.txt").unlink()
+    (tree / "a.txt").mkdir()
+    (tree / "b.txt").unlink()
+    (tree / "b.txt").symlink_to(tree / "c.txt")
+    assert harness.sweep().missing == 2
+    assert {f.path: f.state for f in harness.files()} == {
+        b"a.txt": "missing",
+        b"b.txt": "missing",
+        b"c.txt": "present",
+    }
+
+
+def test_what_changes_between_the_listing_and_the_end_is_decided_at_the_end(
+    harness: Harness, tree: Path
+) -> None:
+    """Gone files are checked again at the end: one back on disk stays present (top level too),
+    one a live event already marked or purged is skipped, and the rest are missing."""
+    for name in ("a.txt", "b.txt", "c.txt", "d.txt"):
+        (tree / name).write_text(name)
+    (tree / "sub").mkdir()
+    (tree / "sub" / "e.txt").write_text("e")
+    harness.sweep()
+    ids = {f.path: f.id for f in harness.files()}
+    for name in ("a.txt", "b.txt", "c.txt", "d.txt", "sub/e.txt"):
+        (tree / name).unlink()
+    root = harness.root
+
+    def meanwhile(conn: apsw.Connection) -> None:
+        # A live event saw a.txt and b.txt go; an admin purged a.txt already.
+        reconcile.confirm_missing(
+            conn, root, [(ids[b"a.txt"], b"a.txt"), (ids[b"b.txt"], b"b.txt")], "deleted", 1.0, None
+        )
+        catalog.purge(conn, ids[b"a.txt"], 2.0, {"by": "retention"})
+
+    calls: list[int] = []
+
+    def root_ok(r: object) -> str | None:
+        calls.append(1)
+        if len(calls) == 2:  # after the walk, before the end
+            harness.writer.call(meanwhile)
+            (tree / "d.txt").write_text("d again")
+            (tree / "sub" / "e.txt").write_text("e again")
+        return None
+
+    tally = harness.sweep(root_ok=root_ok)
+    assert tally.missing == 1
+    assert harness.at(tree / "a.txt") is None
+    assert {f.path: f.state for f in harness.files()} == {
+        b"b.txt": "missing",
+        b"c.txt": "missing",
+        b"d.txt": "present",
+        b"sub/e.txt": "present",
+    }
+    assert harness.at(tree / "b.txt").missing_reason == "deleted"  # type: ignore[union-attr]
+
+
+# -- finding moved files in a listing ----------------------------------------------------
+
+
+def test_moved_new_and_returned_files_in_one_listing_each_get_their_due(
+    harness: Harness, tree: Path
+) -> None:
+    """One directory with a file moved in by inode, a new file and a missing file back at its path:
+    the moved one keeps its id, the returned one gets its id back, the new one gets a new id."""
+    (tree / "from").mkdir()
+    (tree / "to").mkdir()
+    (tree / "from" / "moved.txt").write_text("moved")
+    (tree / "to" / "back.txt").write_text("back")
+    harness.sweep()
+    moved_id = harness.at(tree / "from" / "moved.txt").id  # type: ignore[union-attr]
+    back_id = harness.at(tree / "to" / "back.txt").id  # type: ignore[union-attr]
+    (tree / "to" / "back.txt").unlink()
+    harness.sweep()
+    (tree / "to" / "back.txt").write_text("back")  # restored at its path
+    (tree / "from" / "moved.txt").rename(tree / "to" / "moved.txt")
+    (tree / "to" / "brand-new.txt").write_text("new")
+    tally = harness.sweep()
+    assert (tally.moved, tally.restored, tally.new) == (1, 1, 1)
+    to = {f.path: f for f in harness.files() if f.path.startswith(b"to/")}
+    assert to[b"to/moved.txt"].id == moved_id and to[b"to/back.txt"].id == back_id
+    assert to[b"to/brand-new.txt"].id not in (moved_id, back_id)
+    assert all(f.state == "present" for f in to.values())
+
+
+def test_a_file_moved_into_a_new_root_while_nobody_watched_keeps_its_id(
+    harness: Harness, tree: Path, tmp_path: Path
+) -> None:
+    """A root's first index looks for known files of the other roots by inode: a move between roots keeps the id."""
+    make_files(tree, 3)
+    harness.sweep()
+    first = tree / "d0000" / "f00001.txt"
+    file_id = harness.at(first).id  # type: ignore[union-attr]
+    other = tmp_path / "other"
+    other.mkdir()
+    second = harness.add_root(other)
+    first.rename(other / "came.txt")
+    roots = {harness.root.id: harness.root, second.id: second}
+    tally = harness.sweep(root=second, roots=roots)
+    assert tally.moved == 1 and tally.new == 0
+    row = catalog.file_at(harness.reader, second.id, b"came.txt")
+    assert row is not None and row.id == file_id and row.state == "present"
+
+
+def test_many_batches_count_every_file(harness: Harness, tree: Path) -> None:
+    """Small batches: every file, move and change is counted once, whatever batch it was in."""
+    paths = make_files(tree, 40, per_dir=4)
+    assert harness.sweep(batch_files=3).new == 40
+    for p in paths[::4]:
+        p.write_text("changed, longer")
+    for p in paths[1::8]:
+        p.rename(p.with_name("renamed-" + p.name))
+    make_files(tree / "more", 9, per_dir=3)
+    tally = harness.sweep(batch_files=3)
+    assert (tally.new, tally.changed, tally.moved) == (9, 10, 5)
+
+
+def test_a_sweep_with_the_relinker_skips_the_first_index_and_counts_relinks(
+    harness: Harness, tree: Path
+) -> None:
+    """A first index moves the content rule's cursor past itself; a later sweep's relinks are in its tally."""
+    r = Relinker(harness.writer, lambda: {harness.root.id: harness.root})
+    (tree / "photo.jpg").write_bytes(b"P" * 500)
+    harness.sweep(relinker=r)
+    assert r._seq == catalog.last_seq(harness.reader)
+    hash_all(harness)
+    row = harness.at(tree / "photo.jpg")
+    assert row is not None and row.hash is not None
+    old_id = row.id
+    (tree / "photo.jpg").unlink()
+    harness.sweep(relinker=r)
+    (tree / "elsewhere").mkdir()
+    (tree / "elsewhere" / "photo copy.jpg").write_bytes(b"P" * 500)
+    tally = harness.sweep(relinker=r)
+    assert tally.relinked == 1
+    back = harness.at(tree / "elsewhere" / "photo copy.jpg")
+    assert back is not None and back.id == old_id
+
+
+# -- permission denied, for real --------------------------------------------------------
+
+
+def _without_dac_override() -> None:
+    """Drop the capabilities that let root read anything: permissions apply to this process."""
+    import ctypes
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_uint32) for n in ("effective", "permitted", "inheritable")]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    header, data = Header(0x20080522, 0), (Data * 2)()  # _LINUX_CAPABILITY_VERSION_3
+    if libc.capget(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capget")
+    keep = ~((1 << 1) | (1 << 2)) & 0xFFFFFFFF  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+    data[0].effective &= keep
+    data[0].permitted &= keep
+    if libc.capset(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capset")
+
+
+def _in_a_child_without_dac_override(work: Callable[[], T]) -> T:
+    """Run ``work()`` in a forked child that permissions apply to; its result (pickled), or its error."""
+    import pickle
+    import traceback
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            os.close(read)
+            try:
+                _without_dac_override()
+                out = pickle.dumps(("ok", work()))
+            except BaseException:
+                out = pickle.dumps(("error", traceback.format_exc()))
+            with os.fdopen(write, "wb") as f:
+                f.write(out)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        status, value = pickle.loads(f.read())
+    os.waitpid(pid, 0)
+    assert status == "ok", value
+    return value  # type: ignore[no-any-return]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop root's capabilities")
+def test_what_cannot_be_read_is_logged_and_kept_as_it_was(tmp_path: Path, tree: Path) -> None:
+    """A directory that cannot be opened, and files that cannot be stat'ed (a directory readable
+    but not searchable): each is logged with its path, counted, and nothing the catalog knew of
+    them goes missing, in full and in quick sweeps."""
+    make_files(tree / "open", 3)
+    make_files(tree / "locked", 2)
+    (tree / "listonly" / "inner").mkdir(parents=True)
+    for name in ("a.txt", "b.txt", "inner/c.txt"):
+        (tree / "listonly" / name).write_text(name)
+    h = Harness(tmp_path / "state", tree)
+    try:
+        h.sweep()
+        assert h.counts() == (8, 0, 0)
+    finally:
+        h.close()
+    (tree / "locked").chmod(0o000)
+    (tree / "listonly").chmod(0o644)
+
+    def sweep(full: bool) -> tuple[dict, tuple, list]:  # type: ignore[type-arg]
+        child = Harness(tmp_path / "state", tree)
+        try:
+            with logged() as events:
+                tally = child.sweep(full=full, racy_ns=0)
+            lines = [dict(e) for e in events if e["event"].startswith("sweep.")]
+            return dataclasses.asdict(tally), child.counts(), lines
+        finally:
+            child.close()
+
+    try:
+        for full in (True, False):
+            tally, counts, lines = _in_a_child_without_dac_override(partial(sweep, full))
+            assert counts == (8, 0, 0), (full, lines)
+            assert (tally["unreadable"], tally["errors"], tally["missing"]) == (2, 2, 0), full
+            base = os.fsdecode(os.fsencode(tree))
+            unreadable = sorted(
+                (e["root"], os.fsdecode(e["path"]), e["error"])
+                for e in lines
+                if e["event"] == "sweep.unreadable"
+            )
+            assert unreadable == [
+                (str(tree), f"{base}/listonly/inner", "Permission denied"),
+                (str(tree), f"{base}/locked", "Permission denied"),
+            ]
+            errors = sorted(
+                (e["log_level"], os.fsdecode(e["path"]), e["error"])
+                for e in lines
+                if e["event"] == "sweep.error"
+            )
+            assert errors == [
+                ("warning", f"{base}/listonly/{name}", "Permission denied")
+                for name in ("a.txt", "b.txt")
+            ]
+    finally:
+        (tree / "locked").chmod(0o755)
+        (tree / "listonly").chmod(0o755)

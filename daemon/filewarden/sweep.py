@@ -470,7 +470,8 @@ class Sweep:
             self.writer.call(forget)
 
     def _still_there(self, rel: bytes, real_root: bytes) -> bool:
-        """A gone candidate that is on disk again (and not excluded) is not missing.
+        """A gone candidate that is on disk again (and not excluded), or that cannot be
+        checked (permission denied), is not missing.
 
         ``lstat`` follows symlinks in the directories above the name; a
         directory replaced by a symlink must not keep its old files present,
@@ -483,9 +484,11 @@ class Sweep:
             if not stat.S_ISREG(os.lstat(path).st_mode):
                 return False
         except OSError as exc:
-            if classify(exc) is Fault.ROOT:
+            fault = classify(exc)
+            if fault is Fault.ROOT:
                 raise SweepAborted(f"{exc.strerror or exc} checking {os.fsdecode(path)}") from exc
-            return False
+            # Permission denied (or another error) is not "gone": unconfirmed, it stays.
+            return fault is not Fault.GONE
         dir = catalog.split(rel)[0]
         expected = real_root + b"/" + dir if dir else real_root
         return os.path.realpath(os.path.dirname(path)) == expected

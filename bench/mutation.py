@@ -69,7 +69,9 @@ TARGETS: dict[str, Target] = {
     "purge": Target(
         ("catalog.py", "daemon.py", "api.py"),
         ("tests/test_purge.py",),
-        _function("catalog", "purge", "missing_before", "all_missing", "prune_arrivals", "compact_journal")
+        _function(
+            "catalog", "purge", "missing_before", "all_missing", "prune_arrivals", "compact_journal"
+        )
         + _method("daemon", "Daemon", "purge", "retention", "_run_retention")
         + _method("api", "Api", "purge")
         + _function("api", "_seconds"),
@@ -77,11 +79,21 @@ TARGETS: dict[str, Target] = {
     "exit-codes": Target(
         ("cli.py",),
         ("tests/test_cli.py",),
-        _function("cli", "main", "_cmd_info", "_cmd_purge", "_cmd_scan", "_cmd_annotate", "_cmd_sync", "_cmd_accept_root", "_cmd_status"),
+        _function(
+            "cli",
+            "main",
+            "_cmd_info",
+            "_cmd_purge",
+            "_cmd_scan",
+            "_cmd_annotate",
+            "_cmd_sync",
+            "_cmd_accept_root",
+            "_cmd_status",
+        ),
     ),
     "reload": Target(
         ("daemon.py",),
-        ("tests/test_daemon.py",),
+        ("tests/test_reload.py", "tests/test_daemon.py"),
         _method("daemon", "Daemon", "reload", "_apply", "_add_root", "_remove_root"),
     ),
 }

@@ -120,7 +120,7 @@ def test_a_reload_that_changes_nothing_says_so_and_tells_systemd(
             assert d.config == before
             assert listener.recv(4096) == b"RELOADING=1"
             ready = listener.recv(4096).split(b"\n")
-            assert ready[0] == b"READY=1" and ready[1].startswith(b"STATUS=")
+            assert ready[:2] == [b"READY=1", b"STATUS=" + d.status_line().encode()]
     finally:
         listener.close()
 
@@ -181,3 +181,46 @@ def test_roots_and_log_options_from_the_command_line_outlive_a_reload(tmp_path: 
         assert paths(d) == {given}
         assert d.config.log.level == "debug" and logs.get("t").is_enabled_for(10)
         assert d.config.sweep.interval == 7200
+
+
+def test_a_root_removed_then_added_again_is_watched_and_swept_again(tmp_path: Path) -> None:
+    """Removing one root keeps the others; adding it back (its catalog row still says online) watches and sweeps it."""
+    a, b, c = (tmp_path / n for n in "abc")
+    for d in (a, b, c):
+        make_files(d, 2)
+    cfg = write(tmp_path, *root(a), *root(b), *root(c))
+    with running(config.load(cfg)) as d:
+        reader = catalog.connect(d.db_path, readonly=True)
+        write(tmp_path, *root(b), *root(c))
+        assert reload(d)["changes"] == [f"root {a} removed"]
+        assert paths(d) == {b, c}
+        (a / "while-away.txt").write_text("while away")
+        write(tmp_path, *root(a), *root(b), *root(c))
+        assert reload(d)["changes"] == [f"root {a} added"]
+        [again] = [r for r in d.roots.values() if r.config.path == a]
+        assert d.watcher.mode_of(again) == "watch"
+        wait_for(lambda: catalog.file_at(reader, again.id, b"while-away.txt") is not None, 30)
+        (a / "watched.txt").write_text("watched")
+        assert d.sync(30)
+        assert catalog.file_at(reader, again.id, b"watched.txt") is not None
+        reader.close()
+
+
+def test_daemon_and_watch_changes_wait_for_a_restart_and_hashing_left_off_starts_nothing(
+    tmp_path: Path,
+) -> None:
+    """[daemon] and [watch] changes are named as waiting for a restart; a reload with hashing still off starts no hasher."""
+    tree = tmp_path / "tree"
+    make_files(tree, 2)
+    off = ["[hash]", "enabled = false"]
+    cfg = write(tmp_path, *off, "[watch]", 'backend = "watchdog"', *root(tree))
+    with running(config.load(cfg)) as d:
+        write(
+            tmp_path, 'client_idle_timeout = "1m"', *off, "[watch]", 'backend = "poll"', *root(tree)
+        )
+        assert reload(d)["changes"] == [
+            "[daemon] changed: takes effect at the next restart",
+            "[watch] changed: takes effect at the next restart",
+        ]
+        assert not d.hasher.is_alive()
+        assert d.config.watch.backend == "watchdog"

@@ -144,11 +144,16 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=Path("/var/tmp/filewarden-mutation"))
     parser.add_argument("--show", action="store_true", help="print each surviving mutant's diff")
     parser.add_argument(
+        "--tests", nargs="+", help="run these test files instead of the target's (a before figure)"
+    )
+    parser.add_argument(
         "--again", action="store_true", help="keep the last run's results; run only what is new"
     )
     args = parser.parse_args()
     for name in args.module or sorted(TARGETS):
         target, work = TARGETS[name], args.work / name
+        if args.tests:
+            target = dataclasses.replace(target, tests=tuple(args.tests))
         if not (args.again and work.exists()):
             stage(work, target)
         subprocess.run(

@@ -121,6 +121,20 @@ BREAKS = [
         "reader, gone.size, 0.0, gone.id",
         ("tests/test_identity.py::test_copy_then_delete_refusals",),
     ),
+    Break(
+        "permission denied is not gone: nothing unreadable goes missing",
+        "sweep.py",
+        "return fault is not Fault.GONE",
+        "return False",
+        ("tests/test_sweep.py::test_what_cannot_be_read_is_logged_and_kept_as_it_was",),
+    ),
+    Break(
+        "a root a reload adds again is watched and swept again",
+        "daemon.py",
+        "if self.availability.refresh(root, self._reader_conn()) is None:",
+        "if False:",
+        ("tests/test_reload.py::test_a_root_removed_then_added_again_is_watched_and_swept_again",),
+    ),
 ]
 
 

@@ -131,6 +131,7 @@ BREAKS = [
     Break(
         "a root a reload adds again is watched and swept again",
         "daemon.py",
+        "self.availability.add(root, self._reader_conn())\n"
         "if self.availability.refresh(root, self._reader_conn()) is None:",
         "if False:",
         ("tests/test_reload.py::test_a_root_removed_then_added_again_is_watched_and_swept_again",),

@@ -328,6 +328,15 @@ def test_sweep_aborts_without_missing_when_root_goes_away(harness: Harness, tree
     with pytest.raises(SweepAborted, match=r"^disk gone mid-sweep$"):
         harness.sweep(root_ok=vanishes_before_commit)
     assert harness.counts() == (30, 0, 0)
+    calls.clear()
+
+    def vanishes_at_the_end(root: object) -> str | None:
+        calls.append(1)
+        return None if len(calls) < 3 else "disk gone at the end"  # start, batch, end
+
+    with pytest.raises(SweepAborted, match=r"^disk gone at the end$"):
+        harness.sweep(root_ok=vanishes_at_the_end)
+    assert harness.counts() == (30, 0, 0)
 
 
 def test_stop_flag_aborts_a_sweep(harness: Harness, tree: Path) -> None:
@@ -342,8 +351,12 @@ def test_stop_flag_aborts_a_sweep(harness: Harness, tree: Path) -> None:
     assert harness.counts() == (50, 0, 0)
     harness.stop.clear()
 
+    calls: list[int] = []
+
     def stop_after_the_walk(root: object) -> str | None:
-        harness.stop.set()  # asked to stop between the walk and the end
+        calls.append(1)
+        if len(calls) == 2:  # the walk's batch: asked to stop before the end
+            harness.stop.set()
         return None
 
     with logged() as events, pytest.raises(SweepAborted, match=r"^daemon stopping$"):
@@ -658,7 +671,7 @@ def test_a_first_index_remembers_no_arrivals_and_logs_files_at_debug(
     """What a root held when first indexed is not an arrival (a copy half of a move); later files are."""
     make_files(tree, 5, per_dir=2)
     with logged() as events:
-        harness.sweep(batch_files=1)  # batches handed over during the walk, and at its end
+        harness.sweep(batch_files=3)  # batches handed over during the walk, and at its end
     assert {e["log_level"] for e in _fields(events, "file.new")} == {"debug"}
     assert _arrivals(harness) == 0
     (tree / "later.txt").write_text("later")
@@ -837,8 +850,13 @@ def test_many_batches_count_every_file(harness: Harness, tree: Path) -> None:
     for p in paths[1::8]:
         p.rename(p.with_name("renamed-" + p.name))
     make_files(tree / "more", 9, per_dir=3)
+    for p in paths[2::8]:
+        p.unlink()
     tally = harness.sweep(batch_files=3)
-    assert (tally.new, tally.changed, tally.moved) == (9, 10, 5)
+    assert (tally.new, tally.changed, tally.moved, tally.missing) == (9, 10, 5, 5)
+    for p in paths[2::8]:
+        p.write_text("back")
+    assert harness.sweep(batch_files=3).restored == 5
 
 
 def test_a_sweep_with_the_relinker_skips_the_first_index_and_counts_relinks(
@@ -1072,3 +1090,23 @@ def test_a_catalog_write_that_fails_ends_the_sweep_and_an_abort_keeps_its_reason
             h.close()
     finally:
         subprocess.run(["umount", "-l", str(state)], check=False)
+
+
+def test_a_file_moved_away_and_back_while_nobody_watched_is_restored_not_moved(
+    harness: Harness, tree: Path, tmp_path: Path
+) -> None:
+    """A missing file back at its own path with its own inode is the same file returning: restored, same id."""
+    (tree / "sub").mkdir()
+    f = tree / "sub" / "song.flac"
+    f.write_bytes(b"S" * 300)
+    harness.sweep()
+    hash_all(harness)
+    file_id = harness.at(f).id  # type: ignore[union-attr]
+    away = tmp_path / "away.flac"
+    f.rename(away)
+    assert harness.sweep().missing == 1
+    away.rename(f)
+    tally = harness.sweep()
+    assert (tally.restored, tally.moved, tally.new) == (1, 0, 0)
+    row = harness.at(f)
+    assert row is not None and row.id == file_id and row.state == "present"

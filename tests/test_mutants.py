@@ -122,6 +122,35 @@ BREAKS = [
         ("tests/test_identity.py::test_copy_then_delete_refusals",),
     ),
     Break(
+        "an overflowed queue is swept again",
+        "daemon.py",
+        "ends.append(self.scheduler.request(r, full=True).finished_event)",
+        "pass",
+        ("tests/scenarios/test_watch_limits.py::test_queue_overflow_resweeps_and_loses_nothing",),
+    ),
+    Break(
+        "no watchdog ping while the writer is stuck",
+        "daemon.py",
+        "trouble = self.unhealthy()",
+        "trouble = None",
+        ("tests/test_systemd.py::test_stuck_writer_stops_watchdog_pings",),
+    ),
+    Break(
+        "a hard link is a new file, not the file relinked",
+        "identity.py",
+        "if there is not None and there[3:] == (device, inode):",
+        "if False:",
+        ("tests/test_sweep.py::test_hard_link_is_a_new_file",),
+    ),
+    Break(
+        "a reload applies [sweep] and [retention]",
+        "daemon.py",
+        "self.config = dataclasses.replace(new, daemon=old.daemon, watch=old.watch)",
+        "self.config = dataclasses.replace(new, daemon=old.daemon, watch=old.watch,"
+        " sweep=old.sweep, retention=old.retention)",
+        ("tests/test_daemon.py::test_reload_applies_every_reloadable_key_and_names_the_rest",),
+    ),
+    Break(
         "permission denied is not gone: nothing unreadable goes missing",
         "sweep.py",
         "return fault is not Fault.GONE",

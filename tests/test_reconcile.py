@@ -919,6 +919,11 @@ def test_a_rename_from_an_unknown_path_observes_the_destination(
     got = move(harness, b"tmp", b"b.txt", sig_of(b))
     assert got is not None and row_at(harness, b).id == got
     assert history(harness, got) == [("new", b"b.txt", None, None)]
+    # Renamed over a known file and gone again already: nothing is decided here; what removed
+    # it has its own event.
+    seq = catalog.last_seq(harness.reader)
+    assert move(harness, b"tmp", b"b.txt", None) is None
+    assert catalog.last_seq(harness.reader) == seq and row_at(harness, b).state == "present"
 
 
 def test_a_rename_from_an_unknown_path_finds_a_file_moved_unwatched(
@@ -1060,6 +1065,13 @@ def test_a_match_still_holding_moves_the_id(harness: Harness, tree: Path) -> Non
     y.parent.mkdir()
     os.rename(x, y)
     roots = {harness.root.id: harness.root}
+    # Gone again before the match is applied: nothing moves.
+    os.rename(y, tree / "b" / "y.later")
+    assert (
+        move(harness, b"ignored", b"b/y.txt", None, matched=seen, by="inode", roots=roots) is None
+    )
+    assert get(harness, seen.id).path == b"a/x.txt"
+    os.rename(tree / "b" / "y.later", y)
     got = move(harness, b"ignored", b"b/y.txt", sig_of(y), matched=seen, by="inode", roots=roots)
     assert got == seen.id
     assert history(harness, seen.id)[-1] == ("move", b"b/y.txt", b"a/x.txt", {"by": "inode"})
@@ -1451,3 +1463,104 @@ def test_only_files_still_where_they_were_seen_are_confirmed_missing(
         )
     ]
     assert o.exists()
+
+
+def test_two_known_files_an_inode_names_are_ambiguous_and_neither_moves(
+    harness: Harness, tree: Path
+) -> None:
+    """Two known files (hard links) both moved off their paths, one of them seen at a new path: no
+    id moves, the ambiguity is logged with that path, and the path is a new file."""
+    a = write(tree / "a.txt", b"linked")
+    b = tree / "b.txt"
+    os.link(a, b)
+    harness.sweep()
+    aid, bid = row_at(harness, a).id, row_at(harness, b).id
+    c = tree / "c.txt"
+    os.rename(a, c)
+    b.unlink()
+    with logged() as events:
+        got = observe(harness, b"c.txt", sig_of(c), roots={harness.root.id: harness.root})
+    assert got not in (None, aid, bid)
+    assert only(events, "file.ambiguous") == [
+        ev(
+            "file.ambiguous",
+            path=os.fsencode(c),
+            rule="inode",
+            candidates=[aid, bid],
+            reason="several files moved here",
+        )
+    ]
+
+
+def test_a_match_that_no_longer_holds_may_find_another_known_file(
+    harness: Harness, tree: Path
+) -> None:
+    """Looked at again, the destination is still compared with every known file by inode: a file
+    moved there while nobody watched keeps its id."""
+    s = write(tree / "s.txt", b"s")
+    x = write(tree / "a" / "x.txt", b"x")
+    harness.sweep()
+    seen, known = row_at(harness, s), row_at(harness, x)
+    run(harness, lambda c: catalog.set_hash(c, seen.id, seen.signature, b"0" * 16))
+    y = tree / "b" / "y.txt"
+    y.parent.mkdir()
+    os.rename(x, y)
+    roots = {harness.root.id: harness.root}
+    got = move(harness, b"s.txt", b"b/y.txt", sig_of(y), matched=seen, by="inode", roots=roots)
+    assert got == known.id and row_at(harness, y).id == known.id
+    assert row_at(harness, s).id == seen.id
+
+
+def test_a_backup_said_deleted_is_not_looked_at(harness: Harness, tree: Path) -> None:
+    """Without ``keep_backup`` the backup is taken as deleted: a file at its name again is left to its
+    own event, and the id is home."""
+    f, backup, known, since = aside(harness, tree)
+    assert save(harness, since=since, keep=False) == known.id
+    assert harness.at(backup) is None
+    assert row_at(harness, f).id == known.id
+
+
+def test_a_new_file_rewritten_before_the_save_is_applied_gets_its_last_signature(
+    harness: Harness, tree: Path
+) -> None:
+    """The interim id retired into the old one, and the file written again since: the old id is home
+    with the signature on disk now, as a change."""
+    f, backup, known, since = aside(harness, tree)
+    interim = observe(harness, b"d/f.txt", sig_of(f), since)
+    write(f, b"version three, longer still")
+    backup.unlink()
+    assert save(harness, since=since, keep=False) == known.id
+    home = get(harness, known.id)
+    assert (home.path, home.signature) == (b"d/f.txt", sig_of(f))
+    assert [k for k, *_ in history(harness, known.id)][-2:] == ["move", "change"]
+    assert catalog.get_file(harness.reader, interim or 0) is None
+
+
+def test_a_save_whose_new_file_went_leaves_the_interim_id_to_its_own_event(
+    harness: Harness, tree: Path
+) -> None:
+    """The new ``f`` recorded, then deleted before the save is applied: nothing is decided at ``f``;
+    its deletion, applied next, makes it missing with reason deleted."""
+    f, backup, known, since = aside(harness, tree)
+    interim = observe(harness, b"d/f.txt", sig_of(f), since)
+    assert interim is not None
+    f.unlink()
+    backup.unlink()
+    assert save(harness, since=since, keep=False) is None
+    assert get(harness, known.id).missing_reason == "deleted"
+    assert get(harness, interim).state == "present"
+    assert gone(harness, b"d/f.txt", "deleted", time.time()) == 1
+    assert get(harness, interim).missing_reason == "deleted"
+
+
+def test_a_save_the_catalog_cannot_pair_still_finds_a_file_by_inode(
+    harness: Harness, tree: Path
+) -> None:
+    """The backup unknown: the new ``f`` is decided as any path is, the inode rule included."""
+    k = write(tree / "d" / "k.txt", b"k")
+    harness.sweep()
+    known = row_at(harness, k)
+    f = tree / "d" / "f.txt"
+    os.rename(k, f)
+    assert save(harness, since=time.time(), keep=False) == known.id
+    assert row_at(harness, f).id == known.id

@@ -335,6 +335,7 @@ def test_a_change_is_recorded_with_its_reason(
     assert after.id == before.id and after.signature == sig and after.hash is None
     assert after.last_seen == now
     assert history(harness, before.id)[-1] == ("change", b"d/f.txt", None, {"reason": reason})
+    assert catalog.history(harness.reader, before.id)[-1].root == harness.root.id
     assert only(events, "file.change", "file.restore") == [
         ev(
             "file.change",
@@ -396,6 +397,7 @@ def test_a_file_back_at_its_path_is_restored_keeping_its_hash(
     )
     assert back.last_seen == now
     assert history(harness, known.id)[-1] == ("restore", b"f.txt", None, {"was": was})
+    assert catalog.history(harness.reader, known.id)[-1].root == harness.root.id
     assert only(events, "file.restore", "file.change") == [
         ev("file.restore", id=known.id, root=harness.root.display, path=os.fsencode(f), was=was)
     ]
@@ -526,20 +528,21 @@ def test_a_name_whose_file_moved_on_meanwhile_holds_a_new_file(
 
 
 def test_changed_and_returned_names_in_one_listing(harness: Harness, tree: Path) -> None:
-    """One listing with a changed file and a missing one back: a change and a restore, and the
-    digest of the rows that now match the listing."""
-    a = write(tree / "d" / "a.txt", b"a")
-    b = write(tree / "d" / "b.txt", b"b")
+    """One listing with changed files and missing ones back: a change and a restore each, all
+    counted, and the digest of the rows that now match the listing."""
+    paths = [write(tree / "d" / n, n.encode()) for n in ("a", "b", "c", "e")]
     harness.sweep()
-    ida, idb = row_at(harness, a).id, row_at(harness, b).id
-    run(harness, lambda c: catalog.mark_missing(c, [idb], "not_found", time.time(), None))
-    write(a, b"a, edited")
+    ids = [row_at(harness, p).id for p in paths]
+    run(harness, lambda c: catalog.mark_missing(c, ids[2:], "not_found", time.time(), None))
+    for p in paths[:2]:
+        write(p, b"edited")
     lst = listing(harness, b"d")
     diff = compare(harness, lst)
     counts, gone = apply(harness, diff)
-    assert (counts, gone) == (Tally(changed=1, restored=1), [])
-    assert [k for k, *_ in history(harness, ida)] == ["new", "change"]
-    assert [k for k, *_ in history(harness, idb)] == ["new", "missing", "restore"]
+    assert (counts, gone) == (Tally(changed=2, restored=2), [])
+    assert [[k for k, *_ in history(harness, i)] for i in ids] == [["new", "change"]] * 2 + [
+        ["new", "missing", "restore"]
+    ] * 2
     assert digest_of(harness, b"d") == catalog.files_digest(sorted(lst.files.items()))
 
 
@@ -627,16 +630,17 @@ def test_a_digest_is_not_stored_when_a_live_event_changed_the_rows(
 
 @pytest.mark.parametrize("roots", [True, False])
 def test_a_file_found_by_inode_moves_with_its_id(harness: Harness, tree: Path, roots: bool) -> None:
-    """A new name the inode rule matched to a known file (moved while nobody watched): the id
-    moves there, journaled and logged as a move by inode."""
-    x = write(tree / "a" / "x.txt", b"x")
+    """New names the inode rule matched to known files (moved while nobody watched; confirmed by
+    content where hashed): the ids move there, each journaled and logged as a move by inode."""
+    xs = [write(tree / "a" / n, n.encode()) for n in ("x.txt", "z.txt")]
     harness.sweep()
-    known = row_at(harness, x)
-    y = tree / "b" / "x.txt"
-    y.parent.mkdir()
-    os.rename(x, y)
-    lst = listing(harness, b"b")
-    diff = compare(harness, lst)
+    hash_it(harness, xs[0])
+    known = [row_at(harness, x) for x in xs]
+    ys = [tree / "b" / x.name for x in xs]
+    ys[0].parent.mkdir()
+    for x, y in zip(xs, ys, strict=True):
+        os.rename(x, y)
+    diff = compare(harness, listing(harness, b"b"))
     diff = DirDiff(
         diff.dir,
         diff.stamp,
@@ -644,25 +648,28 @@ def test_a_file_found_by_inode_moves_with_its_id(harness: Harness, tree: Path, r
         [],
         [],
         [],
-        found=[(b"x.txt", sig_of(y), known, harness.root.id)],
+        found=[
+            (y.name.encode(), sig_of(y), k, harness.root.id) for y, k in zip(ys, known, strict=True)
+        ],
         digest=diff.digest,
-        listed=1,
+        listed=2,
         ident=diff.ident,
     )
     with logged() as events:
         counts, _ = apply(harness, diff, roots={harness.root.id: harness.root} if roots else None)
-    assert counts == Tally(moved=1)
-    assert row_at(harness, y).id == known.id and harness.at(x) is None
-    assert history(harness, known.id)[-1] == ("move", b"b/x.txt", b"a/x.txt", {"by": "inode"})
+    assert counts == Tally(moved=2)
+    assert [row_at(harness, y).id for y in ys] == [k.id for k in known]
+    assert history(harness, known[0].id)[-1] == ("move", b"b/x.txt", b"a/x.txt", {"by": "inode"})
     assert only(events, "file.move") == [
         ev(
             "file.move",
-            id=known.id,
+            id=k.id,
             root=harness.root.display,
             path=os.fsencode(y),
             old_path=os.fsencode(x),
             by="inode",
         )
+        for x, y, k in zip(xs, ys, known, strict=True)
     ]
 
 
@@ -1564,3 +1571,75 @@ def test_a_save_the_catalog_cannot_pair_still_finds_a_file_by_inode(
     os.rename(k, f)
     assert save(harness, since=time.time(), keep=False) == known.id
     assert row_at(harness, f).id == known.id
+
+
+def test_a_stale_match_in_a_listing_is_decided_against_every_root(
+    tmp_path: Path, harness: Harness, tree: Path
+) -> None:
+    """A sweep's inode match that no longer holds when applied: the path is looked at again against
+    all roots, and a file moved there from another root keeps its id."""
+    (tmp_path / "other").mkdir()
+    other = harness.add_root(tmp_path / "other")
+    s = write(tree / "s.txt", b"s")
+    x = write(tmp_path / "other" / "x.txt", b"x")
+    harness.sweep()
+    harness.sweep(root=other)
+    seen, known = row_at(harness, s), catalog.file_at(harness.reader, other.id, b"x.txt")
+    assert known is not None
+    run(harness, lambda c: catalog.set_hash(c, seen.id, seen.signature, b"0" * 16))
+    y = tree / "b" / "y.txt"
+    y.parent.mkdir()
+    os.rename(x, y)
+    diff = compare(harness, listing(harness, b"b"))
+    diff = DirDiff(
+        b"b",
+        diff.stamp,
+        [],
+        [],
+        [],
+        [],
+        found=[(b"y.txt", sig_of(y), seen, harness.root.id)],
+        digest=diff.digest,
+        listed=1,
+        ident=diff.ident,
+    )
+    counts, _ = apply(harness, diff, roots={harness.root.id: harness.root, other.id: other})
+    assert counts == Tally(moved=1)
+    assert row_at(harness, y).id == known.id
+    assert row_at(harness, s).id == seen.id
+
+
+def test_a_file_found_in_another_root_where_a_new_id_was_recorded_meanwhile(
+    tmp_path: Path, harness: Harness, tree: Path
+) -> None:
+    """Found by inode in another root, but a check on access already recorded it there as new: the
+    id at the path stays, and the original is not left present at the path it left."""
+    (tmp_path / "other").mkdir()
+    other = harness.add_root(tmp_path / "other")
+    x = write(tree / "x.txt", b"x")
+    harness.sweep()
+    known = row_at(harness, x)
+    y = tmp_path / "other" / "y.txt"
+    os.rename(x, y)
+    lst = listing(harness, b"", root=other)
+    digest = catalog.files_digest(sorted(lst.files.items()))
+    diff = reconcile.diff_listing(lst, [], [], None, digest)
+    interim = run(
+        harness, lambda c: reconcile.observe_path(c, other, b"y.txt", sig_of(y), time.time())
+    )
+    diff = DirDiff(
+        b"",
+        diff.stamp,
+        [],
+        [],
+        [],
+        [],
+        found=[(b"y.txt", sig_of(y), known, harness.root.id)],
+        digest=digest,
+        listed=1,
+        ident=diff.ident,
+    )
+    apply(harness, diff, roots={harness.root.id: harness.root, other.id: other}, root=other)
+    assert catalog.file_at(harness.reader, other.id, b"y.txt").id == interim  # type: ignore[union-attr]
+    gone = get(harness, known.id)
+    assert (gone.root, gone.path, gone.state) == (harness.root.id, b"x.txt", "missing")

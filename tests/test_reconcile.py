@@ -3,14 +3,18 @@ with real files, and what it records (ids, states, reasons, journal entries, log
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import structlog
+from structlog.testing import capture_logs
 
 from filewarden import catalog, reconcile
 from filewarden.catalog import DIRTY, FileRow, Signature
@@ -97,6 +101,18 @@ def ev(name: str, level: str = "info", **fields: Any) -> dict[str, Any]:
 
 def only(events: Events, *names: str) -> list[dict[str, Any]]:
     return [dict(e) for e in events if e["event"] in names]
+
+
+@contextmanager
+def logged_at_info() -> Iterator[Events]:
+    """The log events emitted meanwhile by a daemon configured at level info (the default)."""
+    wrapper = structlog.get_config()["wrapper_class"]
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
+    try:
+        with capture_logs() as events:
+            yield events
+    finally:
+        structlog.configure(wrapper_class=wrapper)
 
 
 def new_ctime(path: Path) -> None:
@@ -468,6 +484,19 @@ def test_new_files_are_recorded_with_their_listing(
     assert arrivals == (0 if first_index else 2)
     assert stamp(harness, b"d") == lst.stamp
     assert digest_of(harness, b"d") == catalog.files_digest(sorted(lst.files.items()))
+
+
+@pytest.mark.parametrize("first_index", [True, False])
+def test_at_level_info_new_files_are_logged_except_during_a_first_index(
+    harness: Harness, tree: Path, first_index: bool
+) -> None:
+    """At the default level each new file is one ``file.new`` line, but not those of a first index."""
+    a = write(tree / "d" / "a.txt", b"a")
+    diff = compare(harness, listing(harness, b"d"), first_index=first_index)
+    with logged_at_info() as events:
+        apply(harness, diff, first_index=first_index)
+    expected = [] if first_index else [(row_at(harness, a).id, os.fsencode(a))]
+    assert [(e["id"], e["path"]) for e in only(events, "file.new")] == expected
 
 
 def test_a_file_a_live_event_recorded_meanwhile_is_compared_not_added_twice(

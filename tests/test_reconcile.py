@@ -657,6 +657,28 @@ def test_a_digest_is_not_stored_when_a_live_event_changed_the_rows(
     assert digest_of(harness, b"d") is None
 
 
+def test_a_digest_is_not_stored_when_a_live_move_emptied_the_directory(
+    harness: Harness, tree: Path
+) -> None:
+    """A known file moved out live after the listing showed it: the directory now holds fewer rows
+    than the listing, and its digest is not the listing's."""
+    write(tree / "d" / "f.txt", b"f")
+    harness.sweep()
+    write(tree / "d" / "n.txt", b"n")
+    lst = listing(harness, b"d")
+    diff = compare(harness, lst)
+    assert [n for n, _ in diff.new] == [b"n.txt"] and diff.listed == 2
+    (tree / "e").mkdir()
+    os.rename(tree / "d" / "f.txt", tree / "e" / "f.txt")
+    move(harness, b"d/f.txt", b"e/f.txt", sig_of(tree / "e" / "f.txt"))
+    apply(harness, diff)
+    assert digest_of(harness, b"d") in (
+        None,
+        catalog.present_digest(harness.reader, harness.root.id, b"d"),
+    )
+    assert digest_of(harness, b"d") != catalog.files_digest(sorted(lst.files.items()))
+
+
 @pytest.mark.parametrize("roots", [True, False])
 def test_a_file_found_by_inode_moves_with_its_id(harness: Harness, tree: Path, roots: bool) -> None:
     """New names the inode rule matched to known files (moved while nobody watched; confirmed by

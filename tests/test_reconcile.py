@@ -1,5 +1,4 @@
-"""The reconciler in-process: each decision it makes from a listing or a live hint, on a real catalog
-with real files, and what it records (ids, states, reasons, journal entries, log fields)."""
+"""The reconciler in-process: each decision from a listing or a live hint, on a real catalog and real files, and what it records."""
 
 from __future__ import annotations
 
@@ -209,8 +208,7 @@ def test_a_changed_stamp_and_a_vanished_subdirectory_are_reported_without_rows()
 
 
 def test_each_kind_of_difference_is_found_once() -> None:
-    """New names (sorted), changed ones, present ones gone, missing ones back; unchanged and
-    already-missing ones are not differences."""
+    """New names (sorted), changed ones, present ones gone, missing ones back; unchanged and already-missing ones are not differences."""
     lst = Listing(
         b"",
         (5, 6, 7),
@@ -327,8 +325,7 @@ def test_tallies_add_up_field_by_field() -> None:
 def test_a_change_is_recorded_with_its_reason(
     harness: Harness, tree: Path, edit: str, reason: str
 ) -> None:
-    """A present file whose signature differs is a change of the same id, with the first reason
-    that applies (replaced, size, mtime, ctime); its hash goes."""
+    """A present file whose signature differs is a change of the same id, with the first reason that applies (replaced, size, mtime, ctime); its hash goes."""
     f = write(tree / "d" / "f.txt", b"one")
     harness.sweep()
     hash_it(harness, f)
@@ -424,8 +421,7 @@ def test_a_file_back_at_its_path_is_restored_keeping_its_hash(
 def test_a_file_back_with_other_content_is_restored_and_resigned(
     harness: Harness, tree: Path
 ) -> None:
-    """Back at its path with another signature: the same id (same path first), the new signature,
-    no hash; journaled as a restore only."""
+    """Back at its path with another signature: the same id (same path first), the new signature, no hash; journaled as a restore only."""
     f = write(tree / "f.txt", b"one")
     harness.sweep()
     hash_it(harness, f)
@@ -452,8 +448,7 @@ def test_a_file_back_with_other_content_is_restored_and_resigned(
 def test_new_files_are_recorded_with_their_listing(
     harness: Harness, tree: Path, first_index: bool
 ) -> None:
-    """New names get ids with the listed signatures, logged (debug during a first index) and
-    remembered as arrivals (not during a first index); the stamp and digest are the listing's."""
+    """New names get ids with the listed signatures, logged (debug during a first index) and remembered as arrivals (not during a first index); the stamp and digest are the listing's."""
     write(tree / "d" / "b.txt", b"bee")
     write(tree / "d" / "a.txt", b"a")
     lst = listing(harness, b"d")
@@ -502,8 +497,7 @@ def test_at_level_info_new_files_are_logged_except_during_a_first_index(
 def test_a_file_a_live_event_recorded_meanwhile_is_compared_not_added_twice(
     harness: Harness, tree: Path
 ) -> None:
-    """A name new when the rows were read, recorded by a live event before the listing is applied,
-    keeps the live id and gets the listing's signature as a change."""
+    """A name new when the rows were read, recorded by a live event before the listing is applied, keeps the live id and gets the listing's signature as a change."""
     a = write(tree / "d" / "a.txt", b"a")
     b = write(tree / "d" / "b.txt", b"bee")
     rows_read: list[catalog.DirRow] = []  # the directory as the sweep read it: unknown
@@ -531,8 +525,7 @@ def test_a_file_a_live_event_recorded_meanwhile_is_compared_not_added_twice(
 def test_a_name_whose_file_moved_on_meanwhile_holds_a_new_file(
     harness: Harness, tree: Path
 ) -> None:
-    """A changed name whose row a live move took elsewhere before the listing is applied: the id
-    stays with the moved file, and what is at the name is a new file."""
+    """A changed name whose row a live move took elsewhere before the listing is applied: the id stays with the moved file, and what is at the name is a new file."""
     x = write(tree / "d" / "x.txt", b"x")
     harness.sweep()
     known = row_at(harness, x)
@@ -557,8 +550,7 @@ def test_a_name_whose_file_moved_on_meanwhile_holds_a_new_file(
 
 
 def test_changed_and_returned_names_in_one_listing(harness: Harness, tree: Path) -> None:
-    """One listing with changed files and missing ones back: a change and a restore each, all
-    counted, and the digest of the rows that now match the listing."""
+    """One listing with changed files and missing ones back: a change and a restore each, all counted, and the digest of the rows that now match the listing."""
     paths = [write(tree / "d" / n, n.encode()) for n in ("a", "b", "c", "e")]
     harness.sweep()
     ids = [row_at(harness, p).id for p in paths]
@@ -579,8 +571,7 @@ def test_changed_and_returned_names_in_one_listing(harness: Harness, tree: Path)
 def test_files_not_listed_are_handed_back_to_confirm(
     harness: Harness, tree: Path, what: str
 ) -> None:
-    """Present files the listing does not show, and those under vanished subdirectories, are
-    returned to be confirmed missing; nothing is marked yet, and the directory stays to list again."""
+    """Present files the listing does not show, and those under vanished subdirectories, are returned to be confirmed missing; nothing is marked yet, and the directory stays to list again."""
     x = write(tree / "d" / "x.txt", b"x")
     write(tree / "d" / "y.txt", b"y")
     z = write(tree / "d" / "s" / "z.txt", b"z")
@@ -615,8 +606,7 @@ def test_files_not_listed_are_handed_back_to_confirm(
 def test_a_listing_of_a_directory_that_is_not_there_any_more_records_nothing(
     harness: Harness, tree: Path, how: str
 ) -> None:
-    """A directory moved or replaced after it was listed: its listing is dropped (logged at debug),
-    nothing recorded at paths that no longer hold it."""
+    """A directory moved or replaced after it was listed: its listing is dropped (logged at debug), nothing recorded at paths that no longer hold it."""
     write(tree / "d" / "a.txt", b"a")
     harness.sweep()
     write(tree / "d" / "b.txt", b"b")
@@ -641,8 +631,7 @@ def test_a_listing_of_a_directory_that_is_not_there_any_more_records_nothing(
 def test_a_digest_is_not_stored_when_a_live_event_changed_the_rows(
     harness: Harness, tree: Path
 ) -> None:
-    """A file recorded live in the directory after its rows were read: the listing's digest no
-    longer describes the rows and is not stored, even for a directory that held nothing."""
+    """A file recorded live in the directory after its rows were read: the listing's digest no longer describes the rows and is not stored, even for a directory that held nothing."""
     harness.sweep()
     write(tree / "d" / "n.txt", b"n")
     lst = listing(harness, b"d")
@@ -660,8 +649,7 @@ def test_a_digest_is_not_stored_when_a_live_event_changed_the_rows(
 def test_a_digest_is_not_stored_when_a_live_move_emptied_the_directory(
     harness: Harness, tree: Path
 ) -> None:
-    """A known file moved out live after the listing showed it: the directory now holds fewer rows
-    than the listing, and its digest is not the listing's."""
+    """A known file moved out live after the listing showed it: the directory now holds fewer rows than the listing, and its digest is not the listing's."""
     write(tree / "d" / "f.txt", b"f")
     harness.sweep()
     write(tree / "d" / "n.txt", b"n")
@@ -681,8 +669,7 @@ def test_a_digest_is_not_stored_when_a_live_move_emptied_the_directory(
 
 @pytest.mark.parametrize("roots", [True, False])
 def test_a_file_found_by_inode_moves_with_its_id(harness: Harness, tree: Path, roots: bool) -> None:
-    """New names the inode rule matched to known files (moved while nobody watched; confirmed by
-    content where hashed): the ids move there, each journaled and logged as a move by inode."""
+    """New names the inode rule matched to known files (moved while nobody watched; confirmed by content where hashed): the ids move there, each journaled and logged as a move by inode."""
     xs = [write(tree / "a" / n, n.encode()) for n in ("x.txt", "z.txt")]
     harness.sweep()
     hash_it(harness, xs[0])
@@ -727,8 +714,7 @@ def test_a_file_found_by_inode_moves_with_its_id(harness: Harness, tree: Path, r
 def test_a_file_found_by_inode_in_another_root_moves_there(
     tmp_path: Path, harness: Harness, tree: Path
 ) -> None:
-    """Moved to another root while nobody watched: the id follows, the counters of both roots too,
-    and the old path is given in its own root."""
+    """Moved to another root while nobody watched: the id follows, the counters of both roots too, and the old path is given in its own root."""
     other = harness.add_root(tmp_path / "other")
     (tmp_path / "other").mkdir()
     x = write(tree / "x.txt", b"x")
@@ -786,8 +772,7 @@ def observe(
 def test_a_present_file_seen_absent_is_missing_with_the_reason(
     harness: Harness, tree: Path, reason: str | None
 ) -> None:
-    """Absent at its path: missing since now, with the reason given (not_found by default), logged;
-    its directory is listed again. Seen absent again: nothing more happens."""
+    """Absent at its path: missing since now, with the reason given (not_found by default), logged; its directory is listed again. Seen absent again: nothing more happens."""
     f = write(tree / "d" / "f.txt", b"f")
     harness.sweep()
     known = row_at(harness, f)
@@ -835,8 +820,7 @@ def test_a_known_path_seen_again_is_compared_as_a_sweep_would(harness: Harness, 
 
 
 def test_an_unknown_file_is_new(harness: Harness, tree: Path) -> None:
-    """A file at a path the catalog does not know is a new id, journaled and logged; its directory
-    is listed again."""
+    """A file at a path the catalog does not know is a new id, journaled and logged; its directory is listed again."""
     harness.sweep()
     f = write(tree / "d" / "n.txt", b"n")
     remember(harness, b"d")
@@ -859,8 +843,7 @@ def test_an_unknown_file_is_new(harness: Harness, tree: Path) -> None:
 
 
 def test_with_the_roots_a_file_moved_unwatched_keeps_its_id(harness: Harness, tree: Path) -> None:
-    """Given the roots, a new path whose inode, size and mtime are a known unhashed file's (its own
-    path empty now) is that file moved: the id follows, by inode. Without them it is new."""
+    """Given the roots, a new path whose inode, size and mtime are a known unhashed file's (its own path empty now) is that file moved: the id follows, by inode. Without them it is new."""
     x = write(tree / "a" / "x.txt", b"x")
     harness.sweep()
     known = row_at(harness, x)
@@ -881,8 +864,7 @@ def test_with_the_roots_a_file_moved_unwatched_keeps_its_id(harness: Harness, tr
 def test_in_the_writer_a_hashed_inode_match_is_left_to_the_content_rule(
     harness: Harness, tree: Path
 ) -> None:
-    """The writer reads no file: a known file with a hash that the inode names is not taken
-    unconfirmed; the path is a new file (the content rule decides later)."""
+    """The writer reads no file: a known file with a hash that the inode names is not taken unconfirmed; the path is a new file (the content rule decides later)."""
     x = write(tree / "a" / "x.txt", b"x")
     harness.sweep()
     hash_it(harness, x)
@@ -915,8 +897,7 @@ def move(
 
 
 def test_a_live_rename_moves_the_id(harness: Harness, tree: Path) -> None:
-    """A rename keeps the id, its hash (only the ctime changed) and its history; journaled and
-    logged as a move by event; the new directory is listed again."""
+    """A rename keeps the id, its hash (only the ctime changed) and its history; journaled and logged as a move by event; the new directory is listed again."""
     a = write(tree / "d" / "a.txt", b"a")
     harness.sweep()
     digest = hash_it(harness, a)
@@ -954,8 +935,7 @@ def test_a_live_rename_moves_the_id(harness: Harness, tree: Path) -> None:
 def test_a_rename_applied_after_the_file_went_keeps_its_signature(
     harness: Harness, tree: Path
 ) -> None:
-    """The destination is already gone when the rename is applied: the id moves with the signature
-    it had."""
+    """The destination is already gone when the rename is applied: the id moves with the signature it had."""
     a = write(tree / "a.txt", b"a")
     harness.sweep()
     known = row_at(harness, a)
@@ -967,8 +947,7 @@ def test_a_rename_applied_after_the_file_went_keeps_its_signature(
 def test_a_rename_from_an_unknown_path_observes_the_destination(
     harness: Harness, tree: Path
 ) -> None:
-    """From a path the catalog does not know: the destination is a new file, or nothing if it is
-    gone too."""
+    """From a path the catalog does not know: the destination is a new file, or nothing if it is gone too."""
     harness.sweep()
     b = write(tree / "b.txt", b"b")
     seq = catalog.last_seq(harness.reader)
@@ -987,8 +966,7 @@ def test_a_rename_from_an_unknown_path_observes_the_destination(
 def test_a_rename_from_an_unknown_path_finds_a_file_moved_unwatched(
     harness: Harness, tree: Path
 ) -> None:
-    """With the roots, a rename whose source the catalog does not know (a directory above it moved
-    unwatched) still finds the known file by its inode."""
+    """With the roots, a rename whose source the catalog does not know (a directory above it moved unwatched) still finds the known file by its inode."""
     x = write(tree / "old" / "x.txt", b"x")
     harness.sweep()
     known = row_at(harness, x)
@@ -1003,8 +981,7 @@ def test_a_rename_from_an_unknown_path_finds_a_file_moved_unwatched(
 def test_a_rename_of_a_file_known_missing_is_a_relink_by_inode(
     harness: Harness, tree: Path
 ) -> None:
-    """The source is recorded missing (a sweep missed it): with the roots, the destination is that
-    file by its inode, relinked; journaled and logged as a relink."""
+    """The source is recorded missing (a sweep missed it): with the roots, the destination is that file by its inode, relinked; journaled and logged as a relink."""
     x = write(tree / "x.txt", b"x")
     harness.sweep()
     known = row_at(harness, x)
@@ -1046,8 +1023,7 @@ def test_a_rename_of_a_file_known_missing_is_a_relink_by_inode(
 def test_a_rename_over_a_present_file_keeps_the_destination_id(
     harness: Harness, tree: Path, sig_known: bool
 ) -> None:
-    """An atomic save (a temporary file renamed over ``f``): ``f`` keeps its id with the new content
-    as a change; the temporary file's id is missing, deleted."""
+    """An atomic save (a temporary file renamed over ``f``): ``f`` keeps its id with the new content as a change; the temporary file's id is missing, deleted."""
     f = write(tree / "f.txt", b"f")
     tmp = write(tree / "f.tmp", b"f, saved")
     harness.sweep()
@@ -1090,8 +1066,7 @@ def test_a_rename_onto_a_missing_file_s_path_keeps_both_ids(harness: Harness, tr
 
 
 def test_a_match_that_no_longer_holds_is_decided_afresh(harness: Harness, tree: Path) -> None:
-    """A file matched by inode on a read connection whose record changed since (hashed meanwhile):
-    the destination is looked at again, and is a new file; gone, it is nothing."""
+    """A file matched by inode on a read connection whose record changed since (hashed meanwhile): the destination is looked at again, and is a new file; gone, it is nothing."""
     x = write(tree / "a" / "x.txt", b"x")
     harness.sweep()
     seen = row_at(harness, x)
@@ -1138,8 +1113,7 @@ def test_a_match_still_holding_moves_the_id(harness: Harness, tree: Path) -> Non
 def test_a_move_from_a_root_no_longer_known_logs_its_recorded_path(
     tmp_path: Path, harness: Harness, tree: Path
 ) -> None:
-    """Between roots: the id follows; where the old root is not among the roots given, the log's
-    old path is the path recorded in it."""
+    """Between roots: the id follows; where the old root is not among the roots given, the log's old path is the path recorded in it."""
     (tmp_path / "other").mkdir()
     other = harness.add_root(tmp_path / "other")
     a = write(tree / "a.txt", b"a")
@@ -1189,8 +1163,7 @@ def save(h: Harness, *, since: float, keep: bool, now: float | None = None) -> i
 
 @pytest.mark.parametrize("keep", [False, True])
 def test_an_editor_s_save_keeps_the_id_at_home(harness: Harness, tree: Path, keep: bool) -> None:
-    """vim (backup deleted) or emacs (backup kept): the id is back at ``f`` with the new content as a
-    change, journaled as a move by save; a kept backup is a new file, a deleted one leaves no record."""
+    """vim (backup deleted) or emacs (backup kept): the id is back at ``f`` with the new content as a change, journaled as a move by save; a kept backup is a new file, a deleted one leaves no record."""
     f, backup, known, since = aside(harness, tree)
     if not keep:
         backup.unlink()
@@ -1229,8 +1202,7 @@ def test_an_editor_s_save_keeps_the_id_at_home(harness: Harness, tree: Path, kee
 def test_an_interim_id_of_the_new_file_is_retired_into_the_old_one(
     harness: Harness, tree: Path, keep: bool
 ) -> None:
-    """The new ``f`` already recorded as a new file (at or after the move aside): that interim id
-    goes into the old one, which takes its place and hash; the journal says so."""
+    """The new ``f`` already recorded as a new file (at or after the move aside): that interim id goes into the old one, which takes its place and hash; the journal says so."""
     f, backup, known, since = aside(harness, tree)
     interim = observe(harness, b"d/f.txt", sig_of(f), since)
     assert interim is not None
@@ -1250,8 +1222,7 @@ def test_an_interim_id_of_the_new_file_is_retired_into_the_old_one(
 def test_an_interim_id_with_a_life_of_its_own_is_kept(
     harness: Harness, tree: Path, why: str
 ) -> None:
-    """The new ``f``'s id was known before the move aside, or has annotations: both ids stay; the
-    moved-aside file, deleted, is missing (deleted)."""
+    """The new ``f``'s id was known before the move aside, or has annotations: both ids stay; the moved-aside file, deleted, is missing (deleted)."""
     f, backup, known, since = aside(harness, tree)
     interim = observe(harness, b"d/f.txt", sig_of(f), since - 1 if why == "known before" else since)
     assert interim is not None
@@ -1283,8 +1254,7 @@ def test_a_kept_backup_next_to_an_interim_id_known_before_stays_present(
 def test_a_missing_file_recorded_at_home_does_not_stop_the_save(
     harness: Harness, tree: Path
 ) -> None:
-    """A missing file last at ``f`` (another file was moved there since) stays missing; the saved
-    file's id comes home."""
+    """A missing file last at ``f`` (another file was moved there since) stays missing; the saved file's id comes home."""
     f = write(tree / "d" / "f.txt", b"the first f")
     g = write(tree / "d" / "g.txt", b"version one")
     harness.sweep()
@@ -1305,8 +1275,7 @@ def test_a_missing_file_recorded_at_home_does_not_stop_the_save(
 
 
 def test_a_save_that_is_not_one_any_more_is_decided_as_usual(harness: Harness, tree: Path) -> None:
-    """The backup to keep is gone too, or the new ``f`` is gone: the old id is missing (deleted),
-    and a new ``f`` is a new file."""
+    """The backup to keep is gone too, or the new ``f`` is gone: the old id is missing (deleted), and a new ``f`` is a new file."""
     f, backup, known, since = aside(harness, tree)
     backup.unlink()
     got = save(harness, since=since, keep=True)
@@ -1357,8 +1326,7 @@ def test_a_save_from_an_unknown_or_missing_backup_is_decided_as_usual(
 
 
 def test_a_directory_move_takes_every_file_below_it(harness: Harness, tree: Path) -> None:
-    """Every file below the directory keeps its id at its new path; a sibling sharing its name's
-    prefix stays; the move is logged with the count."""
+    """Every file below the directory keeps its id at its new path; a sibling sharing its name's prefix stays; the move is logged with the count."""
     a = write(tree / "d" / "a.txt", b"a")
     b = write(tree / "d" / "s" / "b.txt", b"b")
     c = write(tree / "d2" / "c.txt", b"c")
@@ -1416,8 +1384,7 @@ def gone(h: Harness, path: bytes, reason: str, now: float) -> int:
 
 
 def test_a_file_that_left_is_missing_with_the_reason(harness: Harness, tree: Path) -> None:
-    """A file deleted or moved out: missing since then with that reason; its neighbours stay; its
-    directory is listed again."""
+    """A file deleted or moved out: missing since then with that reason; its neighbours stay; its directory is listed again."""
     f = write(tree / "d" / "f.txt", b"f")
     g = write(tree / "d" / "f.txt2", b"g")
     harness.sweep()
@@ -1447,8 +1414,7 @@ def test_a_file_that_left_is_missing_with_the_reason(harness: Harness, tree: Pat
 def test_a_directory_that_left_takes_its_present_files_with_it(
     harness: Harness, tree: Path
 ) -> None:
-    """Everything present at any depth below a directory that left is missing with the reason;
-    files already missing keep their own; the listings below it are forgotten, the parent's is stale."""
+    """Everything present at any depth below a directory that left is missing with the reason; files already missing keep their own; the listings below it are forgotten, the parent's is stale."""
     a = write(tree / "p" / "d" / "a.txt", b"a")
     b = write(tree / "p" / "d" / "s" / "b.txt", b"b")
     c = write(tree / "p" / "d" / "c.txt", b"c")
@@ -1476,8 +1442,7 @@ def test_a_directory_that_left_takes_its_present_files_with_it(
 def test_only_files_still_where_they_were_seen_are_confirmed_missing(
     tmp_path: Path, harness: Harness, tree: Path
 ) -> None:
-    """Of the files a caller found gone, one that moved since, one in another root, one already
-    missing and one purged are left alone; the rest are missing, logged, with the time last seen."""
+    """Of the files a caller found gone, one that moved since, one in another root, one already missing and one purged are left alone; the rest are missing, logged, with the time last seen."""
     (tmp_path / "other").mkdir()
     other = harness.add_root(tmp_path / "other")
     files = [write(tree / n, n.encode()) for n in ("a", "b", "c")]
@@ -1526,8 +1491,7 @@ def test_only_files_still_where_they_were_seen_are_confirmed_missing(
 def test_two_known_files_an_inode_names_are_ambiguous_and_neither_moves(
     harness: Harness, tree: Path
 ) -> None:
-    """Two known files (hard links) both moved off their paths, one of them seen at a new path: no
-    id moves, the ambiguity is logged with that path, and the path is a new file."""
+    """Two known files (hard links) both moved off their paths, one of them seen at a new path: no id moves, the ambiguity is logged with that path, and the path is a new file."""
     a = write(tree / "a.txt", b"linked")
     b = tree / "b.txt"
     os.link(a, b)
@@ -1553,8 +1517,7 @@ def test_two_known_files_an_inode_names_are_ambiguous_and_neither_moves(
 def test_a_match_that_no_longer_holds_may_find_another_known_file(
     harness: Harness, tree: Path
 ) -> None:
-    """Looked at again, the destination is still compared with every known file by inode: a file
-    moved there while nobody watched keeps its id."""
+    """Looked at again, the destination is still compared with every known file by inode: a file moved there while nobody watched keeps its id."""
     s = write(tree / "s.txt", b"s")
     x = write(tree / "a" / "x.txt", b"x")
     harness.sweep()
@@ -1570,8 +1533,7 @@ def test_a_match_that_no_longer_holds_may_find_another_known_file(
 
 
 def test_a_backup_said_deleted_is_not_looked_at(harness: Harness, tree: Path) -> None:
-    """Without ``keep_backup`` the backup is taken as deleted: a file at its name again is left to its
-    own event, and the id is home."""
+    """Without ``keep_backup`` the backup is taken as deleted: a file at its name again is left to its own event, and the id is home."""
     f, backup, known, since = aside(harness, tree)
     assert save(harness, since=since, keep=False) == known.id
     assert harness.at(backup) is None
@@ -1581,8 +1543,7 @@ def test_a_backup_said_deleted_is_not_looked_at(harness: Harness, tree: Path) ->
 def test_a_new_file_rewritten_before_the_save_is_applied_gets_its_last_signature(
     harness: Harness, tree: Path
 ) -> None:
-    """The interim id retired into the old one, and the file written again since: the old id is home
-    with the signature on disk now, as a change."""
+    """The interim id retired into the old one, and the file written again since: the old id is home with the signature on disk now, as a change."""
     f, backup, known, since = aside(harness, tree)
     interim = observe(harness, b"d/f.txt", sig_of(f), since)
     write(f, b"version three, longer still")
@@ -1597,8 +1558,7 @@ def test_a_new_file_rewritten_before_the_save_is_applied_gets_its_last_signature
 def test_a_save_whose_new_file_went_leaves_the_interim_id_to_its_own_event(
     harness: Harness, tree: Path
 ) -> None:
-    """The new ``f`` recorded, then deleted before the save is applied: nothing is decided at ``f``;
-    its deletion, applied next, makes it missing with reason deleted."""
+    """The new ``f`` recorded, then deleted before the save is applied: nothing is decided at ``f``; its deletion, applied next, makes it missing with reason deleted."""
     f, backup, known, since = aside(harness, tree)
     interim = observe(harness, b"d/f.txt", sig_of(f), since)
     assert interim is not None
@@ -1627,8 +1587,7 @@ def test_a_save_the_catalog_cannot_pair_still_finds_a_file_by_inode(
 def test_a_stale_match_in_a_listing_is_decided_against_every_root(
     tmp_path: Path, harness: Harness, tree: Path
 ) -> None:
-    """A sweep's inode match that no longer holds when applied: the path is looked at again against
-    all roots, and a file moved there from another root keeps its id."""
+    """A sweep's inode match that no longer holds when applied: the path is looked at again against all roots, and a file moved there from another root keeps its id."""
     (tmp_path / "other").mkdir()
     other = harness.add_root(tmp_path / "other")
     s = write(tree / "s.txt", b"s")
@@ -1663,8 +1622,7 @@ def test_a_stale_match_in_a_listing_is_decided_against_every_root(
 def test_a_file_found_in_another_root_where_a_new_id_was_recorded_meanwhile(
     tmp_path: Path, harness: Harness, tree: Path
 ) -> None:
-    """Found by inode in another root, but a check on access already recorded it there as new: the
-    id at the path stays, and the original is not left present at the path it left."""
+    """Found by inode in another root, but a check on access already recorded it there as new: the id at the path stays, and the original is not left present at the path it left."""
     (tmp_path / "other").mkdir()
     other = harness.add_root(tmp_path / "other")
     x = write(tree / "x.txt", b"x")

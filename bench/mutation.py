@@ -59,7 +59,12 @@ TARGETS: dict[str, Target] = {
     ),
     "reconcile": Target(
         ("reconcile.py",),
-        ("tests/test_sweep.py", "tests/test_aggregator.py", "tests/test_identity.py"),
+        (
+            "tests/test_reconcile.py",
+            "tests/test_sweep.py",
+            "tests/test_aggregator.py",
+            "tests/test_identity.py",
+        ),
     ),
     "sweep": Target(
         ("sweep.py",),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -631,12 +633,15 @@ def test_the_loop_notices_mounts_and_unmounts_at_once(
         assert av.is_alive()
     finally:
         av.halt.set()
-    # Stopped: the next mount change ends the loop, which closes the mount table.
-    mnt.tmpfs(tree)
-    av.join(5)
-    assert not av.is_alive()
+    # Stopped: the next mount change ends the loop, which closes the mount table itself
+    # (left to the garbage collector, an open file warns).
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always", ResourceWarning)
+        mnt.tmpfs(tree)
+        av.join(5)
+        assert not av.is_alive()
     assert mountinfo_fds() == fds
-    assert mountinfo_fds() == fds
+    assert [w for w in warned if issubclass(w.category, ResourceWarning)] == []
 
 
 def test_one_roots_trouble_does_not_stop_the_others(
@@ -668,3 +673,91 @@ def test_one_roots_trouble_does_not_stop_the_others(
     ]
     assert ("online", other.id) in host.calls
     assert row(harness).state == "online"  # the catalog's part was done before the host failed
+
+
+def test_the_interval_notices_what_no_mount_change_says(
+    harness: Harness, host: Host, tree: Path
+) -> None:
+    """A marker removed and put back, with no mount change at all, is noticed within the interval each time."""
+    root = harness.add_root(tree, marker=".library")
+    (tree / ".library").write_text("")
+    checker = Availability(host, harness.writer, 0.05, threading.Event())
+    checker.load({root.id: root}, harness.reader)
+    assert checker.refresh(root, harness.reader) is None
+    checker.start()
+    try:
+        for _ in range(3):
+            (tree / ".library").unlink()
+            wait_for(lambda: row(harness, root).state == "offline", timeout=2)
+            (tree / ".library").write_text("")
+            wait_for(lambda: row(harness, root).state == "online", timeout=2)
+    finally:
+        checker.halt.set()
+    checker.join(2)
+    assert not checker.is_alive()
+    reasons = [c[2] for c in host.calls if c[0] == "offline"]
+    assert reasons == ["marker .library is missing"] * 3
+
+
+CLONE_NEWNS, MS_REC, MS_PRIVATE, MNT_DETACH = 0x00020000, 0x4000, 1 << 18, 2
+
+
+def without_proc(target: Callable[[], None]) -> threading.Thread:
+    """Run ``target`` in a thread of its own mount namespace where /proc is not mounted (a bare container)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    failed: list[str] = []
+    ready = threading.Event()
+
+    def body() -> None:
+        # Private first: an unmount in a namespace that shares its mounts would reach the host's.
+        for what, result in (
+            ("unshare", lambda: libc.unshare(CLONE_NEWNS)),
+            ("make private", lambda: libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None)),
+            ("unmount /proc", lambda: libc.umount2(b"/proc", MNT_DETACH)),
+        ):
+            if result() != 0:
+                failed.append(f"{what}: {os.strerror(ctypes.get_errno())}")
+                ready.set()
+                return
+        ready.set()
+        target()
+
+    thread = threading.Thread(target=body, daemon=True)
+    thread.start()
+    ready.wait(5)
+    if failed:
+        pytest.skip(failed[0])
+    return thread
+
+
+def test_without_a_mount_table_the_interval_alone_checks(
+    harness: Harness, host: Host, tree: Path
+) -> None:
+    """Where /proc is not mounted the loop still checks every interval; the volume is unknown, so none is recorded."""
+    if os.geteuid() != 0:
+        pytest.skip("needs a mount namespace")
+    checker = Availability(host, harness.writer, 0.05, threading.Event())
+    checker.load({harness.root.id: harness.root}, harness.reader)
+    with logged() as events:
+        thread = without_proc(checker.run)
+        try:
+            wait_for(lambda: host.calls == [("online", harness.root.id)], timeout=5)
+            checks = checker.checks
+            wait_for(lambda: checker.checks >= checks + 3, timeout=5)
+        finally:
+            checker.halt.set()
+        thread.join(2)
+        assert not thread.is_alive()
+    assert only(events, "root.online") == [
+        {
+            "event": "root.online",
+            "log_level": "info",
+            "root": str(tree),
+            "reason": "first seen",
+            "files": 0,
+            "was": "unknown",
+            "volume": None,
+        }
+    ]
+    assert recorded(harness) is None
+    assert row(harness).state == "online"

@@ -10,6 +10,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -53,12 +54,13 @@ def sh(*args: str | Path) -> str:
 class Mounts:
     """The mounts and loop devices a test makes, undone at its end whatever happens."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: tuple[str, ...] = ()) -> None:
+        self.prefix = prefix  # runs the commands in another mount namespace
         self.points: list[Path] = []
         self.loops: list[str] = []
 
     def mount(self, *args: str | Path) -> None:
-        sh("mount", *args)
+        sh(*self.prefix, "mount", *args)
         self.points.append(Path(args[-1]))
 
     def tmpfs(self, at: Path) -> None:
@@ -69,7 +71,8 @@ class Mounts:
 
     def unmount(self, at: Path) -> None:
         # The loop's probe may be reading the directory this very moment ("target is busy").
-        wait_for(lambda: subprocess.run(["umount", str(at)], capture_output=True).returncode == 0)
+        command = [*self.prefix, "umount", str(at)]
+        wait_for(lambda: subprocess.run(command, capture_output=True).returncode == 0)
         self.points.remove(at)
 
     def loop(self, image: Path) -> str:
@@ -79,7 +82,7 @@ class Mounts:
 
     def close(self) -> None:
         for point in reversed(self.points):
-            subprocess.run(["umount", "-l", str(point)], check=False)
+            subprocess.run([*self.prefix, "umount", "-l", str(point)], check=False)
         for device in self.loops:
             subprocess.run(["losetup", "-d", device], check=False)
 
@@ -426,10 +429,14 @@ def test_a_new_reason_while_offline_is_recorded_and_logged_but_not_told_again(
     first = av.refresh(harness.root, harness.reader)
     assert first is not None and first.startswith("a different filesystem is here")
     calls, seq = list(host.calls), catalog.last_seq(harness.reader)
+    offline_since = row(harness).state_since
+    assert offline_since is not None
     tree.rmdir()
     with logged() as events:
         assert av.refresh(harness.root, harness.reader) == "path does not exist"
-    assert (row(harness).state, row(harness).state_reason) == ("offline", "path does not exist")
+    state = row(harness)
+    assert (state.state, state.state_reason) == ("offline", "path does not exist")
+    assert state.state_since is not None and offline_since <= state.state_since <= time.time()
     assert harness.counts() == (0, 0, 4)
     assert events == [
         {
@@ -584,6 +591,87 @@ def test_load_add_remove(
 
 
 # -- the watch loop -----------------------------------------------------------------------
+#
+# Each loop runs in a thread with a mount namespace of its own: other work on this machine
+# mounting things (another test run, say) cannot wake it, so what wakes it is known.
+
+CLONE_NEWNS, MS_REC, MS_PRIVATE, MS_BIND, MNT_DETACH = 0x00020000, 0x4000, 1 << 18, 0x1000, 2
+
+
+class Namespace:
+    """A thread with a private mount namespace: no mount made elsewhere reaches it, none made in it leaves.
+
+    Its ``/proc/self/mountinfo`` is its own table (the thread's, bound over the process's);
+    with ``proc=False`` /proc is not mounted there at all, as in a bare container. ``start``
+    runs a function there; ``mounts`` mounts there (through nsenter).
+    """
+
+    def __init__(self, *, proc: bool = True) -> None:
+        self.proc = proc
+        self.tid = 0
+        self.failed: str | None = None
+        self._target: Callable[[], None] | None = None
+        self._ready, self._go = threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=self._body, name="test-namespace", daemon=True)
+        self.thread.start()
+        self._ready.wait(5)
+        self.mounts = Mounts(("nsenter", f"--mount=/proc/{os.getpid()}/task/{self.tid}/ns/mnt"))
+
+    def _setup(self) -> str | None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        self.tid = threading.get_native_id()
+        own = f"/proc/self/task/{self.tid}/mountinfo".encode()
+        # Private before anything else: an unmount in a namespace that shares its mounts
+        # with the host's would unmount there too.
+        steps: list[tuple[str, Callable[[], int]]] = [
+            ("unshare", lambda: libc.unshare(CLONE_NEWNS)),
+            ("make private", lambda: libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None)),
+            (
+                "bind mountinfo",
+                lambda: libc.mount(own, b"/proc/self/mountinfo", None, MS_BIND, None),
+            )
+            if self.proc
+            else ("unmount /proc", lambda: libc.umount2(b"/proc", MNT_DETACH)),
+        ]
+        for what, step in steps:
+            if step() != 0:
+                return f"{what}: {os.strerror(ctypes.get_errno())}"
+        return None
+
+    def _body(self) -> None:
+        self.failed = self._setup()
+        self._ready.set()
+        if self.failed is None:
+            self._go.wait()
+            if self._target is not None:
+                self._target()
+
+    def start(self, target: Callable[[], None]) -> None:
+        self._target = target
+        self._go.set()
+
+    def close(self) -> None:
+        self.mounts.close()
+        self._go.set()  # one never started ends now
+
+
+@contextmanager
+def namespace(*, proc: bool = True) -> Iterator[Namespace]:
+    if os.geteuid() != 0:
+        pytest.skip("needs a mount namespace")
+    space = Namespace(proc=proc)
+    try:
+        if space.failed is not None:
+            pytest.skip(space.failed)
+        yield space
+    finally:
+        space.close()
+
+
+@pytest.fixture
+def ns() -> Iterator[Namespace]:
+    with namespace() as space:
+        yield space
 
 
 def mountinfo_fds() -> int:
@@ -598,9 +686,9 @@ def mountinfo_fds() -> int:
 
 
 def test_the_loop_notices_mounts_and_unmounts_at_once(
-    harness: Harness, av: Availability, host: Host, mnt: Mounts, tmp_path: Path, tree: Path
+    harness: Harness, av: Availability, host: Host, ns: Namespace, tmp_path: Path, tree: Path
 ) -> None:
-    """Mounting and unmounting flip the root within moments (mountinfo's POLLPRI), long before the 30 s interval."""
+    """Mounting and unmounting flip the root within moments (mountinfo's POLLPRI), long before the 30 s interval; one look per change."""
     root = harness.add_root(tree, require_mountpoint=True)
     av.load({root.id: root}, harness.reader)
     unmounted = "not a mount point (is the drive mounted?)"
@@ -608,45 +696,41 @@ def test_the_loop_notices_mounts_and_unmounts_at_once(
     fds = mountinfo_fds()
     # Mounted after the caller's own check, before the loop opens the mount table: no POLLPRI
     # will say so, the loop's first look does.
-    mnt.tmpfs(tree)
-    av.start()
+    ns.mounts.tmpfs(tree)
+    ns.start(av.run)
     try:
         wait_for(lambda: host.calls[-1:] == [("online", root.id)], timeout=5)
         assert row(harness, root).state == "online"
+        assert av.checks == 2
+        ns.mounts.unmount(tree)
+        wait_for(lambda: host.calls[-1] == ("offline", root.id, unmounted), timeout=5)
+        assert (row(harness, root).state, row(harness, root).state_reason) == ("offline", unmounted)
+        assert av.checks == 3
         # A mount point whose name is not UTF-8 is read like any other.
         odd = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"\xff-usb"))
         os.mkdir(odd)
-        mnt.tmpfs(Path(odd))
-        mnt.unmount(tree)
-        # A pass that read the table just before the unmount may say so first; this one follows.
-        wait_for(
-            lambda: (
-                host.calls[-1][:2] == ("offline", root.id)
-                and row(harness, root).state_reason == unmounted
-            ),
-            timeout=5,
-        )
-        assert row(harness, root).state == "offline"
-        # While the mount table is quiet the loop waits: it does not check over and over.
-        checks = av.checks
+        ns.mounts.tmpfs(Path(odd))
+        wait_for(lambda: av.checks == 4, timeout=5)
+        # While the mount table is quiet the loop waits: it does not look over and over
+        # (polling without a wait, it looks about 150 times in this window).
         assert not av.halt.wait(0.3)
-        assert av.checks - checks <= 5
-        assert av.is_alive()
+        assert av.checks == 4
     finally:
         av.halt.set()
     # Stopped: the next mount change ends the loop, which closes the mount table itself
     # (left to the garbage collector, an open file warns).
     with warnings.catch_warnings(record=True) as warned:
         warnings.simplefilter("always", ResourceWarning)
-        mnt.tmpfs(tree)
-        av.join(5)
-        assert not av.is_alive()
+        ns.mounts.tmpfs(tree)
+        ns.thread.join(5)
+        assert not ns.thread.is_alive()
+    assert av.checks == 4
     assert mountinfo_fds() == fds
     assert [w for w in warned if issubclass(w.category, ResourceWarning)] == []
 
 
 def test_one_roots_trouble_does_not_stop_the_others(
-    harness: Harness, tmp_path: Path, tree: Path
+    harness: Harness, ns: Namespace, tmp_path: Path, tree: Path
 ) -> None:
     """An exception while handling one root is logged as root.error and the other roots are still checked."""
     other_dir = tmp_path / "other"
@@ -656,14 +740,13 @@ def test_one_roots_trouble_does_not_stop_the_others(
     checker = Availability(host, harness.writer, 0.05, threading.Event())
     checker.load({harness.root.id: harness.root, other.id: other}, harness.reader)
     with logged() as events:
-        checker.start()
+        ns.start(checker.run)
         try:
-            wait_for(lambda: row(harness, other).state == "online", timeout=5)
-            wait_for(lambda: only(events, "root.error"), timeout=5)
+            wait_for(lambda: ("online", other.id) in host.calls, timeout=5)
         finally:
             checker.halt.set()
-        checker.join(5)
-        assert not checker.is_alive()
+        ns.thread.join(2)  # within the interval, no mount change needed
+        assert not ns.thread.is_alive()
     assert only(events, "root.error") == [
         {
             "event": "root.error",
@@ -672,12 +755,13 @@ def test_one_roots_trouble_does_not_stop_the_others(
             "error": f"RuntimeError: cannot watch {tree}",
         }
     ]
-    assert ("online", other.id) in host.calls
+    assert host.calls[:2] == [("online", harness.root.id), ("online", other.id)]
     assert row(harness).state == "online"  # the catalog's part was done before the host failed
+    assert row(harness, other).state == "online"
 
 
 def test_the_interval_notices_what_no_mount_change_says(
-    harness: Harness, host: Host, tree: Path
+    harness: Harness, host: Host, ns: Namespace, tree: Path
 ) -> None:
     """A marker removed and put back, with no mount change at all, is noticed within the interval each time."""
     root = harness.add_root(tree, marker=".library")
@@ -685,7 +769,7 @@ def test_the_interval_notices_what_no_mount_change_says(
     checker = Availability(host, harness.writer, 0.05, threading.Event())
     checker.load({root.id: root}, harness.reader)
     assert checker.refresh(root, harness.reader) is None
-    checker.start()
+    ns.start(checker.run)
     try:
         for _ in range(3):
             (tree / ".library").unlink()
@@ -694,61 +778,28 @@ def test_the_interval_notices_what_no_mount_change_says(
             wait_for(lambda: row(harness, root).state == "online", timeout=2)
     finally:
         checker.halt.set()
-    checker.join(2)
-    assert not checker.is_alive()
+    ns.thread.join(2)
+    assert not ns.thread.is_alive()
     reasons = [c[2] for c in host.calls if c[0] == "offline"]
     assert reasons == ["marker .library is missing"] * 3
-
-
-CLONE_NEWNS, MS_REC, MS_PRIVATE, MNT_DETACH = 0x00020000, 0x4000, 1 << 18, 2
-
-
-def without_proc(target: Callable[[], None]) -> threading.Thread:
-    """Run ``target`` in a thread of its own mount namespace where /proc is not mounted (a bare container)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    failed: list[str] = []
-    ready = threading.Event()
-
-    def body() -> None:
-        # Private first: an unmount in a namespace that shares its mounts would reach the host's.
-        for what, result in (
-            ("unshare", lambda: libc.unshare(CLONE_NEWNS)),
-            ("make private", lambda: libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None)),
-            ("unmount /proc", lambda: libc.umount2(b"/proc", MNT_DETACH)),
-        ):
-            if result() != 0:
-                failed.append(f"{what}: {os.strerror(ctypes.get_errno())}")
-                ready.set()
-                return
-        ready.set()
-        target()
-
-    thread = threading.Thread(target=body, daemon=True)
-    thread.start()
-    ready.wait(5)
-    if failed:
-        pytest.skip(failed[0])
-    return thread
 
 
 def test_without_a_mount_table_the_interval_alone_checks(
     harness: Harness, host: Host, tree: Path
 ) -> None:
     """Where /proc is not mounted the loop still checks every interval; the volume is unknown, so none is recorded."""
-    if os.geteuid() != 0:
-        pytest.skip("needs a mount namespace")
     checker = Availability(host, harness.writer, 0.05, threading.Event())
     checker.load({harness.root.id: harness.root}, harness.reader)
-    with logged() as events:
-        thread = without_proc(checker.run)
+    with logged() as events, namespace(proc=False) as bare:
+        bare.start(checker.run)
         try:
             wait_for(lambda: host.calls == [("online", harness.root.id)], timeout=5)
             checks = checker.checks
             wait_for(lambda: checker.checks >= checks + 3, timeout=5)
         finally:
             checker.halt.set()
-        thread.join(2)
-        assert not thread.is_alive()
+        bare.thread.join(2)
+        assert not bare.thread.is_alive()
     assert only(events, "root.online") == [
         {
             "event": "root.online",

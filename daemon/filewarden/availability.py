@@ -189,15 +189,9 @@ class Availability(threading.Thread):
                 poller.register(table, select.POLLPRI | select.POLLERR)
             except OSError:
                 poller = None  # no mountinfo to poll: the interval alone
+            # Check first, then wait: a change made before the table was opened raises no
+            # POLLPRI, and the caller's own checks may be older than that.
             while not self.halt.is_set():
-                if poller is not None and table is not None:
-                    if poller.poll(self.interval * 1000):
-                        table.seek(0)
-                        table.read()  # reading clears the flag until the next change
-                else:
-                    self.halt.wait(self.interval)
-                if self.halt.is_set():
-                    break
                 for root in list(self.roots.values()):
                     try:
                         self.refresh(root, reader)
@@ -207,6 +201,12 @@ class Availability(threading.Thread):
                         log.error(
                             "root.error", root=root.display, error=f"{type(exc).__name__}: {exc}"
                         )
+                if poller is not None and table is not None:
+                    if poller.poll(self.interval * 1000):
+                        table.seek(0)
+                        table.read()  # reading clears the flag until the next change
+                else:
+                    self.halt.wait(self.interval)
         finally:
             if table is not None:
                 table.close()

@@ -202,9 +202,9 @@ class Availability(threading.Thread):
                             "root.error", root=root.display, error=f"{type(exc).__name__}: {exc}"
                         )
                 if poller is not None and table is not None:
-                    if poller.poll(self.interval * 1000):
-                        table.seek(0)
-                        table.read()  # reading clears the flag until the next change
+                    # A change flags POLLERR|POLLPRI once: poll() itself takes note of
+                    # it (the kernel's mounts_poll), so nothing needs to be read.
+                    poller.poll(self.interval * 1000)
                 else:
                     self.halt.wait(self.interval)
         finally:

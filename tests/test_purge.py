@@ -26,10 +26,10 @@ from filewarden.protocol import INVALID_PARAMS, NOT_FOUND, PERMISSION_DENIED, Rp
 from tests.conftest import Harness, logged, make_files
 
 DAY = 86400.0
-# kept_days is logged to two decimals: 500 days and a minute is 500.0 there
-# (500.001 to three decimals, 499.99 if a day were a second longer).
-JOURNAL_KEEP = "500d1m"
-JOURNAL_KEEP_S = 500 * DAY + 60
+# kept_days is logged to two decimals: 500 days, 12 hours and a minute is 500.5
+# there (501 to none, 500.501 to three, 500.49 if a day were a second longer).
+JOURNAL_KEEP = "500d12h1m"
+JOURNAL_KEEP_S = 500.5 * DAY + 60
 
 
 class Live:
@@ -487,17 +487,28 @@ def test_retention_compacts_the_journal_keeping_each_files_latest_and_the_last(
     assert [h["kind"] for h in live.record(a_id)["history"]] == ["move"]
     removed = len(history) - len(kept)
     assert removed > 0
-    assert [e for e in events if e["event"] == "journal.compact"] == [
-        {"event": "journal.compact", "log_level": "info", "removed": removed, "kept_days": 500.0}
-    ]
+    (compact,) = [e for e in events if e["event"] == "journal.compact"]
+    assert compact == {
+        "event": "journal.compact",
+        "log_level": "info",
+        "removed": removed,
+        "kept_days": 500.5,
+    }
     assert live.call("changes", {"since": 0})["oldest_seq"] == kept[0]
 
-    # Newer entries stay; the old root entry, no longer the last, goes.
+    # Newer entries stay, even a file's earlier ones; the old root entry,
+    # no longer the last, goes.
     (live.tree / "new.txt").write_text("new")
     assert live.d.sync(30)
-    fresh = live.journal()[-1]
+    (live.tree / "new.txt").rename(live.tree / "renamed.txt")
+    assert live.d.sync(30)
+    fresh = [e for e in live.journal() if e["seq"] > last["seq"]]
+    assert [e["kind"] for e in fresh] == ["new", "move"]
     live.d.retention()
-    assert [e["seq"] for e in live.journal()] == [*sorted(latest.values()), fresh["seq"]]
+    assert [e["seq"] for e in live.journal()] == [
+        *sorted(latest.values()),
+        *(e["seq"] for e in fresh),
+    ]
 
 
 def test_retention_prunes_arrivals_older_than_the_match_window(start: Start) -> None:

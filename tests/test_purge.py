@@ -9,21 +9,20 @@ from __future__ import annotations
 
 import datetime
 import grp
-import json
 import os
-import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from filewarden import catalog, config, logs
+from filewarden import catalog
 from filewarden.client import Client
-from filewarden.daemon import PURGE_CHUNK, Daemon
+from filewarden.daemon import PURGE_CHUNK
 from filewarden.protocol import INVALID_PARAMS, NOT_FOUND, PERMISSION_DENIED, RpcError
 from tests.conftest import Harness, logged, make_files
+from tests.daemon_inproc import Start, as_user, public_dir, starting
 
 DAY = 86400.0
 # kept_days is logged to two decimals: 500 days, 12 hours and a minute is 500.5
@@ -32,116 +31,9 @@ JOURNAL_KEEP = "500d12h1m"
 JOURNAL_KEEP_S = 500.5 * DAY + 60
 
 
-class Live:
-    """A started daemon with two roots: ``tree``, and ``other`` (online while its marker is there)."""
-
-    def __init__(
-        self, tmp: Path, tree: Path, sock: Path, *sections: str, admin_group: str = ""
-    ) -> None:
-        self.tree, self.other, self.sock = tree, tmp / "other", sock
-        self.other.mkdir()
-        (self.other / ".online").write_text("")
-        (self.other / "elsewhere.txt").write_text("on a removable disk")
-        cfg = tmp / "config.toml"
-        cfg.write_text(
-            "\n".join(
-                [
-                    "[daemon]",
-                    f'state_dir = "{tmp / "state"}"',
-                    f'socket = "{sock}"',
-                    'socket_mode = "0666"',
-                    f'admin_group = "{admin_group}"',
-                    "[sweep]",
-                    'interval = "never"',
-                    'quick_interval = "never"',
-                    "[watch]",
-                    'backend = "watchdog"',
-                    "[hash]",
-                    "enabled = false",
-                    *sections,
-                    "[[root]]",
-                    f'path = "{tree}"',
-                    "[[root]]",
-                    f'path = "{self.other}"',
-                    'marker = ".online"',
-                ]
-            )
-            + "\n"
-        )
-        self.d = Daemon(config.load(cfg))
-        self.d.start()
-        self.reader = catalog.connect(self.d.db_path, readonly=True)
-        self.client = Client(sock, timeout=60)
-        assert self.d.sync(30)
-
-    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
-        return self.client.call(method, params)
-
-    def refused(self, method: str, params: dict[str, Any]) -> tuple[int, str]:
-        with pytest.raises(RpcError) as caught:
-            self.call(method, params)
-        return caught.value.code, caught.value.message
-
-    def id_of(self, path: Path) -> int:
-        record = self.call("lookup", {"path": str(path)})
-        assert record is not None, path
-        return int(record["id"])
-
-    def record(self, file_id: int) -> dict[str, Any]:
-        return dict(self.call("file", {"id": file_id}))
-
-    def remove(self, *paths: Path) -> None:
-        """Delete these files and wait until the catalog has them missing."""
-        for p in paths:
-            p.unlink()
-        assert self.d.sync(30)
-
-    def take_other_offline(self) -> None:
-        (self.other / ".online").unlink()
-        self.call("scan", {"wait": True})
-        assert self.root_counts(self.other)["state"] == "offline"
-
-    def root_counts(self, path: Path) -> dict[str, Any]:
-        for r in self.call("status")["roots"]:
-            if r["path"] == str(path):
-                return {"state": r["state"], **r["files"]}
-        raise AssertionError(f"no root {path}")
-
-    def write(self, sql: str, *params: object) -> None:
-        """Change the catalog through the daemon's own writer (to age it)."""
-        self.d.writer.call(lambda c: c.execute(sql, params))
-
-    def rows(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
-        return [tuple(r) for r in self.reader.execute(sql, params)]
-
-    def journal(self) -> list[dict[str, Any]]:
-        return list(self.call("changes", {"since": 0})["changes"])
-
-    def close(self) -> None:
-        self.client.close()
-        self.reader.close()
-        self.d.stop()
-        logs.configure(config.LogConfig(format="json", level="warning"))
-
-
-Start = Callable[..., Live]
-
-
 @pytest.fixture
 def start(tmp_path: Path, tree: Path) -> Iterator[Start]:
-    """Starts a Live daemon with extra config lines; stops it after the test."""
-    started: list[Live] = []
-
-    def go(*sections: str, sock: Path | None = None, admin_group: str = "") -> Live:
-        live = Live(
-            tmp_path, tree, sock or tmp_path / "fw.sock", *sections, admin_group=admin_group
-        )
-        started.append(live)
-        return live
-
-    yield go
-    for live in started:
-        live.close()
+    yield from starting(tmp_path, tree)
 
 
 def _unix(text: str) -> float:
@@ -328,68 +220,45 @@ def test_purge_names_a_bad_duration(start: Start) -> None:
     assert message.startswith("older_than: 'soon' is not a duration (use e.g.")
 
 
-def _as_user(sock: Path, gid: int, method: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Call the socket from a child that has become uid 65534 with group ``gid``; its answer or error."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        code = 1
+def _purge_as(sock: Path, gid: int, params: dict[str, Any]) -> Any:
+    """Ask for a purge as uid 65534 with group ``gid``: the answer, or the error's code and message."""
+
+    def work() -> dict[str, Any]:
         try:
-            os.close(read)
-            os.setgroups([])
-            os.setgid(gid)
-            os.setuid(65534)
-            try:
-                with Client(sock, timeout=60) as c:
-                    answer: dict[str, Any] = {"result": c.call(method, params)}
-            except RpcError as exc:
-                answer = {"code": exc.code, "message": exc.message}
-            os.write(write, json.dumps(answer).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write)
-    with os.fdopen(read, "rb") as f:
-        text = f.read()
-    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
-    return dict(json.loads(text))
+            with Client(sock, timeout=60) as c:
+                return {"result": c.call("purge", params)}
+        except RpcError as exc:
+            return {"code": exc.code, "message": exc.message}
+
+    return as_user(gid, work)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another uid")
-def test_purge_is_for_root_and_admin_group_only(start: Start, tmp_path: Path) -> None:
+def test_purge_is_for_root_and_admin_group_only(start: Start) -> None:
     """A user outside admin_group is refused (-32001) and nothing goes; a member may purge, journaled with their uid."""
     try:
         group = grp.getgrgid(65534).gr_name
     except KeyError:
         pytest.skip("no group 65534")
-    public = Path("/tmp") / f"fw-purge-{os.getpid()}"
-    public.mkdir(mode=0o755)
-    try:
+    with public_dir() as public:
         live = start(sock=public / "fw.sock", admin_group=group)
-    except BaseException:
-        shutil.rmtree(public)
-        raise
-    try:
         make_files(live.tree, 2)
         assert live.d.sync(30)
         gone = live.tree / "d0000" / "f00000.txt"
         gone_id = live.id_of(gone)
         live.remove(gone)
-        assert _as_user(live.sock, 65533, "purge", {"all": True}) == {
+        denied = {
             "code": PERMISSION_DENIED,
             "message": "purge is for root and members of admin_group",
         }
-        assert _as_user(live.sock, 65533, "purge", {"ids": []}) == {
-            "code": PERMISSION_DENIED,
-            "message": "purge is for root and members of admin_group",
-        }
+        assert _purge_as(live.sock, 65533, {"all": True}) == denied
+        assert _purge_as(live.sock, 65533, {"ids": []}) == denied
         assert live.record(gone_id)["state"] == "missing"
-        assert _as_user(live.sock, 65534, "purge", {"ids": [gone_id]}) == {
+        assert _purge_as(live.sock, 65534, {"ids": [gone_id]}) == {
             "result": {"purged": 1, "refused": []}
         }
         assert [(e["kind"], e.get("by_uid")) for e in live.journal()][-1] == ("purge", 65534)
-    finally:
-        shutil.rmtree(public)
+        live.close()
 
 
 # --- retention ----------------------------------------------------------------------------

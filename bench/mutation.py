@@ -76,7 +76,7 @@ TARGETS: dict[str, Target] = {
     ),
     "exit-codes": Target(
         ("cli.py",),
-        ("tests/test_cli.py",),
+        ("tests/test_cli_codes.py",),
         _function("cli", "main", "_cmd_info", "_cmd_purge", "_cmd_scan", "_cmd_annotate", "_cmd_sync", "_cmd_accept_root", "_cmd_status"),
     ),
     "reload": Target(

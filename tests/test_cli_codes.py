@@ -343,7 +343,7 @@ def test_info_and_annotate_exit_5_for_what_is_not_there(
 
 
 def test_annotate_sets_shows_and_deletes(start: Start, capsys: pytest.CaptureFixture[str]) -> None:
-    """annotate ID KEY VALUE sets, ID KEY prints, --delete removes (exit 0); a bad key is a usage error (2)."""
+    """annotate ID KEY VALUE sets, ID KEY prints, --delete removes (with a value too); exit 0; a bad key is a usage error (2)."""
     live = start()
     cli = Cli(live, capsys)
     make_files(live.tree, 1)
@@ -353,6 +353,10 @@ def test_annotate_sets_shows_and_deletes(start: Start, capsys: pytest.CaptureFix
     assert live.record(file_id)["annotations"] == {"rating": "5"}
     assert cli("annotate", str(file_id), "rating") == (0, "5\n", "")
     assert cli("annotate", str(file_id), "rating", "--delete") == (0, "", "")
+    assert live.record(file_id)["annotations"] == {}
+    # --delete wins over a value given with it.
+    assert cli("annotate", str(file_id), "rating", "6") == (0, "", "")
+    assert cli("annotate", str(file_id), "rating", "7", "--delete") == (0, "", "")
     assert live.record(file_id)["annotations"] == {}
     assert cli("annotate", str(file_id), "", "x") == (
         2,

@@ -83,7 +83,7 @@ TARGETS: dict[str, Target] = {
     ),
     "exit-codes": Target(
         ("cli.py",),
-        ("tests/test_cli.py",),
+        ("tests/test_cli_codes.py",),
         _function(
             "cli",
             "main",

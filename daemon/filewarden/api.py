@@ -448,7 +448,12 @@ class Api:
         )
         if not peer.admin:
             raise RpcError(PERMISSION_DENIED, "purge is for root and members of admin_group")
-        chosen = [k for k in ("ids", "older_than", "all") if params.get(k) not in (None, False)]
+        # `is`, not `in (None, False)`: 0 == False, and an older_than of 0 seconds is a value.
+        chosen = [
+            k
+            for k in ("ids", "older_than", "all")
+            if params.get(k) is not None and params.get(k) is not False
+        ]
         if len(chosen) != 1:
             raise invalid_params("give exactly one of ids, older_than or all: true")
         ids: list[int] | None = None

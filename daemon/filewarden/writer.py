@@ -157,7 +157,13 @@ class Writer:
     ) -> None:
         outcomes: list[tuple[Future[Any], bool, Any]] = []
         try:
-            with conn:
+            # IMMEDIATE: the write lock before the first read. A transaction
+            # that has read gets SQLITE_BUSY at once when another connection
+            # holds the lock (SQLite calls no busy handler then: waiting could
+            # deadlock), so an admin's sqlite3 session failed such batches
+            # instead of being waited for (the busy timeout).
+            conn.execute("BEGIN IMMEDIATE")
+            try:
                 for job, future in batch:
                     if not future.set_running_or_notify_cancel():
                         continue
@@ -170,6 +176,11 @@ class Writer:
                         outcomes.append((future, False, exc))
                     else:
                         outcomes.append((future, True, result))
+                conn.execute("COMMIT")
+            except BaseException:
+                if not conn.get_autocommit():
+                    conn.execute("ROLLBACK")
+                raise
         except Exception as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             self.failures += 1

@@ -72,7 +72,7 @@ class Live:
         self.d.start()
         self.reader = catalog.connect(self.d.db_path, readonly=True)
         self.client = Client(sock, timeout=60)
-        assert self.d.sync(30)
+        assert self.d.syncer.sync(30)
 
     def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
         return self.client.call(method, params)
@@ -94,7 +94,7 @@ class Live:
         """Delete these files and wait until the catalog has them missing."""
         for p in paths:
             p.unlink()
-        assert self.d.sync(30)
+        assert self.d.syncer.sync(30)
 
     def take_other_offline(self) -> None:
         (self.other / ".online").unlink()

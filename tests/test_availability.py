@@ -20,7 +20,7 @@ import pytest
 from filewarden import catalog, mounts
 from filewarden.availability import Availability
 from filewarden.config import RootConfig
-from filewarden.roots import Root
+from filewarden.roots import Root, RootSet
 from tests.conftest import Harness, logged, make_files, wait_for
 
 DIFFERENT = (
@@ -124,9 +124,20 @@ def host() -> RecordingHost:
     return RecordingHost()
 
 
+def checker_of(
+    host: RecordingHost, harness: Harness, interval: float, *roots: Root
+) -> Availability:
+    """A mount checker over ``roots``, their recorded volumes loaded."""
+    checker = Availability(host, RootSet(), harness.writer, interval, threading.Event())
+    for root in roots:
+        checker.roots.add(root)
+        checker.load(root, harness.reader)
+    return checker
+
+
 @pytest.fixture
 def av(harness: Harness, host: RecordingHost) -> Iterator[Availability]:
-    checker = Availability(host, harness.writer, 30.0, threading.Event())
+    checker = checker_of(host, harness, 30.0)
     yield checker
     checker.halt.set()
 
@@ -563,37 +574,26 @@ def test_the_volume_recorded_at_first_sight_is_kept(
 # -- which roots, and what was recorded for them -----------------------------------------------------
 
 
-def test_load_add_remove(
+def test_load(
     harness: Harness, host: RecordingHost, drive: Drive, tmp_path: Path, tree: Path
 ) -> None:
-    """The volumes recorded earlier are known again after load() or add(); remove() drops only that root."""
+    """The volumes recorded earlier are known again after load()."""
     other = harness.add_root(tmp_path / "other")
     (tmp_path / "other").mkdir()
     drive.plug()
-    first = Availability(host, harness.writer, 30.0, threading.Event())
-    assert first.roots == {}
+    first = checker_of(host, harness, 30.0, harness.root)
     first.refresh(harness.root, harness.reader)
     plugged = identity(tree)
     drive.unplug()
     problem = DIFFERENT.format(was=plugged.describe(), now=identity(tree).describe(), root=tree)
 
     # A restart: the catalog remembers the volume, the new checker reads it.
-    loaded = Availability(host, harness.writer, 30.0, threading.Event())
-    roots = {harness.root.id: harness.root, other.id: other}
-    loaded.load(roots, harness.reader)
-    assert loaded.roots == roots and loaded.roots is not roots
+    loaded = checker_of(host, harness, 30.0, harness.root, other)
     assert loaded.problem(harness.root) == problem
     assert loaded.problem(other) is None
-
-    added = Availability(host, harness.writer, 30.0, threading.Event())
-    added.add(other, harness.reader)
-    added.add(harness.root, harness.reader)
-    assert added.roots == {other.id: other, harness.root.id: harness.root}
-    assert added.problem(harness.root) == problem
-    added.remove(harness.root)
-    assert added.roots == {other.id: other}
-    added.remove(harness.root)
-    assert added.roots == {other.id: other}
+    # Checking goes by the roots now in the set: a removed root is no longer looked at.
+    loaded.roots.remove(harness.root.id)
+    assert list(loaded.roots) == [other]
 
 
 # -- the watch loop -----------------------------------------------------------------------
@@ -701,7 +701,8 @@ def test_the_loop_notices_mounts_and_unmounts_at_once(
 ) -> None:
     """Mounting and unmounting flip the root within moments (mountinfo's POLLPRI), long before the 30 s interval; one look per change."""
     root = harness.add_root(tree, require_mountpoint=True)
-    av.load({root.id: root}, harness.reader)
+    av.roots.add(root)
+    av.load(root, harness.reader)
     unmounted = "not a mount point (is the drive mounted?)"
     assert av.refresh(root, harness.reader) == unmounted
     fds = mountinfo_fds()
@@ -748,8 +749,7 @@ def test_one_roots_trouble_does_not_stop_the_others(
     other_dir.mkdir()
     other = harness.add_root(other_dir)
     host = RecordingHost(failing=frozenset({harness.root.id}))
-    checker = Availability(host, harness.writer, 0.05, threading.Event())
-    checker.load({harness.root.id: harness.root, other.id: other}, harness.reader)
+    checker = checker_of(host, harness, 0.05, harness.root, other)
     with logged() as events:
         ns.start(checker.run)
         try:
@@ -777,8 +777,7 @@ def test_the_interval_notices_what_no_mount_change_says(
     """A marker removed and put back, with no mount change at all, is noticed within the interval each time."""
     root = harness.add_root(tree, marker=".library")
     (tree / ".library").write_text("")
-    checker = Availability(host, harness.writer, 0.05, threading.Event())
-    checker.load({root.id: root}, harness.reader)
+    checker = checker_of(host, harness, 0.05, root)
     assert checker.refresh(root, harness.reader) is None
     ns.start(checker.run)
     try:
@@ -799,8 +798,7 @@ def test_without_a_mount_table_the_interval_alone_checks(
     harness: Harness, host: RecordingHost, tree: Path
 ) -> None:
     """Where /proc is not mounted the loop still checks every interval; the volume is unknown, so none is recorded."""
-    checker = Availability(host, harness.writer, 0.05, threading.Event())
-    checker.load({harness.root.id: harness.root}, harness.reader)
+    checker = checker_of(host, harness, 0.05, harness.root)
     with logged() as events, namespace(proc=False) as bare:
         bare.start(checker.run)
         try:

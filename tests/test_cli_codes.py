@@ -115,7 +115,7 @@ def test_status_prints_roots_counts_running_and_queued_sweeps_and_warnings(
     live = start(other_online=False)
     cli = Cli(live, capsys)
     make_files(live.tree, 4)
-    assert live.d.sync(30)
+    assert live.d.syncer.sync(30)
     tree, other = str(live.tree), str(live.other)
     assert cli("scan", "--wait")[0] == 1  # the offline root's sweep is aborted: a warning
     with live.writes_blocked():
@@ -130,7 +130,7 @@ def test_status_prints_roots_counts_running_and_queued_sweeps_and_warnings(
         ]
         st = live.call("status")
         code, out, err = cli("status")
-    assert live.d.sync(30)
+    assert live.d.syncer.sync(30)
     assert (code, err) == (0, "")
     lines = out.splitlines()
     assert re.fullmatch(
@@ -172,7 +172,7 @@ def test_scan_exits_1_when_a_sweep_is_not_done(
     live = start(other_online=False)
     cli = Cli(live, capsys)
     make_files(live.tree, 4)
-    assert live.d.sync(30)
+    assert live.d.syncer.sync(30)
     tree, other = str(live.tree), str(live.other)
     code, out, err = cli("scan", "--wait")
     assert (code, err) == (1, "")
@@ -202,7 +202,7 @@ def test_scan_wait_on_a_terminal_shows_progress_until_the_sweep_is_done(
     live = start()
     cli = Cli(live, capsys)
     make_files(live.tree, 4)
-    assert live.d.sync(30)
+    assert live.d.syncer.sync(30)
     tree = str(live.tree)
     full_bar = b"\r[" + b"=" * 30 + b"] 4/4 files"
 
@@ -244,11 +244,11 @@ def test_info_by_path_and_by_id_prints_the_record_and_its_history(
     live = start(hashing=True)
     cli = Cli(live, capsys)
     make_files(live.tree, 2)
-    assert live.d.sync(30)
+    assert live.d.syncer.sync(30)
     first = live.tree / "d0000" / "f00000.txt"
     moved = live.tree / "moved.txt"
     first.rename(moved)
-    assert live.d.sync(30)
+    assert live.d.syncer.sync(30)
     rec = _hashed(live, moved)
     live.call("annotate", {"id": rec["id"], "key": "rating", "value": "5"})
     live.call("annotate", {"id": rec["id"], "key": "caption", "value": "a cat\non two lines"})
@@ -280,7 +280,7 @@ def test_info_by_path_and_by_id_prints_the_record_and_its_history(
     # A file whose name is a number is looked up as a path, here and in the catalog.
     named = live.tree / str(rec["id"] + 1000)
     named.write_text("a file called a number")
-    assert live.d.sync(30)
+    assert live.d.syncer.sync(30)
     monkeypatch.chdir(live.tree)
     code, out, _ = cli("info", named.name)
     assert code == 0 and f"path            {named}" in out.splitlines()
@@ -293,7 +293,7 @@ def test_info_of_a_missing_file_shows_since_when_and_why(
     live = start()
     cli = Cli(live, capsys)
     make_files(live.tree, 1)
-    assert live.d.sync(30)
+    assert live.d.syncer.sync(30)
     gone = live.tree / "d0000" / "f00000.txt"
     file_id = live.id_of(gone)
     live.remove(gone)
@@ -320,7 +320,7 @@ def test_info_and_annotate_exit_5_for_what_is_not_there(
     live = start()
     cli = Cli(live, capsys)
     make_files(live.tree, 1)
-    assert live.d.sync(30)
+    assert live.d.syncer.sync(30)
     not_there = live.tree / "not-there.txt"
     assert cli("info", "999999") == (5, "", "filewarden: no file with id 999999\n")
     assert cli("info", str(not_there)) == (
@@ -347,7 +347,7 @@ def test_annotate_sets_shows_and_deletes(start: Start, capsys: pytest.CaptureFix
     live = start()
     cli = Cli(live, capsys)
     make_files(live.tree, 1)
-    assert live.d.sync(30)
+    assert live.d.syncer.sync(30)
     file_id = live.id_of(live.tree / "d0000" / "f00000.txt")
     assert cli("annotate", str(file_id), "rating", "5") == (0, "", "")
     assert live.record(file_id)["annotations"] == {"rating": "5"}
@@ -372,7 +372,7 @@ def test_purge_exit_codes_and_what_it_says(
     live = start()
     cli = Cli(live, capsys)
     make_files(live.tree, 4)
-    assert live.d.sync(30)
+    assert live.d.syncer.sync(30)
     paths = [live.tree / "d0000" / f"f0000{i}.txt" for i in range(4)]
     ids = [live.id_of(p) for p in paths]
     live.remove(*paths[:3])
@@ -402,7 +402,7 @@ def test_purge_asks_first_on_a_terminal(
     live = start()
     cli = Cli(live, capsys)
     make_files(live.tree, 4)
-    assert live.d.sync(30)
+    assert live.d.syncer.sync(30)
     paths = [live.tree / "d0000" / f"f0000{i}.txt" for i in range(4)]
     ids = [live.id_of(p) for p in paths]
     live.remove(*paths)
@@ -437,7 +437,7 @@ def test_purge_and_accept_root_by_a_user_outside_admin_group_exit_4(
         live = start(sock=public / "fw.sock")
         cli = Cli(live, capsys)
         make_files(live.tree, 1)
-        assert live.d.sync(30)
+        assert live.d.syncer.sync(30)
         live.remove(live.tree / "d0000" / "f00000.txt")
         assert cli("purge", "--all", "--yes") == (0, "purged 1\n", "")
 
@@ -486,7 +486,7 @@ def test_sync_exit_0_in_sync_and_1_when_it_times_out(
     live = start()
     cli = Cli(live, capsys)
     make_files(live.tree, 2)
-    assert live.d.sync(30)
+    assert live.d.syncer.sync(30)
     seq = live.call("changes", {"since": 0})["seq"]
     assert cli("sync") == (0, f"in sync at seq {seq}\n", "")
     with live.writes_blocked() as release:

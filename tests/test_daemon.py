@@ -195,7 +195,7 @@ def test_a_dead_watcher_is_restarted_and_its_roots_swept(tmp_path: Path, tree: P
     d = Daemon(config.load(cfg))
     d.start()
     try:
-        assert d.sync(60) and d.watcher.alive()
+        assert d.syncer.sync(60) and d.watcher.alive()
         reader = d.watcher.backend._observer._inotify_fd  # type: ignore[union-attr]
         reader.stop()  # what an exception escaping watchdog's reader would leave
         reader.join(5)
@@ -204,7 +204,7 @@ def test_a_dead_watcher_is_restarted_and_its_roots_swept(tmp_path: Path, tree: P
         made.write_bytes(b"nobody heard this\n")
         d._check_watcher()
         assert d.watcher.alive() and d.watcher.restarts == 1
-        assert d.sync(60)
+        assert d.syncer.sync(60)
         conn = catalog.connect(state / "catalog.db", readonly=True)
         try:
             row = catalog.file_at(conn, 1, b"made-while-deaf.txt")
@@ -212,10 +212,10 @@ def test_a_dead_watcher_is_restarted_and_its_roots_swept(tmp_path: Path, tree: P
             conn.close()
         assert row is not None and row.state == "present"
         # Watched again: a sync is answered by its cookie's event, not a sweep.
-        [root] = d.roots.values()
+        [root] = d.roots
         assert d.watcher.mode_of(root) == "watch"
         hints = d.watcher.aggregator.hints
-        assert d.sync(10) and d.watcher.aggregator.hints > hints
+        assert d.syncer.sync(10) and d.watcher.aggregator.hints > hints
     finally:
         d.stop()
 
@@ -262,10 +262,10 @@ def test_reload_applies_every_reloadable_key_and_names_the_rest(tmp_path: Path, 
     d = Daemon(config.load(cfg))
     d.start()
     try:
-        assert d.sync(30)
+        assert d.syncer.sync(30)
         gone = tree / "d0000" / "f00000.txt"
         gone.unlink()
-        assert d.sync(30)
+        assert d.syncer.sync(30)
         reader = catalog.connect(d.db_path, readonly=True)
         assert catalog.totals(reader) == (3, 1, 0)
         assert catalog.count_unhashed(reader) == 3  # hashing is off
@@ -299,7 +299,7 @@ def test_reload_applies_every_reloadable_key_and_names_the_rest(tmp_path: Path, 
         # [sweep]: quick sweeps every second now.
         wait_for(lambda: any(j.kind == "quick" for j in d.jobs.all()), timeout=30)
         # [retention]: files missing for more than 1 ms are purged by the next pass.
-        d.retention()
+        d.retention.once()
         assert catalog.totals(reader) == (3, 0, 0)
         # [daemon] and [watch] wait for a restart.
         assert d.config.daemon.client_idle_timeout == 300

@@ -58,7 +58,7 @@ BREAKS = [
     Break(
         "a reload applies [hash]",
         "daemon.py",
-        "self.hasher.max_bytes_per_s = new.hash.max_mb_per_s * 1e6",
+        "self.hasher.apply(new.hash)",
         "pass",
         ("tests/test_daemon.py::test_reload_applies_every_reloadable_key_and_names_the_rest",),
     ),
@@ -131,7 +131,7 @@ BREAKS = [
     Break(
         "no watchdog ping while the writer is stuck",
         "daemon.py",
-        "trouble = self.unhealthy()",
+        "trouble = self.health.unhealthy(self.notifier.watchdog_interval)",
         "trouble = None",
         ("tests/test_systemd.py::test_stuck_writer_stops_watchdog_pings",),
     ),
@@ -143,11 +143,17 @@ BREAKS = [
         ("tests/test_sweep.py::test_hard_link_is_a_new_file",),
     ),
     Break(
-        "a reload applies [sweep] and [retention]",
+        "a reload applies [sweep]",
         "daemon.py",
-        "self.config = dataclasses.replace(new, daemon=old.daemon, watch=old.watch)",
-        "self.config = dataclasses.replace(new, daemon=old.daemon, watch=old.watch,"
-        " sweep=old.sweep, retention=old.retention)",
+        "self.scheduler.apply(new.sweep)  # new intervals count from now",
+        "pass",
+        ("tests/test_daemon.py::test_reload_applies_every_reloadable_key_and_names_the_rest",),
+    ),
+    Break(
+        "a reload applies [retention]",
+        "daemon.py",
+        "self.retention.apply(new.retention, new.identity)",
+        "pass",
         ("tests/test_daemon.py::test_reload_applies_every_reloadable_key_and_names_the_rest",),
     ),
     Break(
@@ -160,7 +166,7 @@ BREAKS = [
     Break(
         "a root a reload adds again is watched and swept again",
         "daemon.py",
-        "self.availability.add(root, self._reader_conn())\n"
+        "self.availability.load(root, self._reader_conn())\n"
         "if self.availability.refresh(root, self._reader_conn()) is None:",
         "if False:",
         ("tests/test_reload.py::test_a_root_removed_then_added_again_is_watched_and_swept_again",),

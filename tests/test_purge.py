@@ -19,8 +19,8 @@ import pytest
 
 from filewarden import catalog
 from filewarden.client import Client
-from filewarden.daemon import PURGE_CHUNK
 from filewarden.protocol import INVALID_PARAMS, NOT_FOUND, PERMISSION_DENIED, RpcError
+from filewarden.purge import PURGE_CHUNK, purge_missing
 from tests.conftest import Harness, logged, make_files
 from tests.daemon_inproc import Start, as_user, public_dir, starting
 
@@ -60,7 +60,7 @@ def test_purge_by_id_takes_missing_files_with_their_annotations_and_refuses_the_
     make_files(tree, 3)
     late = tree / "late.txt"
     late.write_text("arrived while the daemon ran")
-    assert live.d.sync(30)
+    assert live.d.syncer.sync(30)
     a, b = tree / "d0000" / "f00000.txt", tree / "d0000" / "f00001.txt"
     a_id, b_id, late_id = live.id_of(a), live.id_of(b), live.id_of(late)
     c_id = live.id_of(live.other / "elsewhere.txt")
@@ -127,7 +127,7 @@ def test_purge_older_than_takes_only_files_missing_longer(start: Start) -> None:
     """older_than (a duration or seconds) purges files missing for longer than that, and no others."""
     live = start()
     make_files(live.tree, 3)
-    assert live.d.sync(30)
+    assert live.d.syncer.sync(30)
     gone = [live.tree / "d0000" / f"f0000{i}.txt" for i in (0, 1)]
     ids = [live.id_of(p) for p in gone]
     kept = live.id_of(live.tree / "d0000" / "f00002.txt")
@@ -138,7 +138,9 @@ def test_purge_older_than_takes_only_files_missing_longer(start: Start) -> None:
     # Missing since exactly the cutoff is not missing for longer than it.
     since = catalog.get_file(live.reader, ids[0])
     assert since is not None and since.missing_since is not None
-    assert live.d.purge(live.reader, ids=None, cutoff=since.missing_since, uid=0) == {
+    assert purge_missing(
+        live.d.writer, live.reader, ids=None, cutoff=since.missing_since, uid=0
+    ).answer() == {
         "purged": 0,
         "refused": [],
     }
@@ -154,7 +156,7 @@ def test_purge_all_takes_every_missing_file_and_nothing_else(start: Start) -> No
     """all: true purges the missing files of every root; present and offline files stay."""
     live = start()
     make_files(live.tree, 4)
-    assert live.d.sync(30)
+    assert live.d.syncer.sync(30)
     gone = [live.tree / "d0000" / f"f0000{i}.txt" for i in (1, 3)]
     ids = [live.id_of(p) for p in gone]
     live.take_other_offline()
@@ -171,7 +173,7 @@ def test_purge_of_more_ids_than_one_chunk_handles_each_once(start: Start) -> Non
     """A purge is done in chunks; every id of every chunk is purged or refused exactly once."""
     live = start()
     make_files(live.tree, 2)
-    assert live.d.sync(30)
+    assert live.d.syncer.sync(30)
     first, last = live.tree / "d0000" / "f00000.txt", live.tree / "d0000" / "f00001.txt"
     first_id, last_id = live.id_of(first), live.id_of(last)
     live.remove(first, last)
@@ -204,7 +206,7 @@ def test_purge_refuses_bad_params_and_purges_nothing(
     """Exactly one of ids, older_than or all; ids non-empty integers; older_than a duration or seconds ≥ 0."""
     live = start()
     make_files(live.tree, 1)
-    assert live.d.sync(30)
+    assert live.d.syncer.sync(30)
     gone = live.tree / "d0000" / "f00000.txt"
     gone_id = live.id_of(gone)
     live.remove(gone)
@@ -243,7 +245,7 @@ def test_purge_is_for_root_and_admin_group_only(start: Start) -> None:
     with public_dir() as public:
         live = start(sock=public / "fw.sock", admin_group=group)
         make_files(live.tree, 2)
-        assert live.d.sync(30)
+        assert live.d.syncer.sync(30)
         gone = live.tree / "d0000" / "f00000.txt"
         gone_id = live.id_of(gone)
         live.remove(gone)
@@ -277,7 +279,7 @@ def test_retention_purges_files_missing_longer_than_purge_missing_after(start: S
     """Files missing for more than purge_missing_after are purged (journaled and logged `by: retention`); newer missing, present and offline files stay."""
     live = start(*RETENTION)
     make_files(live.tree, 4)
-    assert live.d.sync(30)
+    assert live.d.syncer.sync(30)
     old, recent, fresh, present = (live.tree / "d0000" / f"f0000{i}.txt" for i in range(4))
     ids = {p: live.id_of(p) for p in (old, recent, fresh, present)}
     live.take_other_offline()
@@ -288,7 +290,7 @@ def test_retention_purges_files_missing_longer_than_purge_missing_after(start: S
     old_since = live.record(ids[old])["missing_since"]
 
     with logged() as events:
-        live.d.retention()
+        live.d.retention.once()
 
     assert live.refused("file", {"id": ids[old]})[0] == NOT_FOUND
     assert {f["id"] for f in live.call("list", {"state": "missing"})["files"]} == {
@@ -316,7 +318,7 @@ def test_retention_purges_files_missing_longer_than_purge_missing_after(start: S
     ]
     # Nothing more to do: nothing purged, nothing logged.
     with logged() as events:
-        live.d.retention()
+        live.d.retention.once()
     assert [e["event"] for e in events] == []
     assert len(live.call("list", {"state": "missing"})["files"]) == 2
 
@@ -327,7 +329,7 @@ def test_retention_compacts_the_journal_keeping_each_files_latest_and_the_last(
     """Entries older than journal_keep go, except each file's latest and the very last entry; newer ones stay."""
     live = start(*RETENTION)
     make_files(live.tree, 3)
-    assert live.d.sync(30)
+    assert live.d.syncer.sync(30)
     a, b, c = (live.tree / "d0000" / f"f0000{i}.txt" for i in range(3))
     a_id, b_id, c_id = live.id_of(a), live.id_of(b), live.id_of(c)
     elsewhere = live.id_of(live.other / "elsewhere.txt")
@@ -341,7 +343,7 @@ def test_retention_compacts_the_journal_keeping_each_files_latest_and_the_last(
     live.write("UPDATE journal SET time = time - ?", 2 * JOURNAL_KEEP_S)
 
     with logged() as events:
-        live.d.retention()
+        live.d.retention.once()
 
     latest = {e["id"]: e["seq"] for e in history if e["id"] is not None}
     kept = sorted([*latest.values(), last["seq"]])
@@ -368,12 +370,12 @@ def test_retention_compacts_the_journal_keeping_each_files_latest_and_the_last(
     # Newer entries stay, even a file's earlier ones; the old root entry,
     # no longer the last, goes.
     (live.tree / "new.txt").write_text("new")
-    assert live.d.sync(30)
+    assert live.d.syncer.sync(30)
     (live.tree / "new.txt").rename(live.tree / "renamed.txt")
-    assert live.d.sync(30)
+    assert live.d.syncer.sync(30)
     fresh = [e for e in live.journal() if e["seq"] > last["seq"]]
     assert [e["kind"] for e in fresh] == ["new", "move"]
-    live.d.retention()
+    live.d.retention.once()
     assert [e["seq"] for e in live.journal()] == [
         *sorted(latest.values()),
         *(e["seq"] for e in fresh),
@@ -385,14 +387,14 @@ def test_retention_prunes_arrivals_older_than_the_match_window(start: Start) -> 
     live = start(*RETENTION)
     (live.tree / "p.txt").write_text("one")
     (live.tree / "q.txt").write_text("two")
-    assert live.d.sync(30)
+    assert live.d.syncer.sync(30)
     p, q = live.id_of(live.tree / "p.txt"), live.id_of(live.tree / "q.txt")
     assert live.rows("SELECT file FROM arrivals ORDER BY file") == [(p,), (q,)]
     live.write("UPDATE arrivals SET time = time - ? WHERE file = ?", 8 * DAY, p)
-    live.d.retention()
+    live.d.retention.once()
     assert live.rows("SELECT file FROM arrivals ORDER BY file") == [(q,)]
     live.write("UPDATE arrivals SET time = time - ? WHERE file = ?", 6 * DAY, q)
-    live.d.retention()
+    live.d.retention.once()
     assert live.rows("SELECT file FROM arrivals ORDER BY file") == [(q,)]
 
 
@@ -400,7 +402,7 @@ def test_retention_set_to_never_keeps_missing_files_and_the_journal(start: Start
     """purge_missing_after and journal_keep = "never": however old, nothing is purged or compacted."""
     live = start("[retention]", 'purge_missing_after = "never"', 'journal_keep = "never"')
     make_files(live.tree, 2)
-    assert live.d.sync(30)
+    assert live.d.syncer.sync(30)
     gone = live.tree / "d0000" / "f00000.txt"
     gone_id = live.id_of(gone)
     live.remove(gone)
@@ -408,7 +410,7 @@ def test_retention_set_to_never_keeps_missing_files_and_the_journal(start: Start
     live.write("UPDATE journal SET time = time - ?", 10_000 * DAY)
     history = live.journal()
     with logged() as events:
-        live.d.retention()
+        live.d.retention.once()
     assert [e["event"] for e in events] == []
     assert live.record(gone_id)["state"] == "missing"
     assert live.journal() == history
@@ -419,7 +421,7 @@ def test_retention_that_fails_is_logged_and_does_not_raise(start: Start) -> None
     live = start(*RETENTION)
     live.d.writer.stop(time.monotonic() + 10)
     with logged() as events:
-        live.d._run_retention()
+        live.d.retention.check()
     assert [e for e in events if e["event"] == "retention.error"] == [
         {
             "event": "retention.error",
@@ -427,7 +429,6 @@ def test_retention_that_fails_is_logged_and_does_not_raise(start: Start) -> None
             "error": "WriterStopped: the catalog writer is stopping",
         }
     ]
-    assert not live.d._retaining.is_set()  # the next interval runs it again
 
 
 # --- the catalog's own functions ----------------------------------------------------------

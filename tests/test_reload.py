@@ -41,7 +41,7 @@ def running(cfg: config.Config, **options: Any) -> Iterator[Daemon]:
     d = Daemon(cfg, **options)
     d.start()
     try:
-        assert d.sync(30)
+        assert d.syncer.sync(30)
         yield d
     finally:
         d.stop()
@@ -57,7 +57,7 @@ def reload(d: Daemon) -> dict[str, Any]:
 
 
 def paths(d: Daemon) -> set[Path]:
-    return {r.config.path for r in d.roots.values()}
+    return {r.config.path for r in d.roots}
 
 
 def test_a_reload_adds_removes_and_changes_roots(tmp_path: Path) -> None:
@@ -69,20 +69,20 @@ def test_a_reload_adds_removes_and_changes_roots(tmp_path: Path) -> None:
     cfg = write(tmp_path, *root(a), *root(b))
     with running(config.load(cfg)) as d:
         reader = catalog.connect(d.db_path, readonly=True)
-        old = {r.config.path: r for r in d.roots.values()}
+        old = {r.config.path: r for r in d.roots}
         assert catalog.file_at(reader, old[b].id, b"scratch.tmp") is not None
         write(tmp_path, *root(b, 'exclude = ["*.tmp"]'), *root(c))
         event = reload(d)
         assert event["log_level"] == "info" and event["config"] == str(cfg)
         assert event["changes"] == [f"root {a} removed", f"root {b} changed", f"root {c} added"]
         assert paths(d) == {b, c}
-        new = {r.config.path: r for r in d.roots.values()}
+        new = {r.config.path: r for r in d.roots}
         assert new[b].config.exclude == ("*.tmp",)
         assert d.watcher.mode_of(new[c]) == "watch" and old[a].id not in d.watcher.modes
         # c is indexed, and watched from now on; a is not looked at any more.
         (c / "later.txt").write_text("later")
         (a / "unseen.txt").write_text("unseen")
-        assert d.sync(30)
+        assert d.syncer.sync(30)
         wait_for(lambda: catalog.file_at(reader, new[c].id, b"later.txt") is not None, 30)
         assert catalog.file_at(reader, new[c].id, b"d0000/f00000.txt") is not None
         assert catalog.file_at(reader, old[a].id, b"unseen.txt") is None
@@ -120,7 +120,10 @@ def test_a_reload_that_changes_nothing_says_so_and_tells_systemd(
             assert d.config == before
             assert listener.recv(4096) == b"RELOADING=1"
             ready = listener.recv(4096).split(b"\n")
-            assert ready[:2] == [b"READY=1", b"STATUS=" + d.status_line().encode()]
+            assert ready[:2] == [
+                b"READY=1",
+                b"STATUS=" + d.health.status_line(d._reader_conn()).encode(),
+            ]
     finally:
         listener.close()
 
@@ -131,12 +134,12 @@ def test_a_broken_file_changes_nothing(tmp_path: Path) -> None:
     make_files(tree, 2)
     cfg = write(tmp_path, "[sweep]", 'interval = "1h"', *root(tree))
     with running(config.load(cfg)) as d:
-        before, roots = d.config, dict(d.roots)
+        before, roots = d.config, d.roots.snapshot()
         cfg.write_text(cfg.read_text() + "[sweep\n")
         event = reload(d)
         assert event["log_level"] == "error" and event["kept"] == "the running config"
         assert str(cfg) in event["error"]
-        assert d.config is before and d.roots == roots
+        assert d.config is before and d.roots.snapshot() == roots
 
 
 def test_without_a_config_file_there_is_nothing_to_reload(tmp_path: Path, tree: Path) -> None:
@@ -197,11 +200,11 @@ def test_a_root_removed_then_added_again_is_watched_and_swept_again(tmp_path: Pa
         (a / "while-away.txt").write_text("while away")
         write(tmp_path, *root(a), *root(b), *root(c))
         assert reload(d)["changes"] == [f"root {a} added"]
-        [again] = [r for r in d.roots.values() if r.config.path == a]
+        [again] = [r for r in d.roots if r.config.path == a]
         assert d.watcher.mode_of(again) == "watch"
         wait_for(lambda: catalog.file_at(reader, again.id, b"while-away.txt") is not None, 30)
         (a / "watched.txt").write_text("watched")
-        assert d.sync(30)
+        assert d.syncer.sync(30)
         assert catalog.file_at(reader, again.id, b"watched.txt") is not None
         reader.close()
 

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import apsw
 
@@ -24,11 +24,19 @@ from filewarden import __version__, catalog, logs, protocol, reconcile
 from filewarden.catalog import FileRow
 from filewarden.config import parse_duration
 from filewarden.errors import Fault, classify
-from filewarden.protocol import NOT_FOUND, PERMISSION_DENIED, UNAVAILABLE, RpcError, invalid_params
-from filewarden.roots import Root
-
-if TYPE_CHECKING:
-    from filewarden.daemon import Daemon
+from filewarden.jobs import Job, JobTable
+from filewarden.protocol import (
+    NOT_FOUND,
+    PERMISSION_DENIED,
+    UNAVAILABLE,
+    RpcError,
+    bounded,
+    check_params,
+    invalid_params,
+)
+from filewarden.purge import purge_missing
+from filewarden.roots import Root, RootSet
+from filewarden.writer import Writer
 
 log = logs.get("filewarden.api")
 
@@ -47,65 +55,55 @@ class Peer:
     admin: bool
 
 
-def _check(
-    params: Mapping[str, Any], allowed: Mapping[str, tuple[type | tuple[type, ...], bool]]
-) -> None:
-    """Refuse unknown params, missing required ones and wrong types (bool is not an int here)."""
-    for key in params:
-        if key not in allowed:
-            raise invalid_params(
-                f"unknown param {key!r} (known: {', '.join(sorted(allowed)) or 'none'})"
-            )
-    for key, (types, required) in allowed.items():
-        if key not in params:
-            if required:
-                raise invalid_params(f"param {key!r} is required")
-            continue
-        value = params[key]
-        if value is None and not required:
-            continue
-        wanted = types if isinstance(types, tuple) else (types,)
-        if isinstance(value, bool) and bool not in wanted:
-            raise invalid_params(f"param {key!r} must be {_names(wanted)}, not a boolean")
-        if not isinstance(value, wanted):
-            raise invalid_params(
-                f"param {key!r} must be {_names(wanted)}, not {type(value).__name__}"
-            )
-        if isinstance(value, int) and not -(1 << 63) <= value < (1 << 63):
-            raise invalid_params(f"param {key!r} is out of range")
-        if isinstance(value, list) and any(
-            isinstance(v, int) and not 0 <= v < (1 << 63) for v in value
-        ):
-            raise invalid_params(f"param {key!r} holds an integer out of range")
+class Sweeps(Protocol):
+    """Queues sweeps (:class:`filewarden.scheduler.Scheduler`)."""
+
+    def request(self, root: Root, *, full: bool) -> Job: ...
 
 
-def _names(types: tuple[type, ...]) -> str:
-    return " or ".join(
-        {
-            "str": "a string",
-            "int": "an integer",
-            "float": "a number",
-            "bool": "a boolean",
-            "list": "an array",
-        }.get(t.__name__, t.__name__)
-        for t in types
-    )
+class Checks(Protocol):
+    """Whether a root is usable (:class:`filewarden.availability.Availability`)."""
+
+    def problem(self, root: Root) -> str | None: ...
+    def accept(self, root: Root, reader: apsw.Connection) -> str | None: ...
 
 
-def _positive(params: Mapping[str, Any], key: str, default: int, maximum: int) -> int:
-    value = params.get(key)
-    if value is None:
-        return default
-    if value < 0:
-        raise invalid_params(f"param {key!r} must not be negative")
-    return min(int(value), maximum)
+class Syncs(Protocol):
+    """Waits until what is on disk now is in the catalog (:class:`filewarden.watch.sync.Syncer`)."""
+
+    def sync(self, timeout: float) -> bool: ...
+
+
+class Status(Protocol):
+    """The daemon's vital signs (:class:`filewarden.health.Health`)."""
+
+    def root(self, root: Root) -> dict[str, Any]: ...
+    def daemon(self) -> dict[str, Any]: ...
 
 
 class Api:
-    """The method table of the contract, bound to a running daemon."""
+    """The method table of the contract, over the parts it is handed."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.d = daemon
+    def __init__(
+        self,
+        *,
+        db_path: os.PathLike[str] | str,
+        writer: Writer,
+        roots: RootSet,
+        jobs: JobTable,
+        sweeps: Sweeps,
+        checks: Checks,
+        syncs: Syncs,
+        status: Status,
+    ) -> None:
+        self.db_path = db_path
+        self.writer = writer
+        self.roots = roots
+        self.jobs_table = jobs
+        self.sweeps = sweeps
+        self.checks = checks
+        self.syncs = syncs
+        self.health = status
         self._local = threading.local()
         self._root_paths: dict[int, bytes] = {}
         self.methods: dict[str, Callable[[dict[str, Any], Peer], Any]] = {
@@ -132,7 +130,7 @@ class Api:
         """
         conn: apsw.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = catalog.connect(self.d.db_path, readonly=True, cache_kib=WORKER_CACHE_KIB)
+            conn = catalog.connect(self.db_path, readonly=True, cache_kib=WORKER_CACHE_KIB)  # type: ignore[arg-type]
             self._local.conn = conn
         return conn
 
@@ -144,7 +142,7 @@ class Api:
 
     def _write(self, job: Callable[[apsw.Connection], Any], timeout: float = 60) -> Any:
         try:
-            return self.d.writer.call(job, timeout)
+            return self.writer.call(job, timeout)
         except TimeoutError:
             raise RpcError(UNAVAILABLE, "the catalog writer is busy; try again") from None
         except apsw.Error as exc:
@@ -163,7 +161,7 @@ class Api:
         if not path.startswith(b"/"):
             raise invalid_params("path must be absolute")
         path = os.path.normpath(path)
-        for root in self.d.roots.values():
+        for root in self.roots:
             if path == root.path:
                 return None  # the root directory itself is not a file
             if path.startswith(root.path + b"/"):
@@ -216,7 +214,7 @@ class Api:
 
     def _root_by_path(self, text: str) -> Root:
         raw = os.path.normpath(text.encode("utf-8", "surrogateescape"))
-        for root in self.d.roots.values():
+        for root in self.roots:
             if root.path == raw:
                 return root
         raise RpcError(NOT_FOUND, f"no configured root {text!r}")
@@ -224,22 +222,23 @@ class Api:
     # -- methods ------------------------------------------------------------------
 
     def status(self, params: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        _check(params, {})
+        check_params(params, {})
         conn = self.reader()
         rows = {r.id: r for r in catalog.all_roots(conn)}
         roots = []
-        for root in self.d.roots.values():
+        for root in self.roots:
             row = rows.get(root.id)
             if row is None:
                 continue
+            watching = self.health.root(root)
             roots.append(
                 {
                     "path": root.display,
                     "state": row.state,
                     "reason": row.state_reason,
                     "since": protocol.rfc3339(row.state_since),
-                    "mode": self.d.mode_of(root),
-                    "backend": self.d.backend_of(root),
+                    "mode": watching["mode"],
+                    "backend": watching["backend"],
                     "files": {
                         "present": row.present,
                         "missing": row.missing,
@@ -247,34 +246,37 @@ class Api:
                     },
                     "last_sweep": protocol.rfc3339(row.last_sweep),
                     "last_full_sweep": protocol.rfc3339(row.last_full_sweep),
-                    "warnings": self.d.root_warnings(root),
+                    "warnings": watching["warnings"],
                 }
             )
         present, missing, offline = catalog.totals(conn)
+        daemon = self.health.daemon()
         return {
             "version": __version__,
             "pid": os.getpid(),
-            "uptime_s": round(time.time() - self.d.started_at, 3),
+            "uptime_s": daemon["uptime_s"],
             "seq": catalog.last_seq(conn),
             "roots": roots,
             "totals": {"present": present, "missing": missing, "offline": offline},
-            "jobs": [j.snapshot() for j in self.d.jobs.active()],
-            "hashing": {**self.d.hashing(), "pending": catalog.count_unhashed(conn)},
-            "memory": self.d.memory(),
-            "warnings": self.d.warnings(),
+            "jobs": daemon["jobs"],
+            "hashing": {**daemon["hashing"], "pending": catalog.count_unhashed(conn)},
+            "memory": daemon["memory"],
+            "warnings": daemon["warnings"],
         }
 
     def sync(self, params: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        _check(params, {"timeout_s": ((int, float), False)})
+        check_params(params, {"timeout_s": ((int, float), False)})
         timeout = float(params.get("timeout_s") or 60.0)
         if timeout <= 0:
             raise invalid_params("timeout_s must be positive")
-        if not self.d.sync(timeout):
+        if not self.syncs.sync(timeout):
             raise RpcError(UNAVAILABLE, f"not in sync within {timeout:g} s")
         return {"seq": catalog.last_seq(self.reader())}
 
     def lookup(self, params: dict[str, Any], peer: Peer) -> dict[str, Any] | None:
-        _check(params, {"path": (str, False), "path_b64": (str, False), "verify": (bool, False)})
+        check_params(
+            params, {"path": (str, False), "path_b64": (str, False), "verify": (bool, False)}
+        )
         found = self.resolve(protocol.path_param(params))
         if found is None:
             return None
@@ -288,7 +290,7 @@ class Api:
 
     def _verify(self, root: Root, rel: bytes) -> int | None:
         """Stat the path now and record what is there (check on access)."""
-        problem = self.d.root_problem(root)
+        problem = self.checks.problem(root)
         if problem:
             raise RpcError(UNAVAILABLE, f"root {root.display} is offline: {problem}")
         try:
@@ -308,14 +310,14 @@ class Api:
         return file_id
 
     def file(self, params: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        _check(params, {"id": (int, True)})
+        check_params(params, {"id": (int, True)})
         row = self._file_or_404(params["id"])
         result = self.record(row)
         result["history"] = [self._change(e) for e in catalog.history(self.reader(), row.id)]
         return result
 
     def list(self, params: dict[str, Any], peer: Peer) -> protocol.Encoded:
-        _check(
+        check_params(
             params,
             {
                 "state": (str, False),
@@ -338,12 +340,12 @@ class Api:
         if state is not None and state not in (catalog.PRESENT, catalog.MISSING, catalog.OFFLINE):
             raise invalid_params("state must be present, missing or offline")
         root = self._root_by_path(params["root"]).id if params.get("root") else None
-        limit = _positive(params, "limit", LIST_DEFAULT, LIST_MAX)
+        limit = bounded(params, "limit", LIST_DEFAULT, LIST_MAX)
         rows = catalog.list_files(
             self.reader(),
             state=state,
             root=root,
-            after_id=_positive(params, "after_id", 0, 1 << 62),
+            after_id=bounded(params, "after_id", 0, 1 << 62),
             limit=limit,
             missing_before=before,
             missing_after=after,
@@ -377,13 +379,13 @@ class Api:
         return out
 
     def changes(self, params: dict[str, Any], peer: Peer) -> protocol.Encoded:
-        _check(params, {"since": (int, True), "limit": (int, False)})
+        check_params(params, {"since": (int, True), "limit": (int, False)})
         conn = self.reader()
         seq = catalog.last_seq(conn)
         entries = catalog.journal_since(
             conn,
-            _positive(params, "since", 0, 1 << 62),
-            _positive(params, "limit", LIST_DEFAULT, LIST_MAX),
+            bounded(params, "since", 0, 1 << 62),
+            bounded(params, "limit", LIST_DEFAULT, LIST_MAX),
         )
         changes = protocol.encode_array(self._change(entry) for entry in entries)
         since = int(params["since"])
@@ -399,17 +401,13 @@ class Api:
         )
 
     def scan(self, params: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        _check(params, {"root": (str, False), "wait": (bool, False)})
-        roots = (
-            [self._root_by_path(params["root"])]
-            if params.get("root")
-            else list(self.d.roots.values())
-        )
+        check_params(params, {"root": (str, False), "wait": (bool, False)})
+        roots = [self._root_by_path(params["root"])] if params.get("root") else list(self.roots)
         for root in roots:
-            problem = self.d.root_problem(root)
+            problem = self.checks.problem(root)
             if problem and params.get("root"):
                 raise RpcError(UNAVAILABLE, f"root {root.display} is offline: {problem}")
-        jobs = [self.d.scheduler.request(root, full=True) for root in roots]
+        jobs = [self.sweeps.request(root, full=True) for root in roots]
         if params.get("wait"):
             for job in jobs:
                 job.finished_event.wait()
@@ -417,11 +415,11 @@ class Api:
         return {"job": snapshots[0] if snapshots else None, "jobs": snapshots}
 
     def jobs(self, params: dict[str, Any], peer: Peer) -> builtins.list[dict[str, Any]]:
-        _check(params, {})
-        return [j.snapshot() for j in self.d.jobs.all()]
+        check_params(params, {})
+        return [j.snapshot() for j in self.jobs_table.all()]
 
     def annotate(self, params: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        _check(params, {"id": (int, True), "key": (str, True), "value": (str, False)})
+        check_params(params, {"id": (int, True), "key": (str, True), "value": (str, False)})
         if "value" not in params:
             raise invalid_params("param 'value' is required (null removes the key)")
         key, value = params["key"], params["value"]
@@ -442,7 +440,7 @@ class Api:
         return self.record(self._file_or_404(file_id))
 
     def purge(self, params: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        _check(
+        check_params(
             params,
             {"ids": (list, False), "older_than": ((str, int, float), False), "all": (bool, False)},
         )
@@ -464,15 +462,17 @@ class Api:
                 raise invalid_params("ids must be a non-empty array of integers")
         elif chosen == ["older_than"]:
             cutoff = time.time() - _seconds(params["older_than"])
-        return self.d.purge(self.reader(), ids=ids, cutoff=cutoff, uid=peer.uid)
+        return purge_missing(
+            self.writer, self.reader(), ids=ids, cutoff=cutoff, uid=peer.uid
+        ).answer()
 
     def accept_root(self, params: dict[str, Any], peer: Peer) -> dict[str, Any]:
         """Take the filesystem now mounted at a root as that root's volume (admin only)."""
-        _check(params, {"root": (str, True)})
+        check_params(params, {"root": (str, True)})
         if not peer.admin:
             raise RpcError(PERMISSION_DENIED, "accept_root is for root and members of admin_group")
         root = self._root_by_path(params["root"])
-        problem = self.d.accept_root(root)
+        problem = self.checks.accept(root, self.reader())
         return {
             "root": root.display,
             "state": "offline" if problem else "online",

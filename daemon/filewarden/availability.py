@@ -29,8 +29,9 @@ from typing import Protocol
 import apsw
 
 from filewarden import catalog, logs, mounts
+from filewarden.config import SweepConfig
 from filewarden.mounts import Identity
-from filewarden.roots import Root
+from filewarden.roots import Root, RootSet
 from filewarden.writer import Writer
 
 log = logs.get("filewarden.availability")
@@ -44,36 +45,29 @@ class Host(Protocol):
 class Availability(threading.Thread):
     """Checks roots, records their volume identity, flips their state, watches the mount table."""
 
-    def __init__(self, host: Host, writer: Writer, interval: float, stop: threading.Event) -> None:
+    def __init__(
+        self, host: Host, roots: RootSet, writer: Writer, interval: float, stop: threading.Event
+    ) -> None:
         super().__init__(name="filewarden-mounts", daemon=True)
         self.host = host
+        self.roots = roots
         self.writer = writer
         self.interval = interval
         self.halt = stop
-        self.roots: dict[int, Root] = {}
         self._recorded: dict[int, Identity] = {}
         self._lock = threading.RLock()  # one root transition at a time
         self.checks = 0
 
-    def load(self, roots: dict[int, Root], reader: apsw.Connection) -> None:
-        """The roots to watch and the volumes they were first seen on."""
-        with self._lock:
-            self.roots = dict(roots)
-            for root_id in roots:
-                got = catalog.get_identity(reader, root_id)
-                if got is not None:
-                    self._recorded[root_id] = Identity(*got)
+    def apply(self, config: SweepConfig) -> None:
+        """A reload: the new ``mount_check_interval``, from the next wait on."""
+        self.interval = config.mount_check_interval
 
-    def add(self, root: Root, reader: apsw.Connection) -> None:
+    def load(self, root: Root, reader: apsw.Connection) -> None:
+        """The volume ``root`` was first seen on, as recorded in the catalog."""
         with self._lock:
-            self.roots = {**self.roots, root.id: root}
             got = catalog.get_identity(reader, root.id)
             if got is not None:
                 self._recorded[root.id] = Identity(*got)
-
-    def remove(self, root: Root) -> None:
-        with self._lock:
-            self.roots = {k: v for k, v in self.roots.items() if k != root.id}
 
     # -- checking ------------------------------------------------------------------
 
@@ -192,7 +186,7 @@ class Availability(threading.Thread):
             # Check first, then wait: a change made before the table was opened raises no
             # POLLPRI, and the caller's own checks may be older than that.
             while not self.halt.is_set():
-                for root in list(self.roots.values()):
+                for root in self.roots:
                     try:
                         self.refresh(root, reader)
                     except (

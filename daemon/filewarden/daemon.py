@@ -15,32 +15,31 @@ import threading
 import time
 from functools import partial
 from types import FrameType
-from typing import Any
 
 import apsw
 
-from filewarden import __version__, catalog, logs, protocol
+from filewarden import __version__, catalog, logs
 from filewarden import config as config_mod
 from filewarden.api import Api
 from filewarden.availability import Availability
 from filewarden.config import Config, RootConfig
 from filewarden.errors import ConfigError, FilewardenError
 from filewarden.hasher import Hasher
+from filewarden.health import Health
 from filewarden.identity import Relinker
-from filewarden.jobs import Job, JobTable
+from filewarden.jobs import JobTable
 from filewarden.notify import Notifier, listen_socket
-from filewarden.roots import Root
+from filewarden.purge import Retention
+from filewarden.roots import Root, RootSet
 from filewarden.scheduler import Scheduler
 from filewarden.server import AdminCheck, Server, bind_unix_socket
-from filewarden.sweep import Sweep, SweepAborted
-from filewarden.watch import Watcher, wait_all
+from filewarden.watch import Watcher
+from filewarden.watch.sync import Syncer
 from filewarden.writer import Writer
 
 log = logs.get("filewarden.daemon")
 
 STOP_DEADLINE = 4.0  # seconds from SIGTERM to exit, leaving a margin under 5 s
-PURGE_CHUNK = 5000
-WRITE_RETRY_SECONDS = 10.0
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 MMAP_THRESHOLD = 128 * 1024  # glibc's own starting value
 
@@ -64,7 +63,7 @@ def pin_malloc_threshold() -> bool:
 
 
 class Daemon:
-    """The long-running process: catalog writer, sweeps, and (later) watcher and socket."""
+    """The long-running process: builds the parts, starts them, reloads them, stops them."""
 
     def __init__(
         self,
@@ -80,37 +79,67 @@ class Daemon:
         self.stopping = threading.Event()
         # Set once every root is watched (or offline) and its start-up sweep queued.
         self.started = threading.Event()
+        self.roots = RootSet()
         self.writer = Writer(self.db_path)
         self.jobs = JobTable()
-        self.roots: dict[int, Root] = {}
-        self.started_at = time.time()
-        self.scheduler = Scheduler(self)
         self.watcher = Watcher(self, self.db_path, config.watch.backend)
-        self.relinker = Relinker(self.writer, self.all_roots, config.identity.match_window)
-        self.availability = Availability(
-            self, self.writer, config.sweep.mount_check_interval, self.stopping
-        )
+        self.relinker = Relinker(self.writer, self.roots.snapshot, config.identity.match_window)
         self.hasher = Hasher(
             self.writer,
-            self.all_roots,
+            self.roots.snapshot,
             max_bytes_per_s=config.hash.max_mb_per_s * 1e6,
             stop=self.stopping,
         )
-        self.api = Api(self)
-        self._overflows: dict[int, float] = {}  # root id → when its events were last lost
-        self._watch_backoff = 1.0
-        self._watch_retry_at = 0.0
+        self.availability = Availability(
+            self, self.roots, self.writer, config.sweep.mount_check_interval, self.stopping
+        )
+        self.scheduler = Scheduler(
+            roots=self.roots,
+            jobs=self.jobs,
+            writer=self.writer,
+            checks=self.availability,
+            relinker=self.relinker,
+            mode_of=self.watcher.mode_of,
+            after_sweep=self.hasher.poke,
+            config=config.sweep,
+            stop=self.stopping,
+        )
+        self.retention = Retention(self.writer, config.retention, config.identity, self.stopping)
+        self.health = Health(
+            roots=self.roots,
+            jobs=self.jobs,
+            writer=self.writer,
+            watching=self.watcher,
+            catching_up=self.scheduler,
+            hasher=self.hasher,
+            relinker=self.relinker,
+        )
+        self.syncer = Syncer(
+            roots=self.roots,
+            jobs=self.jobs,
+            sweeps=self.scheduler,
+            checks=self.availability,
+            cookies=self.watcher,
+            started=self.started,
+        )
+        self.api = Api(
+            db_path=self.db_path,
+            writer=self.writer,
+            roots=self.roots,
+            jobs=self.jobs,
+            sweeps=self.scheduler,
+            checks=self.availability,
+            syncs=self.syncer,
+            status=self.health,
+        )
         self.server: Server | None = None
         self.notifier = Notifier()
         self._reader: apsw.Connection | None = None
         self._signals = 0
         self._wake = threading.Event()
         self._reload_requested = False
-        self._retaining = threading.Event()
-        self._write_retry_at = 0.0
-        self._failures_seen = 0
-        self._catch_up: set[int] = set()  # roots to sweep fully after failed writes
-        self._degraded_since: float | None = None
+        self._watch_backoff = 1.0
+        self._watch_retry_at = 0.0
 
     # -- lifecycle -------------------------------------------------------
 
@@ -130,20 +159,26 @@ class Daemon:
         for rc in self.config.roots:
             path = os.fsencode(rc.path)
             root_id = self.writer.call(partial(catalog.ensure_root, path=path))
-            self.roots[root_id] = Root.make(root_id, rc)
+            self.roots.add(Root.make(root_id, rc))
         self._start_server()
         self.relinker.start_at(catalog.last_seq(self._reader_conn()))
         self.watcher.start()
-        self.availability.load(self.roots, self._reader_conn())
-        for root in self.roots.values():
+        for root in self.roots:
+            self.availability.load(root, self._reader_conn())
+        for root in self.roots:
             # Online ones get their watch and a first full sweep; a root coming
             # back gets the same from root_online, so both are idempotent.
             if self.availability.refresh(root, self._reader_conn()) is None:
                 self.root_online(root)
         self.scheduler.start()
         self.availability.start()
-        if self.config.hash.enabled:
-            self.hasher.start()
+        self.hasher.apply(self.config.hash)
+        for trouble, part in (
+            ("event aggregator stopped", self.watcher.aggregator),
+            ("mount checker stopped", self.availability),
+            ("sweep scheduler stopped", self.scheduler),
+        ):
+            self.health.needs(trouble, part.is_alive)
         self.started.set()
         log.info(
             "daemon.ready",
@@ -165,6 +200,7 @@ class Daemon:
             owns_path=None if passed else cfg.socket,
         )
         self.server.start()
+        self.health.needs("socket server stopped", self.server.alive)
 
     def run(self) -> int:
         """Start, serve until SIGTERM/SIGINT, stop. Returns the exit code."""
@@ -176,10 +212,10 @@ class Daemon:
             except FilewardenError as exc:
                 failure = str(exc)
                 return 1
-            self.notifier.ready(self.status_line())
+            self.retention.start()  # at start, then every check_interval
+            self.notifier.ready(self.health.status_line(self._reader_conn()))
             tick = min(1.0, (self.notifier.watchdog_interval or 2.0) / 4)
             last_status = ""
-            next_retention = time.monotonic()  # at start, then every check_interval
             while not self.stopping.is_set():
                 self._wake.wait(tick)
                 self._wake.clear()
@@ -192,19 +228,13 @@ class Daemon:
                     failure = "catalog writer died"
                     return 1
                 self._check_watcher()
-                self._retry_after_write_failure()
-                if time.monotonic() >= next_retention and not self._retaining.is_set():
-                    next_retention = time.monotonic() + self.config.retention.check_interval
-                    self._retaining.set()
-                    threading.Thread(
-                        target=self._run_retention, name="filewarden-retention", daemon=True
-                    ).start()
-                trouble = self.unhealthy()
+                self.scheduler.catch_up_after_write_failures()
+                trouble = self.health.unhealthy(self.notifier.watchdog_interval)
                 if trouble is None:
                     self.notifier.watchdog()
                 elif self.notifier.watchdog_interval is not None:
                     log.error("daemon.unhealthy", reason=trouble, watchdog="not pinged")
-                line = self.status_line()
+                line = self.health.status_line(self._reader_conn())
                 if line != last_status:
                     self.notifier.status(line)
                     last_status = line
@@ -234,9 +264,10 @@ class Daemon:
             changes = self._apply(new)
             log.info("daemon.reload", config=str(source), changes=changes or ["nothing changed"])
         finally:
-            self.notifier.ready(self.status_line())
+            self.notifier.ready(self.health.status_line(self._reader_conn()))
 
     def _apply(self, new: Config) -> list[str]:
+        """Hand each part its new section; add, remove and change roots. Returns what changed."""
         old, changes = self.config, []
         for name in ("log", "sweep", "hash", "retention", "identity"):
             if getattr(old, name) != getattr(new, name):
@@ -247,13 +278,11 @@ class Daemon:
         self.config = dataclasses.replace(new, daemon=old.daemon, watch=old.watch)
         if old.log != new.log:
             logs.configure(new.log)
-        self.hasher.max_bytes_per_s = new.hash.max_mb_per_s * 1e6
-        self.hasher.enabled = new.hash.enabled
-        if new.hash.enabled and not self.hasher.is_alive() and self.hasher.ident is None:
-            self.hasher.start()  # it was off at start
-        self.hasher.poke()
-        self.relinker.window = new.identity.match_window
-        current = {r.config.path: r for r in self.roots.values()}
+        self.hasher.apply(new.hash)
+        self.relinker.apply(new.identity)
+        self.retention.apply(new.retention, new.identity)
+        self.availability.apply(new.sweep)
+        current = {r.config.path: r for r in self.roots}
         wanted = {rc.path: rc for rc in new.roots}
         for path, root in current.items():
             if path not in wanted or wanted[path] != root.config:
@@ -264,64 +293,23 @@ class Daemon:
                 self._add_root(rc)
                 if path not in current:
                     changes.append(f"root {path} added")
-        for root_id in self.roots:
-            self.scheduler.reschedule(root_id)  # new intervals count from now
+        self.scheduler.apply(new.sweep)  # new intervals count from now
         return changes
 
     def _add_root(self, rc: RootConfig) -> Root:
         path = os.fsencode(rc.path)
         root_id = self.writer.call(partial(catalog.ensure_root, path=path))
         root = Root.make(root_id, rc)
-        # Copy on write: other threads iterate the dict they were handed.
-        self.roots = {**self.roots, root_id: root}
-        self.availability.add(root, self._reader_conn())
+        self.roots.add(root)
+        self.availability.load(root, self._reader_conn())
         if self.availability.refresh(root, self._reader_conn()) is None:
             self.root_online(root)
         return root
 
     def _remove_root(self, root: Root) -> None:
         self.watcher.remove(root)
-        self.availability.remove(root)
-        self.roots = {k: v for k, v in self.roots.items() if k != root.id}
+        self.roots.remove(root.id)
         self.scheduler.reschedule(root.id)
-
-    def unhealthy(self) -> str | None:
-        """Why the service watchdog must not be pinged now, or None when all is well.
-
-        A writer stuck in one batch, or a dead server, watcher or mount
-        checker: systemd then restarts the daemon (WatchdogSec).
-        """
-        busy = self.writer.busy_since
-        stuck_after = max(10.0, (self.notifier.watchdog_interval or 20.0) / 2)
-        if busy is not None and time.monotonic() - busy > stuck_after:
-            return f"catalog writer busy for {time.monotonic() - busy:.0f} s"
-        if self.server is not None and not self.server.alive():
-            return "socket server stopped"
-        if not self.watcher.aggregator.is_alive():
-            return "event aggregator stopped"
-        if not self.availability.is_alive():
-            return "mount checker stopped"
-        if not self.scheduler.is_alive():
-            return "sweep scheduler stopped"
-        return None
-
-    def status_line(self) -> str:
-        """One line for systemd's STATUS=: roots, counts, what the daemon is doing."""
-        rows = catalog.all_roots(self._reader_conn())
-        configured = {r.id for r in self.roots.values()}
-        online = sum(1 for r in rows if r.id in configured and r.state == "online")
-        present, missing, offline = catalog.totals(self._reader_conn())
-        doing = "idle"
-        for job in self.jobs.active():
-            if job.state == "running":
-                total = f"/{job.total}" if job.total is not None else ""
-                what = "indexing" if job.total is None else f"{job.kind} sweep"
-                doing = f"{what} {job.root}: {job.done}{total}"
-                break
-        return (
-            f"{online} of {len(configured)} roots online; {present} present, {missing} missing,"
-            f" {offline} offline; {doing}"
-        )
 
     def stop(self, failure: str | None = None) -> None:
         """Stop every part within the deadline; ``failure``: why, when it is not a clean exit."""
@@ -330,6 +318,7 @@ class Daemon:
         deadline = time.monotonic() + STOP_DEADLINE
         self.notifier.stopping()
         self.stopping.set()
+        self.retention.stop()
         if self.server is not None:
             self.server.stop(timeout=1.0)
         self.watcher.stop(timeout=1.0)
@@ -343,7 +332,7 @@ class Daemon:
             self.hasher.join(max(0.0, min(0.5, deadline - time.monotonic())))
         if self._reader is not None:
             self._reader.close()
-        uptime = round(time.time() - self.started_at, 3)
+        uptime = round(time.time() - self.health.started_at, 3)
         if failure is None:
             log.info("daemon.stop", uptime_s=uptime)
         else:
@@ -364,13 +353,11 @@ class Daemon:
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGHUP, on_signal)
 
-    # -- work ------------------------------------------------------------
+    def _reader_conn(self) -> apsw.Connection:
+        assert self._reader is not None, "started"
+        return self._reader
 
-    # -- what the API asks of the daemon ------------------------------------------
-
-    def root_problem(self, root: Root) -> str | None:
-        """Why ``root`` is unusable now (offline), or None."""
-        return self.availability.problem(root)
+    # -- what the mount checker tells: availability.Host ------------------------------
 
     def root_online(self, root: Root) -> None:
         if root.id not in self.watcher.modes:
@@ -383,38 +370,13 @@ class Daemon:
         # after a remount): drop it; root_online watches afresh.
         self.watcher.remove(root)
 
-    def accept_root(self, root: Root) -> str | None:
-        """The filesystem now at ``root`` is the library: record it as the root's volume."""
-        return self.availability.accept(root, self._reader_conn())
-
-    def backend_of(self, root: Root) -> str:
-        """How changes under a root reach the catalog: a watcher backend, or poll."""
-        return self.watcher.backend_of(root)
-
-    def mode_of(self, root: Root) -> str:
-        return self.watcher.mode_of(root)
-
-    def root_warnings(self, root: Root) -> list[str]:
-        found = [
-            f"last sweep {j.state}: {j.error}" for j in self.jobs.recent_failures(root.display)
-        ]
-        why = self.watcher.why_polled(root)
-        if why and root.config.mode != "poll":
-            found.append(f"polled, not watched: {why}")
-        lost = self._overflows.get(root.id)
-        if lost is not None and time.time() - lost < 86400:
-            found.append(
-                f"watcher events were lost (queue overflow) at {protocol.rfc3339(lost)}; re-swept"
-            )
-        return found
-
-    # -- what the watcher asks of the daemon ---------------------------------------
+    # -- what the watcher tells: aggregator.Host ------------------------------------------
 
     def watched_roots(self) -> list[Root]:
         return self.watcher.watched_roots()
 
     def all_roots(self) -> dict[int, Root]:
-        return dict(self.roots)
+        return self.roots.snapshot()
 
     def after_batch(self, reader: apsw.Connection) -> None:
         """Live changes were committed: relink what came back (rule 2), hash what is new."""
@@ -427,10 +389,9 @@ class Daemon:
         Returns the sweeps' end events; syncs wait for them.
         """
         roots = [root] if root is not None else self.watcher.watched_roots()
-        now = time.time()
         ends = []
         for r in roots:
-            self._overflows[r.id] = now
+            self.health.events_lost(r)
             log.warning("watcher.overflow", root=r.display, action="full sweep")
             ends.append(self.scheduler.request(r, full=True).finished_event)
         return ends
@@ -451,7 +412,7 @@ class Daemon:
         return [self.scheduler.request(root, full=True).finished_event]
 
     def on_unmount(self, path: bytes) -> None:
-        for root in self.roots.values():
+        for root in self.roots:
             if root.path == path or path.startswith(root.path + b"/"):
                 self.availability.refresh(root, self._reader_conn())
 
@@ -471,229 +432,3 @@ class Daemon:
         self._watch_backoff = min(self._watch_backoff * 2, 60.0)
         for root in self.watcher.restart_backend():
             self.scheduler.request(root, full=True)
-
-    @staticmethod
-    def memory() -> dict[str, int | None]:
-        """The process's resident memory and SQLite's share of it, in KiB (``status``'s ``memory``).
-
-        ``rss_kib`` is None where there is no ``/proc``.
-        """
-        try:
-            with open("/proc/self/statm", "rb") as f:
-                pages = int(f.read().split()[1])
-            rss: int | None = pages * os.sysconf("SC_PAGE_SIZE") // 1024
-        except (OSError, ValueError, IndexError):
-            rss = None
-        sqlite, budget = catalog.memory_kib()
-        return {"rss_kib": rss, "sqlite_kib": sqlite, "sqlite_budget_kib": budget}
-
-    def hashing(self) -> dict[str, object]:
-        """Background hashing progress for status."""
-        h = self.hasher
-        return {
-            "enabled": self.config.hash.enabled,
-            "hashed": h.hashed,
-            "bytes": h.bytes,
-            "busy": h.busy,
-            "relinked_by_hash": self.relinker.relinked,
-            "hashed_to_relink": self.relinker.hashed,
-        }
-
-    def warnings(self) -> list[str]:
-        found = []
-        if self.writer.last_error:
-            found.append(f"catalog writes failing: {self.writer.last_error}")
-        if self._degraded_since is not None:
-            found.append(
-                f"degraded since {protocol.rfc3339(self._degraded_since)}: catalog writes failed;"
-                " catching up with full sweeps"
-            )
-        return found
-
-    def sync(self, timeout: float) -> bool:
-        """Wait until what is on disk now is in the catalog.
-
-        A watched root gets a cookie file, and the answer waits for its event
-        to be applied (with everything the watcher delivered before it); a
-        polled root, or one where no cookie can be written, gets a quick
-        sweep. Sweeps already queued or running for a root (after an
-        overflow, say) are waited for too. The socket answers before the
-        roots are watched: a sync then first waits for start-up to queue the
-        start-up sweeps, and then for them (what changed while the daemon was
-        down is only known after them).
-        """
-        deadline = time.monotonic() + timeout
-        if not self.started.wait(timeout):
-            return False
-        timeout = max(0.0, deadline - time.monotonic())
-        waits: list[threading.Event] = []
-        cookies: list[bytes] = []
-        for root in self.roots.values():
-            if self.root_problem(root):
-                continue
-            waits += [j.finished_event for j in self.jobs.active() if j.root == root.display]
-            cookie = self.watcher.cookie(root)
-            if cookie is None:
-                waits.append(self.scheduler.request(root, full=False).finished_event)
-            else:
-                cookies.append(cookie[0])
-                waits.append(cookie[1])
-        try:
-            return wait_all(waits, timeout)
-        finally:
-            for path in cookies:
-                self.watcher.aggregator.forget_cookie(path)
-                Watcher.drop_cookie(path)
-
-    def purge(
-        self,
-        reader: apsw.Connection,
-        *,
-        ids: list[int] | None,
-        cutoff: float | None,
-        uid: int | None,
-    ) -> dict[str, object]:
-        """Delete missing files for good: these ids, those missing since before ``cutoff``, or all.
-
-        ``reader`` is the calling thread's read connection. ``uid`` is who
-        asked; None is the retention policy. Done in chunks, so a purge of a
-        million files never holds the writer in one transaction.
-        """
-        if ids is None:
-            ids = (
-                catalog.missing_before(reader, cutoff)
-                if cutoff is not None
-                else catalog.all_missing(reader)
-            )
-        detail: dict[str, Any] = {"by_uid": uid} if uid is not None else {"by": "retention"}
-        purged: list[catalog.FileRow] = []
-        refused: list[dict[str, object]] = []
-        for start in range(0, len(ids), PURGE_CHUNK):
-            chunk = ids[start : start + PURGE_CHUNK]
-            now = time.time()
-
-            def job(conn: apsw.Connection, chunk: list[int] = chunk, now: float = now) -> None:
-                for file_id in chunk:
-                    row = catalog.purge(conn, file_id, now, detail)
-                    if row is not None:
-                        purged.append(row)
-                        continue
-                    other = catalog.get_file(conn, file_id)
-                    reason = (
-                        "no such file"
-                        if other is None
-                        else f"file is {other.state}; only missing files are purged"
-                    )
-                    refused.append({"id": file_id, "reason": reason})
-
-            self.writer.call(job)
-        for row in purged:
-            root_path = self.api.root_path(row.root)
-            log.info(
-                "file.purge",
-                id=row.id,
-                root=root_path,
-                path=root_path + b"/" + row.path,
-                missing_since=protocol.rfc3339(row.missing_since),
-                **detail,
-            )
-        return {"purged": len(purged), "refused": refused}
-
-    def _retry_after_write_failure(self) -> None:
-        """After catalog writes failed (a full disk), what was lost is found by full sweeps:
-        one every little while per root until each has committed (there is room again)."""
-        if self.writer.failures > self._failures_seen:
-            self._failures_seen = self.writer.failures
-            self._catch_up = set(self.roots)
-            self._degraded_since = self._degraded_since or time.time()
-        self._catch_up &= set(self.roots)
-        if not self._catch_up:
-            self._degraded_since = None
-            return
-        now = time.monotonic()
-        if now < self._write_retry_at:
-            return
-        self._write_retry_at = now + WRITE_RETRY_SECONDS
-        log.warning(
-            "catalog.retry",
-            error=self.writer.last_error or "earlier writes failed",
-            action="full sweeps to catch up",
-        )
-        for root_id in self._catch_up:
-            self.scheduler.request(self.roots[root_id], full=True)
-
-    def _run_retention(self) -> None:
-        try:
-            self.retention()
-        except Exception as exc:  # the next interval tries again
-            log.error("retention.error", error=f"{type(exc).__name__}: {exc}")
-        finally:
-            self._retaining.clear()
-
-    def retention(self) -> None:
-        """Apply ``[retention]``: purge files missing too long, compact the journal."""
-        cfg = self.config.retention
-        now = time.time()
-        if cfg.purge_missing_after is not None:
-            # Its own thread (see run), so its own read connection.
-            reader = catalog.connect(self.db_path, readonly=True)
-            try:
-                result = self.purge(
-                    reader, ids=None, cutoff=now - cfg.purge_missing_after, uid=None
-                )
-            finally:
-                reader.close()
-            if result["purged"]:
-                log.info(
-                    "retention.purge", purged=result["purged"], older_than_s=cfg.purge_missing_after
-                )
-        # Arrivals older than the window can no longer be the copy half of a move.
-        window = self.config.identity.match_window
-        self.writer.call(lambda c: catalog.prune_arrivals(c, now - window))
-        if cfg.journal_keep is not None:
-            removed = self.writer.call(lambda c: catalog.compact_journal(c, now - cfg.journal_keep))  # type: ignore[operator]
-            if removed:
-                log.info(
-                    "journal.compact", removed=removed, kept_days=round(cfg.journal_keep / 86400, 2)
-                )
-
-    def _reader_conn(self) -> apsw.Connection:
-        assert self._reader is not None, "started"
-        return self._reader
-
-    def sweep(self, root: Root, *, full: bool, job: Job, reader: apsw.Connection) -> None:
-        """Run one sweep of ``root`` in the calling thread (with its ``reader``), tracked by ``job``."""
-        problem = self.availability.refresh(root, reader)
-        if problem:
-            self.jobs.close(job, "aborted", error=f"root offline: {problem}")
-            return
-        sweep = Sweep(
-            root,
-            self.writer,
-            full=full,
-            stop=self.stopping,
-            batch_files=self.config.sweep.batch_files,
-            root_ok=self.root_problem,
-            progress=job,
-            roots=self.all_roots(),
-            relinker=self.relinker,
-        )
-        job.state, job.started = "running", time.time()
-        try:
-            tally = sweep.run()
-        except SweepAborted as exc:
-            job.counts = dataclasses.asdict(sweep.tally)
-            self.jobs.close(job, "aborted", error=str(exc))
-            self.availability.refresh(root, reader)
-            return
-        except Exception as exc:  # a bug must not end the sweeps of other roots
-            log.exception("sweep.error", root=root.display, error=str(exc))
-            self.jobs.close(job, "failed", error=f"{type(exc).__name__}: {exc}")
-            return
-        job.counts = dataclasses.asdict(tally)
-        self.jobs.close(job, "done")
-        if full and self.writer.failures == self._failures_seen:
-            self._catch_up.discard(root.id)
-            if not self._catch_up:
-                self._degraded_since = None
-        self.hasher.poke()

@@ -28,6 +28,7 @@ import xxhash
 
 from filewarden import catalog, logs
 from filewarden.catalog import Signature
+from filewarden.config import HashConfig
 from filewarden.roots import Root
 from filewarden.writer import Writer, WriterStopped
 
@@ -131,6 +132,14 @@ class Hasher(threading.Thread):
         self.skipped = 0
         self.pending: int | None = None
         self.busy = False
+
+    def apply(self, config: HashConfig) -> None:
+        """``[hash]``, at start and on reload: whether to hash at all, and how fast."""
+        self.max_bytes_per_s = config.max_mb_per_s * 1e6
+        self.enabled = config.enabled
+        if config.enabled and self.ident is None:
+            self.start()  # off until now
+        self.poke()
 
     def poke(self) -> None:
         """New unhashed files may exist: look again now."""

@@ -40,6 +40,7 @@ import apsw
 
 from filewarden import catalog, hasher, logs
 from filewarden.catalog import FileRow, Signature
+from filewarden.config import IdentityConfig
 from filewarden.roots import Root
 from filewarden.writer import Writer
 
@@ -243,6 +244,10 @@ class Relinker:
         self._seq: int | None = None
         self.relinked = 0
         self.hashed = 0  # files hashed to decide a relink (not the background hasher's)
+
+    def apply(self, config: IdentityConfig) -> None:
+        """``[identity]``, on reload."""
+        self.window = config.match_window
 
     def start_at(self, seq: int) -> None:
         with self._lock:

@@ -50,6 +50,61 @@ def invalid_params(message: str) -> RpcError:
 # --- framing --------------------------------------------------------------------
 
 
+def check_params(
+    params: Mapping[str, Any], allowed: Mapping[str, tuple[type | tuple[type, ...], bool]]
+) -> None:
+    """Refuse unknown params, missing required ones and wrong types (bool is not an int here)."""
+    for key in params:
+        if key not in allowed:
+            raise invalid_params(
+                f"unknown param {key!r} (known: {', '.join(sorted(allowed)) or 'none'})"
+            )
+    for key, (types, required) in allowed.items():
+        if key not in params:
+            if required:
+                raise invalid_params(f"param {key!r} is required")
+            continue
+        value = params[key]
+        if value is None and not required:
+            continue
+        wanted = types if isinstance(types, tuple) else (types,)
+        if isinstance(value, bool) and bool not in wanted:
+            raise invalid_params(f"param {key!r} must be {_names(wanted)}, not a boolean")
+        if not isinstance(value, wanted):
+            raise invalid_params(
+                f"param {key!r} must be {_names(wanted)}, not {type(value).__name__}"
+            )
+        if isinstance(value, int) and not -(1 << 63) <= value < (1 << 63):
+            raise invalid_params(f"param {key!r} is out of range")
+        if isinstance(value, list) and any(
+            isinstance(v, int) and not 0 <= v < (1 << 63) for v in value
+        ):
+            raise invalid_params(f"param {key!r} holds an integer out of range")
+
+
+def _names(types: tuple[type, ...]) -> str:
+    return " or ".join(
+        {
+            "str": "a string",
+            "int": "an integer",
+            "float": "a number",
+            "bool": "a boolean",
+            "list": "an array",
+        }.get(t.__name__, t.__name__)
+        for t in types
+    )
+
+
+def bounded(params: Mapping[str, Any], key: str, default: int, maximum: int) -> int:
+    """A non-negative integer param, ``default`` when absent, at most ``maximum``."""
+    value = params.get(key)
+    if value is None:
+        return default
+    if value < 0:
+        raise invalid_params(f"param {key!r} must not be negative")
+    return min(int(value), maximum)
+
+
 ENCODE_CHUNK = 256  # items of a long array encoded together (see encode_array)
 
 

@@ -6,6 +6,8 @@ import dataclasses
 import fnmatch
 import os
 import re
+import threading
+from collections.abc import Iterator
 
 from filewarden.config import RootConfig
 
@@ -73,3 +75,46 @@ class Root:
     @property
     def display(self) -> str:
         return str(self.config.path)
+
+
+class RootSet:
+    """The configured roots: the one set that every part reads.
+
+    Copy on write: a change swaps in a new mapping, so a thread iterating
+    the one it was handed is never disturbed by a reload adding or removing
+    a root.
+    """
+
+    def __init__(self) -> None:
+        self._roots: dict[int, Root] = {}
+        self._lock = threading.Lock()
+
+    def snapshot(self) -> dict[int, Root]:
+        """The roots now, by id; never changed afterwards (do not change it either)."""
+        return self._roots
+
+    def __iter__(self) -> Iterator[Root]:
+        return iter(list(self._roots.values()))
+
+    def __len__(self) -> int:
+        return len(self._roots)
+
+    def __contains__(self, root_id: object) -> bool:
+        return root_id in self._roots
+
+    def get(self, root_id: int) -> Root | None:
+        return self._roots.get(root_id)
+
+    def ids(self) -> set[int]:
+        return set(self._roots)
+
+    def by_path(self, path: bytes) -> Root | None:
+        return next((r for r in self._roots.values() if r.path == path), None)
+
+    def add(self, root: Root) -> None:
+        with self._lock:
+            self._roots = {**self._roots, root.id: root}
+
+    def remove(self, root_id: int) -> None:
+        with self._lock:
+            self._roots = {k: v for k, v in self._roots.items() if k != root_id}

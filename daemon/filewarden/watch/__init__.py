@@ -217,14 +217,10 @@ class Watcher:
             return None
         return path, done
 
-    @staticmethod
-    def drop_cookie(path: bytes) -> None:
+    def forget_cookie(self, path: bytes) -> None:
+        """The sync is answered (or gave up): its cookie's event is no longer awaited."""
+        self.aggregator.forget_cookie(path)
         try:
             os.unlink(path)
         except OSError:
             pass
-
-
-def wait_all(events: list[threading.Event], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    return all(e.wait(max(0.0, deadline - time.monotonic())) for e in events)

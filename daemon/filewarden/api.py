@@ -332,10 +332,10 @@ class Api:
         now = time.time()
         # Ages are of missing files: since when they are missing.
         before = (
-            now - _seconds(params["older_than"]) if params.get("older_than") is not None else None
+            now - _seconds(params, "older_than") if params.get("older_than") is not None else None
         )
         after = (
-            now - _seconds(params["newer_than"]) if params.get("newer_than") is not None else None
+            now - _seconds(params, "newer_than") if params.get("newer_than") is not None else None
         )
         if state is not None and state not in (catalog.PRESENT, catalog.MISSING, catalog.OFFLINE):
             raise invalid_params("state must be present, missing or offline")
@@ -461,7 +461,7 @@ class Api:
             if not ids or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
                 raise invalid_params("ids must be a non-empty array of integers")
         elif chosen == ["older_than"]:
-            cutoff = time.time() - _seconds(params["older_than"])
+            cutoff = time.time() - _seconds(params, "older_than")
         return purge_missing(
             self.writer, self.reader(), ids=ids, cutoff=cutoff, uid=peer.uid
         ).answer()
@@ -480,14 +480,16 @@ class Api:
         }
 
 
-def _seconds(value: Any) -> float:
+def _seconds(params: Mapping[str, Any], key: str) -> float:
+    """A duration param: a number of seconds, or a duration string like "30d"."""
+    value = params[key]
     if isinstance(value, str):
         try:
             seconds = parse_duration(value, allow_never=False)
         except ValueError as exc:
-            raise invalid_params(f"older_than: {exc}") from None
+            raise invalid_params(f"{key}: {exc}") from None
         assert seconds is not None
         return seconds
     if value < 0:
-        raise invalid_params("older_than must not be negative")
+        raise invalid_params(f"{key} must not be negative")
     return float(value)

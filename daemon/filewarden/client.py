@@ -9,10 +9,11 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from filewarden.errors import FilewardenError
 from filewarden.protocol import RpcError
 
 
-class Unreachable(Exception):
+class Unreachable(FilewardenError):
     """No daemon answers on the socket."""
 
 

@@ -12,14 +12,17 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from filewarden.errors import ConfigError
 
 DEFAULT_CONFIG = Path("/etc/filewarden/config.toml")
 LogFormat = Literal["auto", "console", "json"]
 RootMode = Literal["auto", "watch", "poll"]
-LEVELS = ("debug", "info", "warning", "error", "critical")
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+Backend = Literal["watchdog", "pyinotify", "poll"]
+LEVELS: tuple[LogLevel, ...] = get_args(LogLevel)
+BACKENDS: tuple[Backend, ...] = get_args(Backend)
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
@@ -66,7 +69,7 @@ class DaemonConfig:
 @dataclasses.dataclass(frozen=True)
 class LogConfig:
     format: LogFormat = "auto"
-    level: str = "info"
+    level: LogLevel = "info"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +84,7 @@ class SweepConfig:
 
 @dataclasses.dataclass(frozen=True)
 class WatchConfig:
-    backend: str = "watchdog"  # watchdog | pyinotify | poll
+    backend: Backend = "watchdog"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,9 +226,7 @@ def parse(data: Mapping[str, Any], *, source: Path | None = None) -> Config:
     )
     sec.done()
     sec = _Section(where, "watch", data.get("watch", {}))
-    watch = WatchConfig(
-        backend=sec.get("backend", _choice("watchdog", "pyinotify", "poll"), "watchdog")
-    )
+    watch = WatchConfig(backend=sec.get("backend", _choice(*BACKENDS), "watchdog"))
     sec.done()
     sec = _Section(where, "hash", data.get("hash", {}))
     hashing = HashConfig(

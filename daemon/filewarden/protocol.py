@@ -15,6 +15,8 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from filewarden.errors import FilewardenError
+
 MAX_LINE = 1 << 20  # a request line over 1 MiB is refused and the connection closed
 
 PARSE_ERROR = -32700
@@ -27,7 +29,7 @@ NOT_FOUND = -32002
 UNAVAILABLE = -32003
 
 
-class RpcError(Exception):
+class RpcError(FilewardenError):
     """An error answer: its JSON-RPC code, a message for people, optional data."""
 
     def __init__(self, code: int, message: str, data: Any = None) -> None:

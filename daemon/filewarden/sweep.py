@@ -33,7 +33,7 @@ import apsw
 
 from filewarden import catalog, identity, logs, reconcile
 from filewarden.catalog import DIRTY, DirRow, DirStamp, Signature
-from filewarden.errors import Fault, classify
+from filewarden.errors import Fault, FilewardenError, classify
 from filewarden.identity import Relinker
 from filewarden.reconcile import DirDiff, Listing, Tally
 from filewarden.roots import COOKIE_PREFIX, Root
@@ -51,7 +51,7 @@ CONFIRM_CHUNK = 1000
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
-class SweepAborted(Exception):
+class SweepAborted(FilewardenError):
     """The sweep stopped before the end; nothing was marked missing."""
 
 

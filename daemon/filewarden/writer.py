@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import apsw
 
 from filewarden import catalog, logs
+from filewarden.errors import FilewardenError
 
 log = logs.get("filewarden.writer")
 T = TypeVar("T")
@@ -36,7 +37,7 @@ MAX_BATCH_SECONDS = 0.25
 CHECKPOINT_PAGES = 1000  # SQLite's own auto-checkpoint threshold
 
 
-class WriterStopped(RuntimeError):
+class WriterStopped(FilewardenError):
     """The writer is shutting down and takes no new jobs."""
 
 

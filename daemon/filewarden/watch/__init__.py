@@ -23,8 +23,6 @@ from filewarden.watch.limits import WatchLimit, check_room, own_watches
 
 log = logs.get("filewarden.watch")
 
-BACKENDS = ("watchdog", "pyinotify", "poll")
-
 
 class Backend(Protocol):
     name: str

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from filewarden.errors import FilewardenError
+
 PROC = Path("/proc/sys/fs/inotify")
 
 
@@ -81,7 +83,7 @@ def own_watches() -> int:
     return _watches_of("self")
 
 
-class WatchLimit(Exception):
+class WatchLimit(FilewardenError):
     """A root cannot be fully watched; the message says which sysctl to raise."""
 
 

@@ -62,14 +62,14 @@ class Availability(threading.Thread):
             for root_id in roots:
                 got = catalog.get_identity(reader, root_id)
                 if got is not None:
-                    self._recorded[root_id] = Identity(*got)
+                    self._recorded[root_id] = got
 
     def add(self, root: Root, reader: apsw.Connection) -> None:
         with self._lock:
             self.roots = {**self.roots, root.id: root}
             got = catalog.get_identity(reader, root.id)
             if got is not None:
-                self._recorded[root.id] = Identity(*got)
+                self._recorded[root.id] = got
 
     def remove(self, root: Root) -> None:
         with self._lock:

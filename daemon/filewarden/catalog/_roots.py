@@ -6,6 +6,7 @@ import os
 
 import apsw
 
+from filewarden import mounts
 from filewarden.catalog._journal import journal
 from filewarden.catalog._records import OFFLINE, RootRow, _rows, _value
 
@@ -78,17 +79,15 @@ def totals(conn: apsw.Connection) -> tuple[int, int, int]:
     return int(row[0]), int(row[1]), int(row[2])
 
 
-def get_identity(
-    conn: apsw.Connection, root: int
-) -> tuple[str | None, str, str, int, bytes, int] | None:
-    """``(uuid, source, fstype, device, inner, fsid)`` recorded for a root, or None."""
+def get_identity(conn: apsw.Connection, root: int) -> mounts.Identity | None:
+    """The volume recorded for a root by :func:`set_identity`, or None."""
     rows = _rows(
         conn,
         "SELECT fs_uuid, fs_source, fs_type, device, fs_inner, coalesce(fs_id, 0) FROM roots"
         " WHERE id = ? AND device IS NOT NULL",
         (root,),
     )
-    return tuple(rows[0]) if rows else None
+    return mounts.Identity(*rows[0]) if rows else None
 
 
 def set_identity(

@@ -7,10 +7,10 @@ split into ``dir`` (``b""`` for the root itself) and ``name``, so one
 directory's files are one index range and a directory move is one UPDATE.
 
 One module per table, and everything is imported from here: ``_records``
-(rows, signatures, paths), ``_schema`` (migrations, opening), ``_roots``,
-``_files``, ``_moves`` (new places for known files), ``_dirs``,
-``_journal``, ``_annotations``, and ``_hashes`` (the hash queue and the
-candidates a file is matched against).
+(rows, signatures, paths), ``_schema`` (migrations, opening, the
+:class:`Catalog` handle), ``_roots``, ``_files``, ``_moves`` (new places
+for known files), ``_dirs``, ``_journal``, ``_annotations``, and
+``_hashes`` (the hash queue and the candidates a file is matched against).
 """
 
 from __future__ import annotations
@@ -105,6 +105,7 @@ from filewarden.catalog._schema import (
     READER_CACHE_KIB,
     SCHEMA_VERSION,
     WRITER_CACHE_KIB,
+    Catalog,
     connect,
     limit_memory,
     memory_kib,
@@ -123,6 +124,7 @@ __all__ = [
     "READER_CACHE_KIB",
     "SCHEMA_VERSION",
     "WRITER_CACHE_KIB",
+    "Catalog",
     "DirRow",
     "DirStamp",
     "FileRow",

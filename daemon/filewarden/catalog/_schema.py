@@ -1,7 +1,8 @@
-"""The schema, its migrations, and opening the catalog within a memory budget."""
+"""The schema, its migrations, and opening the catalog (within a memory budget)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import apsw
@@ -192,6 +193,26 @@ def connect(path: Path, *, readonly: bool = False, cache_kib: int | None = None)
     except apsw.Error as exc:
         raise CatalogError(f"{path}: {exc}") from exc
     return conn
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Catalog:
+    """The catalog file of one daemon: a part that only reads is handed this, not a path.
+
+    The one write connection is the writer thread's (see :mod:`filewarden.writer`);
+    anyone else reads through connections of their own, which WAL lets run
+    beside the writer.
+    """
+
+    path: Path
+
+    def reader(self, *, cache_kib: int | None = None) -> apsw.Connection:
+        """A new read-only connection, the caller's to close; ``cache_kib`` as for :func:`connect`.
+
+        Raises :class:`~filewarden.errors.CatalogError` if the catalog is
+        missing or not at this schema version.
+        """
+        return connect(self.path, readonly=True, cache_kib=cache_kib)
 
 
 def user_version(conn: apsw.Connection) -> int:

@@ -72,11 +72,11 @@ TARGETS: dict[str, Target] = {
     ),
     "availability": Target(("availability.py",), ("tests/test_availability.py",)),
     "purge": Target(
-        ("catalog.py", "daemon.py", "api.py"),
+        ("catalog/_files.py", "catalog/_hashes.py", "catalog/_journal.py", "daemon.py", "api.py"),
         ("tests/test_purge.py",),
-        _function(
-            "catalog", "purge", "missing_before", "all_missing", "prune_arrivals", "compact_journal"
-        )
+        _function("catalog._files", "purge", "missing_before", "all_missing")
+        + _function("catalog._hashes", "prune_arrivals")
+        + _function("catalog._journal", "compact_journal")
         + _method("daemon", "Daemon", "purge", "retention", "_run_retention")
         + _method("api", "Api", "purge")
         + _function("api", "_seconds"),

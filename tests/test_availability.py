@@ -155,8 +155,7 @@ def row(h: Harness, root: Root | None = None) -> catalog.RootRow:
 
 
 def recorded(h: Harness, root: Root | None = None) -> mounts.Identity | None:
-    got = catalog.get_identity(h.reader, (root or h.root).id)
-    return mounts.Identity(*got) if got is not None else None
+    return catalog.get_identity(h.reader, (root or h.root).id)
 
 
 def journal(h: Harness, since: int) -> list[tuple[str, int | None, int | None]]:

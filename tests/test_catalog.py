@@ -7,8 +7,10 @@ import time
 from pathlib import Path
 
 import apsw
+import pytest
 
 from filewarden import catalog
+from filewarden.errors import CatalogError
 from filewarden.writer import Writer
 
 
@@ -153,3 +155,27 @@ def test_memory_budget_bounds_every_connection_together(tmp_path: Path) -> None:
     finally:
         apsw.soft_heap_limit(previous)
     assert bounded < 6 << 20, (unbounded, bounded)
+
+
+def test_catalog_handle_reads_what_the_writer_committed(tmp_path: Path) -> None:
+    """A Catalog's readers are read-only, see each commit, and take the cache size asked for."""
+    db = tmp_path / "catalog.db"
+    handle = catalog.Catalog(db)
+    with pytest.raises(CatalogError):
+        handle.reader()  # nothing to read before the writer creates it
+    writer = catalog.connect(db)
+    reader = handle.reader()
+    big = handle.reader(cache_kib=catalog.WRITER_CACHE_KIB)
+    try:
+        assert reader.execute("PRAGMA cache_size").fetchall() == [(-catalog.READER_CACHE_KIB,)]
+        assert big.execute("PRAGMA cache_size").fetchall() == [(-catalog.WRITER_CACHE_KIB,)]
+        with writer:
+            root = catalog.ensure_root(writer, b"/r")
+            catalog.insert_files(writer, root, b"", [(b"a", (1, 2, 3, 4, 5))], 1.0)
+        row = catalog.file_at(reader, root, b"a")
+        assert row is not None and row.state == catalog.PRESENT
+        with pytest.raises(apsw.ReadOnlyError):
+            catalog.ensure_root(reader, b"/other")
+    finally:
+        for conn in (big, reader, writer):
+            conn.close()

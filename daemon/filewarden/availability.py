@@ -67,7 +67,7 @@ class Availability(threading.Thread):
         with self._lock:
             got = catalog.get_identity(reader, root.id)
             if got is not None:
-                self._recorded[root.id] = Identity(*got)
+                self._recorded[root.id] = got
 
     # -- checking ------------------------------------------------------------------
 

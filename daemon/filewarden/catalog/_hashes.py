@@ -1,0 +1,112 @@
+"""Content hashes and the candidates a file is matched against.
+
+The background hasher's queue, and the known files :mod:`filewarden.identity`
+weighs when a file appears: by inode, by size and hash, and the arrivals
+table of recent copies.
+"""
+
+from __future__ import annotations
+
+import apsw
+
+from filewarden.catalog._records import FILE_COLS, FileRow, Signature, _rows, _value
+
+
+def unhashed(conn: apsw.Connection, after_id: int, limit: int) -> list[FileRow]:
+    """Present files without a hash, in id order (the background hasher's queue)."""
+    return [
+        FileRow(*r)
+        for r in _rows(
+            conn,
+            f"SELECT {FILE_COLS} FROM files WHERE hash IS NULL AND state = 'present' AND id > ?"
+            " ORDER BY id LIMIT ?",
+            (after_id, limit),
+        )
+    ]
+
+
+def count_unhashed(conn: apsw.Connection) -> int:
+    return int(_value(conn, "SELECT count(*) FROM files WHERE hash IS NULL AND state = 'present'"))
+
+
+def set_hash(conn: apsw.Connection, file_id: int, sig: Signature, digest: bytes) -> str:
+    """Store a hash if the file is still what was hashed (same signature).
+
+    Returns ``"stored"``; ``"stale"`` when the row no longer has that
+    signature (the file changed or went; nothing is stored); or
+    ``"mismatch"`` when the row already holds another hash for the same
+    signature. A file cannot change without its ctime changing, so that is a
+    hash that belongs to another file: it is dropped here, to be hashed again.
+    """
+    match = "id = ? AND size = ? AND mtime_ns = ? AND ctime_ns = ? AND device = ? AND inode = ?"
+    conn.execute(
+        f"UPDATE files SET hash = ? WHERE {match} AND hash IS NULL", (digest, file_id, *sig)
+    )
+    if conn.changes():
+        return "stored"
+    held = _rows(conn, f"SELECT hash FROM files WHERE {match}", (file_id, *sig))
+    if not held:
+        return "stale"
+    if held[0][0] == digest:
+        return "stored"
+    conn.execute("UPDATE files SET hash = NULL WHERE id = ?", (file_id,))
+    return "mismatch"
+
+
+def files_with_inode(conn: apsw.Connection, device: int, inode: int) -> list[FileRow]:
+    """Present or missing files last seen with this ``(device, inode)``."""
+    return [
+        FileRow(*r)
+        for r in _rows(
+            conn,
+            f"SELECT {FILE_COLS} FROM files WHERE device = ? AND inode = ? AND state != 'offline'",
+            (device, inode),
+        )
+    ]
+
+
+def missing_with_size(conn: apsw.Connection, size: int) -> list[FileRow]:
+    """Missing files of this size that have a hash: the candidates for relinking by content."""
+    return [
+        FileRow(*r)
+        for r in _rows(
+            conn,
+            f"SELECT {FILE_COLS} FROM files WHERE state = 'missing' AND size = ? AND hash IS NOT NULL",
+            (size,),
+        )
+    ]
+
+
+def missing_hashed_sizes(conn: apsw.Connection) -> set[int]:
+    return {
+        int(r[0])
+        for r in _rows(
+            conn, "SELECT DISTINCT size FROM files WHERE state = 'missing' AND hash IS NOT NULL"
+        )
+    }
+
+
+def arrivals_of_size(conn: apsw.Connection, size: int, since: float, exclude: int) -> list[FileRow]:
+    """Present files of ``size`` that arrived at or after ``since`` (not first-indexed), oldest first."""
+    return [
+        FileRow(*r)
+        for r in _rows(
+            conn,
+            f"SELECT {', '.join('f.' + c.strip() for c in FILE_COLS.split(','))}"
+            " FROM arrivals a JOIN files f ON f.id = a.file"
+            " WHERE a.size = ? AND f.first_seen >= ? AND f.state = 'present' AND f.size = a.size"
+            " AND f.id != ? ORDER BY a.file",
+            (size, since, exclude),
+        )
+    ]
+
+
+def prune_arrivals(conn: apsw.Connection, cutoff: float) -> int:
+    """Forget arrivals older than ``cutoff``: they can no longer be the copy half of a move."""
+    conn.execute("DELETE FROM arrivals WHERE time < ?", (cutoff,))
+    return conn.changes()
+
+
+def has_files_outside(conn: apsw.Connection, root: int) -> bool:
+    """True if any other root has files (a first index may find some of them moved in)."""
+    return _value(conn, "SELECT 1 FROM files WHERE root != ? LIMIT 1", (root,)) is not None

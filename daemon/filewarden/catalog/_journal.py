@@ -1,0 +1,110 @@
+"""The journal: one entry per change, read back by ``changes``, ``history`` and relinking."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import apsw
+
+from filewarden.catalog._records import JournalEntry, Row, _rows, _value
+
+
+def journal(
+    conn: apsw.Connection,
+    now: float,
+    kind: str,
+    file: int | None,
+    root: int | None,
+    path: bytes | None,
+    old_root: int | None = None,
+    old_path: bytes | None = None,
+    detail: dict[str, Any] | None = None,
+) -> int:
+    conn.execute(
+        "INSERT INTO journal(time, kind, file, root, path, old_root, old_path, detail)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (now, kind, file, root, path, old_root, old_path, json.dumps(detail) if detail else None),
+    )
+    return conn.last_insert_rowid()
+
+
+def last_seq(conn: apsw.Connection) -> int:
+    rows = _rows(conn, "SELECT max(seq) FROM journal")
+    return int(rows[0][0] or 0)
+
+
+def journal_since(conn: apsw.Connection, since: int, limit: int) -> Iterator[JournalEntry]:
+    """Up to ``limit`` entries after ``since``, read as they are consumed."""
+    for r in conn.execute(
+        "SELECT seq, time, kind, file, root, path, old_root, old_path, detail FROM journal"
+        " WHERE seq > ? ORDER BY seq LIMIT ?",
+        (since, limit),
+    ):
+        yield _entry(r)
+
+
+def history(conn: apsw.Connection, file_id: int) -> list[JournalEntry]:
+    return [
+        _entry(r)
+        for r in conn.execute(
+            "SELECT seq, time, kind, file, root, path, old_root, old_path, detail FROM journal"
+            " WHERE file = ? ORDER BY seq",
+            (file_id,),
+        )
+    ]
+
+
+def _entry(row: Row) -> JournalEntry:
+    seq, time, kind, file, root, path, old_root, old_path, detail = row
+    return JournalEntry(
+        seq,
+        time,
+        kind,
+        file,
+        root,
+        path,
+        old_root,
+        old_path,
+        json.loads(detail) if detail else None,
+    )
+
+
+def journal_tail(
+    conn: apsw.Connection, since: int, upto: int, limit: int
+) -> list[tuple[int, str, int, int | None]]:
+    """``(seq, kind, file, size)`` of the ``new`` and ``missing`` entries in ``(since, upto]``.
+
+    Moves and edits are skipped in SQL: a directory move journals a row per
+    file, and none of them can be a return.
+    """
+    return [
+        (int(r[0]), r[1], int(r[2]), r[3])
+        for r in _rows(
+            conn,
+            "SELECT j.seq, j.kind, j.file, f.size FROM journal j LEFT JOIN files f ON f.id = j.file"
+            " WHERE j.seq > ? AND j.seq <= ? AND j.kind IN ('new', 'missing')"
+            " AND j.file IS NOT NULL ORDER BY j.seq LIMIT ?",
+            (since, upto, limit),
+        )
+    ]
+
+
+def compact_journal(conn: apsw.Connection, cutoff: float) -> int:
+    """Drop journal entries older than ``cutoff``, except each file's latest and the very last.
+
+    A program that keeps its own copy and asks for ``changes`` since a seq
+    that is gone is told so (``oldest_seq``) and re-reads with ``list``.
+    Returns how many entries went.
+    """
+    conn.execute(
+        "DELETE FROM journal WHERE time < ? AND seq < (SELECT max(seq) FROM journal)"
+        " AND seq NOT IN (SELECT max(seq) FROM journal WHERE file IS NOT NULL GROUP BY file)",
+        (cutoff,),
+    )
+    return conn.changes()
+
+
+def oldest_seq(conn: apsw.Connection) -> int:
+    return int(_value(conn, "SELECT coalesce(min(seq), 0) FROM journal"))

@@ -22,6 +22,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         {
             "filewarden",
             "filewarden.errors",
+            "filewarden.dirs",
             "filewarden.log_events",
             "filewarden.logs",
             "filewarden.config",

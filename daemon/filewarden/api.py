@@ -87,7 +87,6 @@ class Api:
     def __init__(
         self,
         *,
-        db_path: os.PathLike[str] | str,
         writer: Writer,
         roots: RootSet,
         jobs: JobTable,
@@ -96,7 +95,6 @@ class Api:
         syncs: Syncs,
         status: Status,
     ) -> None:
-        self.db_path = db_path
         self.writer = writer
         self.roots = roots
         self.jobs_table = jobs
@@ -130,7 +128,7 @@ class Api:
         """
         conn: apsw.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = catalog.connect(self.db_path, readonly=True, cache_kib=WORKER_CACHE_KIB)  # type: ignore[arg-type]
+            conn = self.writer.catalog.reader(cache_kib=WORKER_CACHE_KIB)
             self._local.conn = conn
         return conn
 

@@ -174,7 +174,7 @@ class Availability(threading.Thread):
     # -- the watch loop -------------------------------------------------------------------
 
     def run(self) -> None:
-        reader = catalog.connect(self.writer.db_path, readonly=True)
+        reader = self.writer.catalog.reader()
         poller, table = None, None
         try:
             try:

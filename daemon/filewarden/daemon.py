@@ -123,7 +123,6 @@ class Daemon:
             started=self.started,
         )
         self.api = Api(
-            db_path=self.db_path,
             writer=self.writer,
             roots=self.roots,
             jobs=self.jobs,
@@ -155,7 +154,7 @@ class Daemon:
             config=str(self.config.source) if self.config.source else None,
         )
         self.writer.start()
-        self._reader = catalog.connect(self.db_path, readonly=True)
+        self._reader = self.writer.catalog.reader()
         for rc in self.config.roots:
             path = os.fsencode(rc.path)
             root_id = self.writer.call(partial(catalog.ensure_root, path=path))

@@ -149,7 +149,7 @@ class Hasher(threading.Thread):
         lower_priority()
         if self.halt.is_set():
             return  # stopped before it began: the catalog may be closed already
-        reader = catalog.connect(self.writer.db_path, readonly=True)
+        reader = self.writer.catalog.reader()
         try:
             while not self.halt.is_set():
                 self._poke.clear()

@@ -142,7 +142,7 @@ class Retention(threading.Thread):
         cfg = self.config
         now = time.time()
         if cfg.purge_missing_after is not None:
-            reader = catalog.connect(self.writer.db_path, readonly=True)
+            reader = self.writer.catalog.reader()
             try:
                 result = purge_missing(
                     self.writer, reader, ids=None, cutoff=now - cfg.purge_missing_after, uid=None

@@ -21,7 +21,7 @@ from typing import Protocol
 
 import apsw
 
-from filewarden import catalog, logs
+from filewarden import logs
 from filewarden.config import SweepConfig
 from filewarden.identity import Relinker
 from filewarden.jobs import Job, JobTable
@@ -137,7 +137,7 @@ class Scheduler(threading.Thread):
                     self._enqueue(root, kind == "full")
 
     def run(self) -> None:
-        reader = catalog.connect(self.writer.db_path, readonly=True)
+        reader = self.writer.catalog.reader()
         try:
             self._loop(reader)
         finally:

@@ -25,7 +25,8 @@ from typing import Any
 
 from filewarden import logs, protocol
 from filewarden.api import Api, Peer
-from filewarden.errors import FilewardenError, prepare_dir
+from filewarden.dirs import prepare_dir
+from filewarden.errors import FilewardenError
 from filewarden.protocol import INTERNAL_ERROR, METHOD_NOT_FOUND, RpcError
 
 log = logs.get("filewarden.server")

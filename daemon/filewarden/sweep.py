@@ -259,9 +259,7 @@ class Sweep:
 
     def run(self) -> Tally:
         """Walk, compare, hand over, then confirm what is missing. Raises SweepAborted."""
-        reader = catalog.connect(
-            self.writer.db_path, readonly=True, cache_kib=catalog.WRITER_CACHE_KIB
-        )
+        reader = self.writer.catalog.reader(cache_kib=catalog.WRITER_CACHE_KIB)
         try:
             return self._run(reader)
         finally:

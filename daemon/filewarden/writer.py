@@ -46,6 +46,8 @@ class Writer:
 
     def __init__(self, db_path: Path) -> None:
         self.db_path = db_path
+        # What the parts that hold the writer read through: each their own connection.
+        self.catalog = catalog.Catalog(db_path)
         self._queue: queue.SimpleQueue[tuple[Callable[[apsw.Connection], Any], Future[Any]] | None]
         self._queue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="filewarden-writer", daemon=True)

@@ -8,7 +8,8 @@ from pathlib import Path
 import apsw
 
 from filewarden.catalog._records import _rows
-from filewarden.errors import CatalogError, prepare_dir
+from filewarden.dirs import prepare_dir
+from filewarden.errors import CatalogError
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the first schema.

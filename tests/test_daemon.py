@@ -150,7 +150,7 @@ def test_sync_at_start_waits_for_the_start_up_sweep(
 
 _MMAPPED_AFTER_A_BIG_FREE = """
 import ctypes, sys
-from filewarden.daemon import pin_malloc_threshold
+from filewarden.health import pin_malloc_threshold
 
 class Mallinfo2(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in (

@@ -7,7 +7,6 @@ exits 0 within five seconds of SIGTERM.
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import os
 import signal
@@ -25,7 +24,7 @@ from filewarden.availability import Availability
 from filewarden.config import Config, RootConfig
 from filewarden.errors import ConfigError, FilewardenError
 from filewarden.hasher import Hasher
-from filewarden.health import Health
+from filewarden.health import Health, pin_malloc_threshold
 from filewarden.identity import Relinker
 from filewarden.jobs import JobTable
 from filewarden.notify import Notifier, listen_socket
@@ -40,26 +39,6 @@ from filewarden.writer import Writer
 log = logs.get("filewarden.daemon")
 
 STOP_DEADLINE = 4.0  # seconds from SIGTERM to exit, leaving a margin under 5 s
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
-MMAP_THRESHOLD = 128 * 1024  # glibc's own starting value
-
-
-def pin_malloc_threshold() -> bool:
-    """Keep blocks of 128 KiB and more in mappings of their own, given back when freed.
-
-    glibc raises its threshold to the size of each such block freed, up to
-    32 MiB. After the first few megabyte answers (a ``list`` of 10,000
-    files, an oversize request line) later ones are carved from the heaps,
-    between small blocks that live on (SQLite's pages), and the holes they
-    leave are kept: the soak drill's daemon grew by about 15 MB of free heap
-    per two minutes that way. Pinning the threshold stops the raising. False
-    where there is no glibc ``mallopt`` (nothing changes there).
-    """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
 
 
 class Daemon:

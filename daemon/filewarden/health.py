@@ -7,6 +7,7 @@ may be pinged.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import time
 from collections.abc import Callable
@@ -22,6 +23,8 @@ from filewarden.roots import Root, RootSet
 from filewarden.writer import Writer
 
 OVERFLOW_SHOWN = 86400.0  # seconds a lost-events warning stays in status
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+MMAP_THRESHOLD = 128 * 1024  # glibc's own starting value
 
 
 class Watching(Protocol):
@@ -173,3 +176,21 @@ def memory() -> dict[str, int | None]:
         rss = None
     sqlite, budget = catalog.memory_kib()
     return {"rss_kib": rss, "sqlite_kib": sqlite, "sqlite_budget_kib": budget}
+
+
+def pin_malloc_threshold() -> bool:
+    """Keep blocks of 128 KiB and more in mappings of their own, given back when freed.
+
+    glibc raises its threshold to the size of each such block freed, up to
+    32 MiB. After the first few megabyte answers (a ``list`` of 10,000
+    files, an oversize request line) later ones are carved from the heaps,
+    between small blocks that live on (SQLite's pages), and the holes they
+    leave are kept: the soak drill's daemon grew by about 15 MB of free heap
+    per two minutes that way. Pinning the threshold stops the raising. False
+    where there is no glibc ``mallopt`` (nothing changes there).
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))

@@ -67,7 +67,7 @@ TARGETS: dict[str, Target] = {
         ),
     ),
     "sweep": Target(
-        ("sweep.py",),
+        ("sweep.py", "listing.py"),
         ("tests/test_sweep.py", "tests/drills/test_crash.py", "tests/test_identity.py"),
     ),
     "availability": Target(("availability.py",), ("tests/test_availability.py",)),

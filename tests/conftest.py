@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 
 from filewarden import catalog, logs
 from filewarden.config import LogConfig, RootConfig
-from filewarden.reconcile import Tally
+from filewarden.listing import Tally
 from filewarden.roots import Root
 from filewarden.sweep import Sweep
 from filewarden.writer import Writer

@@ -29,10 +29,9 @@ from typing import Any, Protocol
 
 import apsw
 
-from filewarden import catalog, identity, logs, reconcile
-from filewarden.reconcile import Tally
+from filewarden import catalog, identity, listing, logs, reconcile
+from filewarden.listing import Tally, list_dir, stat_regular
 from filewarden.roots import Root
-from filewarden.sweep import list_dir
 from filewarden.watch.hints import Hint, Kind, is_cookie
 from filewarden.writer import Writer
 
@@ -195,17 +194,6 @@ class Aggregator(threading.Thread):
 
     # -- planning: from hints to decisions ----------------------------------------------
 
-    @staticmethod
-    def _resolve(path: bytes, roots: list[Root]) -> tuple[Root, bytes] | None:
-        """The root a path is under and the relative path, unless outside or excluded."""
-        for root in roots:
-            if path.startswith(root.path + b"/"):
-                rel = path[len(root.path) + 1 :]
-                if root.excluder.excluded_path(rel):
-                    return None
-                return root, rel
-        return None
-
     def _plan(self, hint: Hint, roots: list[Root], batch: _Batch) -> None:
         kind, path, dest = hint
         if kind is Kind.OVERFLOW:
@@ -282,11 +270,11 @@ class Aggregator(threading.Thread):
 
     def _observe(self, path: bytes, roots: list[Root], batch: _Batch) -> None:
         """Record what is at ``path`` now: new (or moved, matched by inode), changed, or gone."""
-        where = self._resolve(path, roots)
+        where = listing.resolve(path, roots)
         if where is None:
             return
         root, rel = where
-        sig = identity.stat_regular(path)
+        sig = stat_regular(path)
         if sig is not None and self._save(path, None, root, rel, batch):
             return
         here = (
@@ -359,7 +347,7 @@ class Aggregator(threading.Thread):
                 return False
             home, since = back
             keep = False
-            if identity.stat_regular(home) is None:
+            if stat_regular(home) is None:
                 return False  # nothing written in its place (yet): a plain delete
         self._saves.done(home)
         self._pending.pop(home, None)
@@ -373,7 +361,7 @@ class Aggregator(threading.Thread):
                     home=home[len(root.path) + 1 :],
                     now=now,
                     since=since,
-                    keep_backup=keep and identity.stat_regular(backup) is not None,
+                    keep_backup=keep and stat_regular(backup) is not None,
                     roots=self.host.all_roots(),
                 ),
             )
@@ -383,11 +371,11 @@ class Aggregator(threading.Thread):
     def _gone(
         self, path: bytes, roots: list[Root], batch: _Batch, reason: str, *, directory: bool
     ) -> None:
-        where = self._resolve(path, roots)
+        where = listing.resolve(path, roots)
         if where is None:
             return
         root, rel = where
-        if not directory and identity.stat_regular(path) is not None:
+        if not directory and stat_regular(path) is not None:
             # Already made again (a swap file recreated, a save): recorded
             # once settled, like any creation, or at once by a sync.
             self._pending.setdefault(path, time.monotonic() + CREATE_SETTLE)
@@ -408,8 +396,8 @@ class Aggregator(threading.Thread):
             self._pending.pop(src, None)
         if src and not dest:
             dest = self._moved_into_new_dir(src, roots, directory=False) or b""
-        from_ = self._resolve(src, roots) if src else None
-        to = self._resolve(dest, roots) if dest else None
+        from_ = listing.resolve(src, roots) if src else None
+        to = listing.resolve(dest, roots) if dest else None
         if from_ is not None and to is not None:
             (src_root, src_rel), (dst_root, dst_rel) = from_, to
             self._saves.moved(src, dest, time.time())
@@ -422,7 +410,7 @@ class Aggregator(threading.Thread):
                         src_rel=src_rel,
                         dst=dst_root,
                         dst_rel=dst_rel,
-                        sig=identity.stat_regular(dest),
+                        sig=stat_regular(dest),
                         now=time.time(),
                         roots=self.host.all_roots(),
                     ),
@@ -445,7 +433,7 @@ class Aggregator(threading.Thread):
         one known file below it) is looked for under each new directory, by
         its name and inode.
         """
-        where = self._resolve(src, roots)
+        where = listing.resolve(src, roots)
         if where is None or not self._new_dirs or self._reader is None:
             return None
         root, rel = where
@@ -479,8 +467,8 @@ class Aggregator(threading.Thread):
             for path in self._drop_pending_under(src):
                 if dest:
                     self._pending[dest + path[len(src) :]] = time.monotonic() + CREATE_SETTLE
-        from_ = self._resolve(src, roots) if src else None
-        to = self._resolve(dest, roots) if dest else None
+        from_ = listing.resolve(src, roots) if src else None
+        to = listing.resolve(dest, roots) if dest else None
         if from_ is not None and to is not None:
             (src_root, src_rel), (dst_root, dst_rel) = from_, to
             batch.actions.append(
@@ -502,7 +490,7 @@ class Aggregator(threading.Thread):
 
     def _scan(self, path: bytes, roots: list[Root]) -> None:
         """List a directory that appeared, and everything below it: each file is recorded once settled."""
-        where = self._resolve(path, roots)
+        where = listing.resolve(path, roots)
         if where is None:
             return
         root, rel = where

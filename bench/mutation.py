@@ -55,7 +55,12 @@ def _function(module: str, *names: str) -> tuple[str, ...]:
 TARGETS: dict[str, Target] = {
     "identity": Target(
         ("identity.py",),
-        ("tests/test_identity.py", "tests/test_sweep.py", "tests/test_aggregator.py"),
+        (
+            "tests/test_identity.py",
+            "tests/test_sweep.py",
+            "tests/test_aggregator.py",
+            "tests/test_live.py",
+        ),
     ),
     "reconcile": Target(
         ("reconcile.py",),
@@ -63,6 +68,7 @@ TARGETS: dict[str, Target] = {
             "tests/test_reconcile.py",
             "tests/test_sweep.py",
             "tests/test_aggregator.py",
+            "tests/test_live.py",
             "tests/test_identity.py",
         ),
     ),

@@ -28,6 +28,7 @@ from filewarden.errors import ConfigError, FilewardenError
 from filewarden.hasher import Hasher
 from filewarden.identity import Relinker
 from filewarden.jobs import Job, JobTable
+from filewarden.live import Planner
 from filewarden.notify import Notifier, listen_socket
 from filewarden.roots import Root
 from filewarden.scheduler import Scheduler
@@ -85,7 +86,7 @@ class Daemon:
         self.roots: dict[int, Root] = {}
         self.started_at = time.time()
         self.scheduler = Scheduler(self)
-        self.watcher = Watcher(self, self.db_path, config.watch.backend)
+        self.watcher = Watcher(self, Planner(self, self.db_path), config.watch.backend)
         self.relinker = Relinker(self.writer, self.all_roots, config.identity.match_window)
         self.availability = Availability(
             self, self.writer, config.sweep.mount_check_interval, self.stopping

@@ -168,7 +168,7 @@ class Saves:
     ``f~``, a new ``f``, and ``f~`` deleted (vim) or kept (emacs). Remembering
     the move lets it decide as the sweep would: the id stays at ``f``.
     Absolute paths and wall-clock times (compared with the catalog's
-    first_seen); the aggregator's thread only.
+    first_seen); the live planner's, in the aggregator's thread only.
     """
 
     def __init__(self, window: float = SAVE_WINDOW) -> None:

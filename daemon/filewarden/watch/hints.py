@@ -1,8 +1,8 @@
 """What a watcher backend reports: hints about paths, never decisions.
 
 Backends translate their kernel events into these; the aggregator orders
-and pairs them and the reconcile code decides what they mean, the same code
-a sweep uses.
+and times them, and the live planner (:mod:`filewarden.live`) decides what
+they mean with the reconcile code a sweep uses.
 """
 
 from __future__ import annotations

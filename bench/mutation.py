@@ -55,7 +55,12 @@ def _function(module: str, *names: str) -> tuple[str, ...]:
 TARGETS: dict[str, Target] = {
     "identity": Target(
         ("identity.py",),
-        ("tests/test_identity.py", "tests/test_sweep.py", "tests/test_aggregator.py"),
+        (
+            "tests/test_identity.py",
+            "tests/test_sweep.py",
+            "tests/test_aggregator.py",
+            "tests/test_live.py",
+        ),
     ),
     "reconcile": Target(
         ("reconcile.py",),
@@ -63,11 +68,12 @@ TARGETS: dict[str, Target] = {
             "tests/test_reconcile.py",
             "tests/test_sweep.py",
             "tests/test_aggregator.py",
+            "tests/test_live.py",
             "tests/test_identity.py",
         ),
     ),
     "sweep": Target(
-        ("sweep.py",),
+        ("sweep.py", "listing.py"),
         ("tests/test_sweep.py", "tests/drills/test_crash.py", "tests/test_identity.py"),
     ),
     "availability": Target(("availability.py",), ("tests/test_availability.py",)),

@@ -19,8 +19,8 @@ from structlog.testing import capture_logs
 
 from filewarden import catalog, logs
 from filewarden.config import LogConfig, RootConfig
-from filewarden.reconcile import Tally
-from filewarden.roots import Root
+from filewarden.listing import Tally
+from filewarden.roots import Root, RootSet
 from filewarden.sweep import Sweep
 from filewarden.writer import Writer
 
@@ -65,6 +65,14 @@ class Harness:
     def close(self) -> None:
         self.reader.close()
         self.writer.stop(time.monotonic() + 10)
+
+
+def roots_of(*roots: Root) -> RootSet:
+    """A root set holding these roots."""
+    found = RootSet()
+    for root in roots:
+        found.add(root)
+    return found
 
 
 @pytest.fixture(autouse=True)

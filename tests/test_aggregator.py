@@ -1,4 +1,4 @@
-"""The aggregator over a real catalog: hints in, the same decisions a sweep would make out."""
+"""The aggregator: hints in, batches out; settle timers, cookies, and what the planner says to (un)pend."""
 
 from __future__ import annotations
 
@@ -8,16 +8,17 @@ from pathlib import Path
 
 import apsw
 
-from filewarden import catalog
+from filewarden import catalog, live
+from filewarden.config import RootConfig
 from filewarden.roots import COOKIE_PREFIX, Root
-from filewarden.watch.aggregator import Aggregator
-from filewarden.watch.hints import Hint, Kind
+from filewarden.watch.aggregator import Aggregator, Planner
+from filewarden.watch.hints import Hint, Kind, Settle
 from filewarden.writer import Writer
-from tests.conftest import Harness, logged
+from tests.conftest import Harness, logged, roots_of
 
 
 class _Host:
-    """The daemon as far as the aggregator sees it: one watched root, no sweeps."""
+    """The daemon as far as the aggregator and the planner see it: one watched root, no sweeps."""
 
     def __init__(self, writer: Writer, root: Root) -> None:
         self.writer = writer
@@ -25,9 +26,6 @@ class _Host:
 
     def watched_roots(self) -> list[Root]:
         return [self.root]
-
-    def all_roots(self) -> dict[int, Root]:
-        return {self.root.id: self.root}
 
     def after_batch(self, reader: apsw.Connection) -> None:
         pass
@@ -45,20 +43,140 @@ class _Host:
         raise AssertionError(error)
 
 
-def deliver(h: Harness, *hints: Hint) -> None:
-    """Feed hints to a running aggregator and wait until they are committed (a sync cookie)."""
-    agg = Aggregator(_Host(h.writer, h.root), h.db_path)
+def run_batch(host: _Host, planner: Planner, *hints: Hint) -> Aggregator:
+    """Queue hints and a sync cookie before the aggregator starts (one batch); wait for the answer."""
+    agg = Aggregator(host, planner, host.watched_roots)
+    for hint in hints:
+        agg.put(hint)
+    cookie = host.root.path + b"/" + COOKIE_PREFIX + b"test"
+    done = threading.Event()
+    agg.expect_cookie(cookie, done)
+    agg.put(Hint(Kind.CREATED, cookie))
     agg.start()
     try:
-        for hint in hints:
-            agg.put(hint)
-        cookie = os.fsencode(h.root_dir) + b"/" + COOKIE_PREFIX + b"test"
-        done = threading.Event()
-        agg.expect_cookie(cookie, done)
-        agg.put(Hint(Kind.CREATED, cookie))
         assert done.wait(30)
     finally:
         agg.stop()
+    return agg
+
+
+def deliver(h: Harness, *hints: Hint) -> None:
+    """Feed hints to an aggregator with the real planner and wait until they are committed."""
+    host = _Host(h.writer, h.root)
+    run_batch(host, live.Planner(host, h.writer, roots_of(h.root)), *hints)
+
+
+class _Recorder:
+    """A planner (and its batch) that records what it is asked and answers with given settles."""
+
+    def __init__(self, answers: dict[tuple[str, bytes], Settle] | None = None) -> None:
+        self.answers = answers or {}
+        self.calls: list[tuple[str, bytes]] = []
+        self.commits: list[int] = []  # calls planned by each commit
+        self.opened = self.closed = False
+
+    def open(self) -> None:
+        self.opened = True
+
+    def close(self) -> None:
+        self.closed = True
+
+    def batch(self, roots: list[Root]) -> _Recorder:
+        self._since = len(self.calls)
+        return self
+
+    def _call(self, what: str, path: bytes) -> Settle:
+        self.calls.append((what, path))
+        return self.answers.get((what, path), Settle())
+
+    def observe(self, path: bytes) -> Settle:
+        return self._call("observe", path)
+
+    def gone(self, path: bytes, *, directory: bool) -> Settle:
+        return self._call("gone_dir" if directory else "gone", path)
+
+    def move(self, src: bytes, dest: bytes) -> Settle:
+        return self._call("move", src)
+
+    def move_dir(self, src: bytes, dest: bytes) -> Settle:
+        return self._call("move_dir", src)
+
+    def dir_created(self, path: bytes) -> Settle:
+        return self._call("dir_created", path)
+
+    def scan(self, path: bytes) -> Settle:
+        return self._call("scan", path)
+
+    def commit(self) -> bool:
+        self.commits.append(len(self.calls) - self._since)
+        return len(self.calls) > self._since
+
+
+def _fake(tmp_path: Path) -> _Host:
+    return _Host(None, Root.make(1, RootConfig(path=tmp_path)))  # type: ignore[arg-type]
+
+
+def test_a_created_file_waits_to_settle_and_a_sync_records_it_once(tmp_path: Path) -> None:
+    """A new file's close is not observed while it settles; the sync cookie observes it, once."""
+    host, planner = _fake(tmp_path), _Recorder()
+    f = host.root.path + b"/f"
+    agg = run_batch(
+        host, planner, Hint(Kind.CREATED, f), Hint(Kind.CLOSED, f), Hint(Kind.ATTRIB, f)
+    )
+    assert planner.calls == [("observe", f)]
+    assert planner.commits == [1] and agg.batches == 1 and agg.hints == 4
+    assert planner.opened and planner.closed
+
+
+def test_what_the_planner_says_to_pend_is_applied_before_the_next_hint(tmp_path: Path) -> None:
+    """A file gone but made again waits to settle: its close in the same batch is not observed."""
+    f = os.fsencode(tmp_path / "f")
+    planner = _Recorder({("gone", f): Settle(pend=(f,))})
+    run_batch(_fake(tmp_path), planner, Hint(Kind.DELETED, f), Hint(Kind.CLOSED, f))
+    assert planner.calls == [("gone", f), ("observe", f)]  # the close skipped; the sync observes
+
+
+def test_what_the_planner_says_to_unpend_is_not_observed_again(tmp_path: Path) -> None:
+    """An editor's save took the new file home: it no longer waits, and its close is observed."""
+    f, backup = os.fsencode(tmp_path / "f"), os.fsencode(tmp_path / "f~")
+    planner = _Recorder({("gone", backup): Settle(unpend=(f,))})
+    hints = (Hint(Kind.CREATED, f), Hint(Kind.DELETED, backup), Hint(Kind.CLOSED, f))
+    run_batch(_fake(tmp_path), planner, *hints)
+    assert planner.calls == [("gone", backup), ("observe", f)]
+
+
+def test_a_directory_move_takes_what_waits_below_it_along(tmp_path: Path) -> None:
+    """Files waiting to settle under a moved directory wait under its new place; a move out drops them."""
+    base = os.fsencode(tmp_path)
+    planner = _Recorder(
+        {
+            ("move_dir", base + b"/a"): Settle(moved=(base + b"/a", base + b"/b")),
+            ("move_dir", base + b"/c"): Settle(moved=(base + b"/c", b"")),
+        }
+    )
+    hints = (
+        Hint(Kind.CREATED, base + b"/a/x/f"),
+        Hint(Kind.CREATED, base + b"/c/g"),
+        Hint(Kind.DIR_MOVED, base + b"/a", base + b"/b"),
+        Hint(Kind.DIR_MOVED, base + b"/c"),
+    )
+    run_batch(_fake(tmp_path), planner, *hints)
+    assert planner.calls[2:] == [("observe", base + b"/b/x/f")]
+
+
+def test_what_a_scan_finds_waits_to_settle(tmp_path: Path) -> None:
+    """The files a new directory's scan reports are observed once settled (here: by the sync)."""
+    base = os.fsencode(tmp_path)
+    planner = _Recorder({("dir_created", base + b"/d"): Settle(pend=(base + b"/d/f",))})
+    run_batch(_fake(tmp_path), planner, Hint(Kind.DIR_CREATED, base + b"/d"))
+    assert planner.calls == [("dir_created", base + b"/d"), ("observe", base + b"/d/f")]
+
+
+def test_a_batch_with_nothing_planned_is_not_counted(tmp_path: Path) -> None:
+    """Only a sync cookie: no decision, no batch committed."""
+    planner = _Recorder()
+    agg = run_batch(_fake(tmp_path), planner)
+    assert planner.commits == [0] and agg.batches == 0
 
 
 def test_move_from_a_path_the_catalog_does_not_know_keeps_the_id(

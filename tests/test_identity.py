@@ -506,18 +506,6 @@ def test_a_digest_is_read_only_when_not_stored(harness: Harness, tree: Path) -> 
     assert identity._abs(row, {harness.root.id: harness.root}) == os.fsencode(a)
 
 
-def test_stat_regular_is_for_regular_files_only(tmp_path: Path) -> None:
-    """A regular file's signature; None for a directory, a symlink, a FIFO or nothing."""
-    f = tmp_path / "f"
-    f.write_bytes(b"x")
-    (tmp_path / "d").mkdir()
-    (tmp_path / "l").symlink_to(f)
-    os.mkfifo(tmp_path / "p")
-    assert identity.stat_regular(os.fsencode(f)) == catalog.signature(f.stat())
-    for name in ("d", "l", "p", "absent"):
-        assert identity.stat_regular(os.fsencode(tmp_path / name)) is None
-
-
 def test_inode_candidates_need_the_same_size_mtime_and_a_known_root(
     harness: Harness, tree: Path
 ) -> None:

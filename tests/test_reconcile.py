@@ -18,9 +18,9 @@ from structlog.testing import capture_logs
 from filewarden import catalog, reconcile
 from filewarden.catalog import DIRTY, FileRow, Signature
 from filewarden.hasher import hash_file
-from filewarden.reconcile import DirDiff, Listing, Tally
+from filewarden.listing import Listing, Tally, list_dir
+from filewarden.reconcile import DirDiff
 from filewarden.roots import Root
-from filewarden.sweep import list_dir
 from tests.conftest import Harness, logged, wait_for
 
 T0 = 1_600_000_000 * 10**9

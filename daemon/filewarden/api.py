@@ -11,7 +11,6 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import os
-import stat
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -20,7 +19,7 @@ from typing import Any, Protocol
 
 import apsw
 
-from filewarden import __version__, catalog, logs, protocol, reconcile
+from filewarden import __version__, catalog, listing, logs, protocol, reconcile
 from filewarden.catalog import FileRow
 from filewarden.config import parse_duration
 from filewarden.errors import Fault, classify
@@ -158,13 +157,8 @@ class Api:
         """The configured root holding absolute ``path`` and the path relative to it."""
         if not path.startswith(b"/"):
             raise invalid_params("path must be absolute")
-        path = os.path.normpath(path)
-        for root in self.roots:
-            if path == root.path:
-                return None  # the root directory itself is not a file
-            if path.startswith(root.path + b"/"):
-                return root, path[len(root.path) + 1 :]
-        return None
+        # An excluded path still answers with what the catalog holds there.
+        return listing.resolve(os.path.normpath(path), self.roots, keep_excluded=True)
 
     def record(
         self, row: FileRow, swept: Mapping[int, float | None] | None = None
@@ -292,8 +286,7 @@ class Api:
         if problem:
             raise RpcError(UNAVAILABLE, f"root {root.display} is offline: {problem}")
         try:
-            st = os.lstat(root.abs(rel))
-            sig = catalog.signature(st) if stat.S_ISREG(st.st_mode) else None
+            sig = listing.stat_regular(root.abs(rel), strict=True)
         except OSError as exc:
             if classify(exc) is Fault.ROOT:
                 raise RpcError(UNAVAILABLE, f"cannot read {root.display}: {exc.strerror}") from None

@@ -27,6 +27,7 @@ from filewarden.hasher import Hasher
 from filewarden.health import Health, pin_malloc_threshold
 from filewarden.identity import Relinker
 from filewarden.jobs import JobTable
+from filewarden.live import Planner
 from filewarden.notify import Notifier, listen_socket
 from filewarden.purge import Retention
 from filewarden.roots import Root, RootSet
@@ -61,7 +62,7 @@ class Daemon:
         self.roots = RootSet()
         self.writer = Writer(self.db_path)
         self.jobs = JobTable()
-        self.watcher = Watcher(self, self.db_path, config.watch.backend)
+        self.watcher = Watcher(self, Planner(self, self.writer, self.roots), config.watch.backend)
         self.relinker = Relinker(self.writer, self.roots.snapshot, config.identity.match_window)
         self.hasher = Hasher(
             self.writer,
@@ -349,12 +350,6 @@ class Daemon:
         self.watcher.remove(root)
 
     # -- what the watcher tells: aggregator.Host ------------------------------------------
-
-    def watched_roots(self) -> list[Root]:
-        return self.watcher.watched_roots()
-
-    def all_roots(self) -> dict[int, Root]:
-        return self.roots.snapshot()
 
     def after_batch(self, reader: apsw.Connection) -> None:
         """Live changes were committed: relink what came back (rule 2), hash what is new."""

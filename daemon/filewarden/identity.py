@@ -29,8 +29,6 @@ logged. A wrong merge is worse than a missed one.
 
 from __future__ import annotations
 
-import os
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -41,6 +39,7 @@ import apsw
 from filewarden import catalog, hasher, logs
 from filewarden.catalog import FileRow, Signature
 from filewarden.config import IdentityConfig
+from filewarden.listing import stat_regular
 from filewarden.roots import Root
 from filewarden.writer import Writer
 
@@ -49,15 +48,6 @@ log = logs.get("filewarden.identity")
 MATCH_WINDOW = 7 * 86400.0  # [identity] match_window: how far apart a copy and a delete may be
 SAVE_WINDOW = 5.0  # seconds between an editor moving a file aside and the new file (see Saves)
 MAX_CONTENT_CANDIDATES = 64  # files hashed at most to decide one departure
-
-
-def stat_regular(path: bytes) -> Signature | None:
-    """The signature of the regular file at ``path`` (never followed), or None."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return None
-    return catalog.signature(st) if stat.S_ISREG(st.st_mode) else None
 
 
 # --- rule 2: the inode -----------------------------------------------------------
@@ -179,7 +169,7 @@ class Saves:
     ``f~``, a new ``f``, and ``f~`` deleted (vim) or kept (emacs). Remembering
     the move lets it decide as the sweep would: the id stays at ``f``.
     Absolute paths and wall-clock times (compared with the catalog's
-    first_seen); the aggregator's thread only.
+    first_seen); the live planner's, in the aggregator's thread only.
     """
 
     def __init__(self, window: float = SAVE_WINDOW) -> None:

@@ -1,12 +1,15 @@
 """Deciding what an observation of the disk means for the catalog.
 
-Observers (the sweep, later the watcher) only report what they saw: "this
-directory holds these regular files with these signatures and these
-subdirectories". :func:`diff_listing` compares a listing with the catalog
-rows read through a read connection and keeps only what differs — for an
-unchanged directory, nothing. :func:`apply_diff` runs in the writer thread
-and decides each difference again against the catalog as it is *then*,
-because a live event may have been applied in between.
+Observers only report what they saw: the sweep, a directory's regular
+files with their signatures and its subdirectories (a
+:class:`~filewarden.listing.Listing`); the watcher, through the live planner
+(:mod:`filewarden.live`), single paths that changed. :func:`diff_listing`
+compares a listing with the catalog rows read through a read connection and
+keeps only what differs — for an unchanged directory, nothing.
+:func:`apply_diff` and the single-path decisions (:func:`observe_path`,
+:func:`apply_move`, :func:`save_back`, ...) run in the writer thread and
+decide again against the catalog as it is *then*, because a live event may
+have been applied in between.
 
 Files a listing no longer shows are returned as ids, not marked missing:
 the caller checks they are really gone and that the root is still there
@@ -16,28 +19,16 @@ before calling :func:`confirm_missing`.
 from __future__ import annotations
 
 import dataclasses
-import os
-import stat
 from collections.abc import Iterable, Mapping, Sequence
 
 import apsw
 
 from filewarden import catalog, identity, logs
 from filewarden.catalog import PRESENT, DirRow, DirStamp, FileRow, Signature
+from filewarden.listing import Listing, Tally, stat_regular, still_listed
 from filewarden.roots import Root
 
 log = logs.get("filewarden.reconcile")
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Listing:
-    """One directory as read from disk."""
-
-    dir: bytes  # root-relative, b"" for the root itself
-    stamp: DirStamp  # what the quick sweep compares next time (catalog.DIRTY to force a re-list)
-    files: dict[bytes, Signature]  # regular files only, excluded names already dropped
-    subdirs: frozenset[bytes]  # names of real (not symlinked) subdirectories, not excluded
-    ident: tuple[int, int] | None = None  # (device, inode) of the directory listed
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -72,27 +63,6 @@ class DirDiff:
             or self.returned
             or self.digest is not None
         )
-
-
-@dataclasses.dataclass
-class Tally:
-    """Counts of what a sweep did, for ``sweep.finish`` and the job table."""
-
-    files: int = 0
-    new: int = 0
-    moved: int = 0
-    changed: int = 0
-    restored: int = 0
-    relinked: int = 0
-    missing: int = 0
-    dirs_listed: int = 0
-    dirs_skipped: int = 0
-    unreadable: int = 0
-    errors: int = 0
-
-    def add(self, other: Tally) -> None:
-        for field in dataclasses.fields(self):
-            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
 
 
 def diff_listing(
@@ -212,7 +182,7 @@ def apply_diff(
     """Record one directory's differences (writer thread); returns the tally and gone ids."""
     tally = Tally()
     rid = root.id
-    if diff.ident is not None and not _still_listed_dir(root, diff.dir, diff.ident):
+    if diff.ident is not None and not still_listed(root, diff.dir, diff.ident):
         # The directory was moved (or removed) after it was listed, and the
         # live event that moved its rows may already be applied: recorded now,
         # the listing would put files back at paths that no longer exist, in a
@@ -302,19 +272,6 @@ def apply_diff(
         ) == diff.digest:
             catalog.set_dir_digest(conn, rid, diff.dir, diff.digest)
     return tally, gone
-
-
-def _still_listed_dir(root: Root, rel: bytes, ident: tuple[int, int]) -> bool:
-    """Whether ``rel`` is still the directory that was listed (same device and inode).
-
-    Checked in the writer thread, so a rename after the check has its live
-    event applied after this listing is recorded, and moves its rows along.
-    """
-    try:
-        st = os.lstat(root.abs(rel))
-    except OSError:
-        return False
-    return stat.S_ISDIR(st.st_mode) and (st.st_dev, st.st_ino) == ident
 
 
 def observe_path(
@@ -431,7 +388,7 @@ def _look_again(
     conn: apsw.Connection, root: Root, rel: bytes, now: float, roots: Mapping[int, Root]
 ) -> int | None:
     """A decision made on a read connection no longer holds: decide from what is there now."""
-    sig = identity.stat_regular(root.abs(rel))
+    sig = stat_regular(root.abs(rel))
     if sig is None:
         return None  # moved on or gone: its own event, or the next sweep, says where
     return observe_path(conn, root, rel, sig, now, roots=roots)
@@ -459,8 +416,8 @@ def save_back(
     (``since``). Anything else: decided as usual.
     """
     row = catalog.file_at(conn, root.id, backup)
-    sig = identity.stat_regular(root.abs(home))
-    backup_sig = identity.stat_regular(root.abs(backup)) if keep_backup else None
+    sig = stat_regular(root.abs(home))
+    backup_sig = stat_regular(root.abs(backup)) if keep_backup else None
     if row is None or row.state != PRESENT or sig is None or (keep_backup and backup_sig is None):
         observe_path(conn, root, backup, backup_sig, now, reason="deleted")
         return observe_path(conn, root, home, sig, now, roots=roots) if sig else None

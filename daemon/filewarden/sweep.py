@@ -32,11 +32,12 @@ from typing import Protocol
 import apsw
 
 from filewarden import catalog, identity, logs, reconcile
-from filewarden.catalog import DIRTY, DirRow, DirStamp, Signature
+from filewarden.catalog import DIRTY, DirRow, DirStamp
 from filewarden.errors import Fault, FilewardenError, classify
 from filewarden.identity import Relinker
-from filewarden.reconcile import DirDiff, Listing, Tally
-from filewarden.roots import COOKIE_PREFIX, Root
+from filewarden.listing import Listing, Tally, list_dir, stat_regular
+from filewarden.reconcile import DirDiff
+from filewarden.roots import Root
 from filewarden.writer import Writer
 
 log = logs.get("filewarden.sweep")
@@ -48,7 +49,6 @@ log = logs.get("filewarden.sweep")
 RACY_NS = 2_000_000_000
 BATCHES_IN_FLIGHT = 4  # handed to the writer and not yet committed
 CONFIRM_CHUNK = 1000
-_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 class SweepAborted(FilewardenError):
@@ -74,66 +74,6 @@ def _stamp(st: os.stat_result, now_ns: int, racy_ns: int) -> DirStamp:
     if now_ns - st.st_ctime_ns < racy_ns or now_ns - st.st_mtime_ns < racy_ns:
         return DIRTY
     return (st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-
-
-def list_dir(
-    root: Root, rel: bytes, tally: Tally
-) -> tuple[os.stat_result, dict[bytes, Signature], list[bytes]]:
-    """Read one directory: its own stat, its regular files' signatures, its real subdirectories.
-
-    Entries are stat'ed relative to a descriptor of the directory opened with
-    O_NOFOLLOW|O_DIRECTORY: shorter lookups than full paths, and FIFOs,
-    sockets and devices are never opened. Raises OSError when the directory
-    itself cannot be read.
-    """
-    files: dict[bytes, Signature] = {}
-    subdirs: list[bytes] = []
-    others: list[bytes] = []
-    excluder = root.excluder if root.excluder.active else None
-    path = root.abs(rel)
-    fd = os.open(path, _OPEN_DIR)
-    try:
-        dir_st = os.fstat(fd)
-        # scandir on the bytes path gives bytes names (on the descriptor it
-        # would give str); readdir's d_type spares a stat for directories.
-        with os.scandir(path) as entries:
-            for entry in entries:
-                name = entry.name
-                if excluder is not None and excluder.excluded(rel, name):
-                    continue
-                if name[:1] == b"." and name.startswith(COOKIE_PREFIX):
-                    continue
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        subdirs.append(name)
-                        continue
-                    if not entry.is_file(follow_symlinks=False):
-                        continue  # symlink, FIFO, socket, device: never catalogued
-                except OSError:
-                    pass  # d_type unknown and the stat failed: lstat below decides
-                others.append(name)
-        lstat = os.lstat
-        for name in others:
-            try:
-                st = lstat(name, dir_fd=fd)
-            except OSError as exc:
-                fault = classify(exc)
-                if fault is Fault.ROOT:
-                    raise
-                if fault is not Fault.GONE:  # vanished between readdir and stat: normal
-                    tally.errors += 1
-                    log.warning(
-                        "sweep.error",
-                        root=root.display,
-                        path=root.abs(catalog.join(rel, name)),
-                        error=exc.strerror or str(exc),
-                    )
-                continue
-            if stat.S_ISREG(st.st_mode):  # d_type said so; lstat is the word that counts
-                files[name] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_dev, st.st_ino)
-    finally:
-        os.close(fd)
-    return dir_st, files, subdirs
 
 
 class Walker:
@@ -479,7 +419,7 @@ class Sweep:
             return False
         path = self.root.abs(rel)
         try:
-            if not stat.S_ISREG(os.lstat(path).st_mode):
+            if stat_regular(path, strict=True) is None:
                 return False
         except OSError as exc:
             fault = classify(exc)

@@ -1,10 +1,12 @@
 """Live watching: which roots are watched by which backend, and which are polled.
 
-The watcher only hints (see :mod:`filewarden.watch.hints`); sweeps remain
-the truth. A root is polled (quick sweeps on ``poll_interval``) when its
-mode says so, when ``mode = "auto"`` finds a network or FUSE filesystem
-(inotify does not see changes made by other clients), or when it cannot be
-fully watched (inotify limits) — never silently partly watched.
+The watcher only hints (see :mod:`filewarden.watch.hints`): what a hint
+means is decided outside this package, by the planner the daemon hands in
+(:mod:`filewarden.live`), and sweeps remain the truth. A root is polled
+(quick sweeps on ``poll_interval``) when its mode says so, when ``mode =
+"auto"`` finds a network or FUSE filesystem (inotify does not see changes
+made by other clients), or when it cannot be fully watched (inotify
+limits) — never silently partly watched.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Protocol
 
 from filewarden import logs, mounts
 from filewarden.roots import COOKIE_PREFIX, Root
-from filewarden.watch.aggregator import Aggregator, Host
+from filewarden.watch.aggregator import Aggregator, Host, Planner
 from filewarden.watch.hints import Hint
 from filewarden.watch.limits import WatchLimit, check_room, own_watches
 
@@ -62,10 +64,10 @@ def decide_mode(root: Root) -> tuple[str, str | None]:
 class Watcher:
     """Owns the backend, the aggregator and the per-root watch state."""
 
-    def __init__(self, host: Host, db_path: os.PathLike[str] | str, backend: str) -> None:
+    def __init__(self, host: Host, planner: Planner, backend: str) -> None:
         self.host = host
         self.backend_name = backend
-        self.aggregator = Aggregator(host, db_path)
+        self.aggregator = Aggregator(host, planner, self.watched_roots)
         self.backend: Backend | None = None
         self.watched: dict[int, Root] = {}
         self.modes: dict[int, tuple[str, str | None]] = {}  # root id → (mode, reason when polled)

@@ -1,79 +1,81 @@
-"""The aggregator: turns a stream of hints into batches of catalog decisions.
+"""The aggregator: orders a stream of hints into batches, and hands them to the planner.
 
 It runs in its own thread. Whatever arrived while the writer was busy with
 the previous batch becomes the next batch, so a storm costs a few large
 transactions and a lone rename costs one small one, at once. A created file
-is recorded ``CREATE_SETTLE`` after its creation, so a file being written is
-recorded once, whole, and a temporary file created and then deleted or
+is handed over ``CREATE_SETTLE`` after its creation, so a file being written
+is recorded once, whole, and a temporary file created and then deleted or
 renamed over another within that time (an editor's swap file, probe or
-temporary copy) leaves no trace. A new path is first matched by ``(device,
-inode)`` against known files (:func:`identity.by_inode`), so a move the
-watcher saw only half of (between two roots, into a directory not watched
-yet, or from a moment it was not watching) keeps the file's id; an editor
-that moves a file aside to save it keeps it too (:class:`identity.Saves`).
+temporary copy) leaves no trace. A ``sync`` cookie flushes what waits and is
+answered once the batch holding it is committed, or once the sweeps that
+replace lost events have ended. Lost events, a watch limit and an unmount
+go to the :class:`Host`.
 
-Nothing here writes the catalog: it stats paths and asks
-:mod:`filewarden.reconcile` through the writer.
+Nothing here decides what a hint means: the :class:`Planner`
+(:mod:`filewarden.live`) does, with the reconcile code a sweep uses, and
+says what waits to settle (:class:`~filewarden.watch.hints.Settle`).
 """
 
 from __future__ import annotations
 
 import collections
-import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import partial
-from typing import Any, Protocol
+from typing import Protocol
 
-import apsw
-
-from filewarden import catalog, identity, logs, reconcile
-from filewarden.reconcile import Tally
+from filewarden import logs
 from filewarden.roots import Root
-from filewarden.sweep import list_dir
-from filewarden.watch.hints import Hint, Kind, is_cookie
-from filewarden.writer import Writer
+from filewarden.watch.hints import Hint, Kind, Settle, is_cookie
 
 log = logs.get("filewarden.watch")
 
 CREATE_SETTLE = 1.0  # seconds from a file's creation to its recording (sync records it at once)
 MAX_BATCH = 20_000  # hints per writer transaction
-# How long, and how many, new directories are remembered as where a move
-# that looks like a move out of the tree may have gone.
-NEW_DIR_MEMORY = 60.0
-NEW_DIR_MAX = 10_000
 
 
 class Host(Protocol):
     """What the aggregator needs from the daemon."""
 
-    writer: Writer
-
-    def watched_roots(self) -> list[Root]: ...
-    def all_roots(self) -> dict[int, Root]: ...
-    def after_batch(self, reader: apsw.Connection) -> None: ...
     def on_overflow(self, root: Root | None) -> list[threading.Event]: ...
     def on_watch_limit(self, root: Root, path: bytes) -> list[threading.Event]: ...
     def on_unmount(self, path: bytes) -> None: ...
     def on_hint_failed(self, root: Root, error: str) -> None: ...
 
 
-Action = Callable[[apsw.Connection], Any]
+class Batch(Protocol):
+    """The decisions of one batch, for the roots it was opened with; all paths absolute."""
+
+    def observe(self, path: bytes) -> Settle: ...
+    def gone(self, path: bytes, *, directory: bool) -> Settle: ...
+    def move(self, src: bytes, dest: bytes) -> Settle: ...
+    def move_dir(self, src: bytes, dest: bytes) -> Settle: ...
+    def dir_created(self, path: bytes) -> Settle: ...
+    def scan(self, path: bytes) -> Settle: ...
+    def commit(self) -> bool:
+        """Write the decisions (one transaction); False when there were none."""
+        ...
 
 
-@dataclass
-class _Batch:
-    actions: list[tuple[Root, Action]] = field(default_factory=list)
-    cookies: list[threading.Event] = field(default_factory=list)
+class Planner(Protocol):
+    """What the aggregator needs to turn hints into catalog decisions."""
+
+    def open(self) -> None:
+        """Called in the aggregator's thread before the first batch."""
+        ...
+
+    def close(self) -> None: ...
+    def batch(self, roots: list[Root]) -> Batch: ...
 
 
 class Aggregator(threading.Thread):
-    def __init__(self, host: Host, db_path: os.PathLike[str] | str) -> None:
+    def __init__(
+        self, host: Host, planner: Planner, watched_roots: Callable[[], list[Root]]
+    ) -> None:
         super().__init__(name="filewarden-aggregator", daemon=True)
         self.host = host
-        self.db_path = db_path
+        self.watched_roots = watched_roots
+        self.planner = planner
         self._queue: collections.deque[Hint] = collections.deque()
         self._wake = threading.Condition()
         self._halt = threading.Event()
@@ -81,12 +83,8 @@ class Aggregator(threading.Thread):
             bytes, float
         ] = {}  # created files waiting to settle: path → when to record them
         self._cookies: dict[bytes, threading.Event] = {}
-        # Directories made a moment ago, newest last: path → when.
-        self._new_dirs: dict[bytes, float] = {}
-        self._saves = identity.Saves()
         # Sweeps started because events were lost: no sync may answer before they end.
         self._barriers: list[threading.Event] = []
-        self._reader: apsw.Connection | None = None
         self.hints = 0
         self.batches = 0
         self.last_progress = time.monotonic()
@@ -117,7 +115,7 @@ class Aggregator(threading.Thread):
     # -- the loop ------------------------------------------------------------------
 
     def run(self) -> None:
-        self._reader = catalog.connect(self.db_path, readonly=True)  # type: ignore[arg-type]
+        self.planner.open()
         try:
             while not self._halt.is_set():
                 hints = self._take()
@@ -128,10 +126,10 @@ class Aggregator(threading.Thread):
                     self._process(hints)
                 except Exception as exc:  # a bug here must not end live updates: sweep instead
                     log.exception("watcher.error", error=f"{type(exc).__name__}: {exc}")
-                    for root in self.host.watched_roots():
+                    for root in self.watched_roots():
                         self.host.on_hint_failed(root, f"aggregator: {type(exc).__name__}: {exc}")
         finally:
-            self._reader.close()
+            self.planner.close()
 
     def _take(self) -> list[Hint] | None:
         with self._wake:
@@ -147,66 +145,33 @@ class Aggregator(threading.Thread):
 
     def _process(self, hints: list[Hint]) -> None:
         self.hints += len(hints)
-        roots = self.host.watched_roots()
-        batch = _Batch()
+        roots = self.watched_roots()
+        batch = self.planner.batch(roots)
+        cookies: list[threading.Event] = []
         for hint in hints:
-            self._plan(hint, roots, batch)
+            self._route(hint, roots, batch, cookies)
         now = time.monotonic()
         for path, due in list(self._pending.items()):
             if due <= now:
                 del self._pending[path]
-                self._observe(path, roots, batch)
-        if batch.actions:
-            self._commit(batch)
+                self._settle(batch.observe(path))
+        if batch.commit():
+            self.batches += 1
         self._barriers = [b for b in self._barriers if not b.is_set()]
-        if batch.cookies and self._barriers:
-            barriers, cookies = list(self._barriers), list(batch.cookies)
+        if cookies and self._barriers:
             threading.Thread(
                 target=_release_after,
-                args=(barriers, cookies),
+                args=(list(self._barriers), cookies),
                 daemon=True,
                 name="filewarden-sync-barrier",
             ).start()
         else:
-            for done in batch.cookies:
+            for done in cookies:
                 done.set()
 
-    def _commit(self, batch: _Batch) -> None:
-        failed: list[tuple[Root, str]] = []
-        actions = batch.actions
-
-        def job(conn: apsw.Connection) -> None:
-            for root, action in actions:
-                try:
-                    with conn:  # one savepoint each: a failing decision rolls back alone
-                        action(conn)
-                except apsw.FullError:
-                    raise
-                except Exception as exc:
-                    failed.append((root, f"{type(exc).__name__}: {exc}"))
-
-        self.host.writer.call(job)
-        self.batches += 1
-        if self._reader is not None:
-            self.host.after_batch(self._reader)
-        for root, error in failed:
-            log.warning("watcher.error", root=root.display, error=error)
-            self.host.on_hint_failed(root, error)
-
-    # -- planning: from hints to decisions ----------------------------------------------
-
-    @staticmethod
-    def _resolve(path: bytes, roots: list[Root]) -> tuple[Root, bytes] | None:
-        """The root a path is under and the relative path, unless outside or excluded."""
-        for root in roots:
-            if path.startswith(root.path + b"/"):
-                rel = path[len(root.path) + 1 :]
-                if root.excluder.excluded_path(rel):
-                    return None
-                return root, rel
-        return None
-
-    def _plan(self, hint: Hint, roots: list[Root], batch: _Batch) -> None:
+    def _route(
+        self, hint: Hint, roots: list[Root], batch: Batch, cookies: list[threading.Event]
+    ) -> None:
         kind, path, dest = hint
         if kind is Kind.OVERFLOW:
             self._barriers += self.host.on_overflow(
@@ -215,7 +180,7 @@ class Aggregator(threading.Thread):
             # Cookies whose events may be among the lost ones are answered by those sweeps.
             with self._wake:
                 lost, self._cookies = list(self._cookies.values()), {}
-            batch.cookies += lost
+            cookies += lost
             return
         if kind is Kind.LIMIT:
             under = next((r for r in roots if path.startswith(r.path + b"/")), None)
@@ -226,7 +191,7 @@ class Aggregator(threading.Thread):
             prefix = under.path + b"/"
             with self._wake:
                 polled = [c for c in self._cookies if c.startswith(prefix)]
-                batch.cookies += [self._cookies.pop(c) for c in polled]
+                cookies += [self._cookies.pop(c) for c in polled]
             return
         if kind is Kind.UNMOUNT:
             self.host.on_unmount(path)
@@ -239,39 +204,44 @@ class Aggregator(threading.Thread):
                     # Everything before the cookie must be in the catalog when sync answers.
                     for pending in list(self._pending):
                         del self._pending[pending]
-                        self._observe(pending, roots, batch)
-                    batch.cookies.append(done)
+                        self._settle(batch.observe(pending))
+                    cookies.append(done)
             return
         if kind is Kind.CREATED:
             self._pending.setdefault(path, time.monotonic() + CREATE_SETTLE)
         elif kind is Kind.CLOSED or kind is Kind.ATTRIB:
             if path not in self._pending:  # a new file is recorded when it has settled
-                self._observe(path, roots, batch)
+                self._settle(batch.observe(path))
         elif kind is Kind.DELETED:
             self._pending.pop(path, None)
-            self._gone(path, roots, batch, "deleted", directory=False)
+            self._settle(batch.gone(path, directory=False))
         elif kind is Kind.DIR_DELETED:
             self._drop_pending_under(path)
-            self._gone(path, roots, batch, "deleted", directory=True)
+            self._settle(batch.gone(path, directory=True))
         elif kind is Kind.MOVED:
-            self._move(path, dest, roots, batch)
+            if path:
+                self._pending.pop(path, None)
+            self._settle(batch.move(path, dest))
         elif kind is Kind.DIR_MOVED:
-            self._move_dir(path, dest, roots, batch)
+            self._settle(batch.move_dir(path, dest))
         elif kind is Kind.DIR_CREATED:
-            self._new_dir(path)
-            self._scan(path, roots)
+            self._settle(batch.dir_created(path))
         elif kind is Kind.DIR_SCAN:
-            self._scan(path, roots)
+            self._settle(batch.scan(path))
 
-    def _new_dir(self, path: bytes) -> None:
-        now = time.monotonic()
-        self._new_dirs.pop(path, None)
-        self._new_dirs[path] = now
-        while self._new_dirs:
-            oldest, when = next(iter(self._new_dirs.items()))
-            if now - when <= NEW_DIR_MEMORY and len(self._new_dirs) <= NEW_DIR_MAX:
-                break
-            del self._new_dirs[oldest]
+    def _settle(self, change: Settle) -> None:
+        """Apply what the planner said about creations waiting to settle."""
+        for path in change.unpend:
+            self._pending.pop(path, None)
+        if change.pend:
+            due = time.monotonic() + CREATE_SETTLE
+            for path in change.pend:
+                self._pending.setdefault(path, due)
+        if change.moved is not None:
+            src, dest = change.moved
+            for path in self._drop_pending_under(src):
+                if dest:
+                    self._pending[dest + path[len(src) :]] = time.monotonic() + CREATE_SETTLE
 
     def _drop_pending_under(self, path: bytes) -> list[bytes]:
         prefix = path + b"/"
@@ -279,244 +249,6 @@ class Aggregator(threading.Thread):
         for p in dropped:
             del self._pending[p]
         return dropped
-
-    def _observe(self, path: bytes, roots: list[Root], batch: _Batch) -> None:
-        """Record what is at ``path`` now: new (or moved, matched by inode), changed, or gone."""
-        where = self._resolve(path, roots)
-        if where is None:
-            return
-        root, rel = where
-        sig = identity.stat_regular(path)
-        if sig is not None and self._save(path, None, root, rel, batch):
-            return
-        here = (
-            catalog.file_at(self._reader, root.id, rel)
-            if sig is not None and self._reader is not None
-            else None
-        )
-        if (
-            sig is not None
-            and self._reader is not None
-            and (here is None or here.state != catalog.PRESENT)
-        ):
-            # Same path first: a missing file recorded here is back, whatever
-            # its inode now, unless inode and content prove another known
-            # file moved in.
-            found = identity.by_inode(
-                self._reader, sig, self.host.all_roots(), path, over_path=here is not None
-            )
-            if found is not None and here is not None and found[0].id == here.id:
-                found = None  # the missing file itself is back
-            if found is not None:
-                row, src_root = found
-                batch.actions.append(
-                    (
-                        root,
-                        partial(
-                            reconcile.apply_move,
-                            src=src_root,
-                            src_rel=row.path,
-                            dst=root,
-                            dst_rel=rel,
-                            sig=sig,
-                            now=time.time(),
-                            matched=row,
-                            by="inode",
-                            roots=self.host.all_roots(),
-                        ),
-                    )
-                )
-                return
-        batch.actions.append(
-            (
-                root,
-                partial(
-                    reconcile.observe_path,
-                    root=root,
-                    rel=rel,
-                    sig=sig,
-                    now=time.time(),
-                    reason="deleted",
-                ),
-            )
-        )
-
-    def _save(
-        self, path: bytes, backup: bytes | None, root: Root, rel: bytes, batch: _Batch
-    ) -> bool:
-        """An editor's save: a new file at ``path`` after the file there was moved aside
-        (``backup`` None), or the moved-aside file at ``backup`` deleted. True if planned."""
-        now = time.time()
-        if backup is None:
-            got = self._saves.backup_of(path, now)
-            if got is None:
-                return False
-            backup, since = got
-            home, keep = path, True
-        else:
-            back = self._saves.home_of(backup, now)
-            if back is None:
-                return False
-            home, since = back
-            keep = False
-            if identity.stat_regular(home) is None:
-                return False  # nothing written in its place (yet): a plain delete
-        self._saves.done(home)
-        self._pending.pop(home, None)
-        batch.actions.append(
-            (
-                root,
-                partial(
-                    reconcile.save_back,
-                    root=root,
-                    backup=backup[len(root.path) + 1 :],
-                    home=home[len(root.path) + 1 :],
-                    now=now,
-                    since=since,
-                    keep_backup=keep and identity.stat_regular(backup) is not None,
-                    roots=self.host.all_roots(),
-                ),
-            )
-        )
-        return True
-
-    def _gone(
-        self, path: bytes, roots: list[Root], batch: _Batch, reason: str, *, directory: bool
-    ) -> None:
-        where = self._resolve(path, roots)
-        if where is None:
-            return
-        root, rel = where
-        if not directory and identity.stat_regular(path) is not None:
-            # Already made again (a swap file recreated, a save): recorded
-            # once settled, like any creation, or at once by a sync.
-            self._pending.setdefault(path, time.monotonic() + CREATE_SETTLE)
-            return
-        if directory and os.path.isdir(path):
-            return
-        if not directory and self._save(path, path, root, rel, batch):
-            return
-        batch.actions.append(
-            (
-                root,
-                partial(reconcile.gone_under, root=root, rel=rel, reason=reason, now=time.time()),
-            )
-        )
-
-    def _move(self, src: bytes, dest: bytes, roots: list[Root], batch: _Batch) -> None:
-        if src:
-            self._pending.pop(src, None)
-        if src and not dest:
-            dest = self._moved_into_new_dir(src, roots, directory=False) or b""
-        from_ = self._resolve(src, roots) if src else None
-        to = self._resolve(dest, roots) if dest else None
-        if from_ is not None and to is not None:
-            (src_root, src_rel), (dst_root, dst_rel) = from_, to
-            self._saves.moved(src, dest, time.time())
-            batch.actions.append(
-                (
-                    dst_root,
-                    partial(
-                        reconcile.apply_move,
-                        src=src_root,
-                        src_rel=src_rel,
-                        dst=dst_root,
-                        dst_rel=dst_rel,
-                        sig=identity.stat_regular(dest),
-                        now=time.time(),
-                        roots=self.host.all_roots(),
-                    ),
-                )
-            )
-        elif from_ is not None:
-            self._gone(src, roots, batch, "moved_out", directory=False)
-        elif to is not None:
-            self._observe(dest, roots, batch)
-
-    def _moved_into_new_dir(
-        self, src: bytes, roots: list[Root], *, directory: bool
-    ) -> bytes | None:
-        """Where ``src`` went, when a move-out has no destination: a directory made a moment ago.
-
-        The kernel reports a move into a directory that is not watched yet
-        (made just before, its watch still being added) as a move out of the
-        tree. Such a directory is listed once watched, but the move must not
-        be taken as a move out meanwhile: the known file (for a directory,
-        one known file below it) is looked for under each new directory, by
-        its name and inode.
-        """
-        where = self._resolve(src, roots)
-        if where is None or not self._new_dirs or self._reader is None:
-            return None
-        root, rel = where
-        suffix = b""
-        if directory:
-            below = catalog.present_ids_under(self._reader, root.id, rel)
-            if not below:
-                return None
-            file_id, dir, name = below[0]
-            row = catalog.get_file(self._reader, file_id)
-            suffix = b"/" + catalog.join(dir, name)[len(rel) + 1 :]
-        else:
-            row = catalog.file_at(self._reader, root.id, rel)
-        if row is None or row.state != catalog.PRESENT:
-            return None
-        base = src.rpartition(b"/")[2]
-        for new_dir in reversed(self._new_dirs):
-            candidate = new_dir + b"/" + base
-            try:
-                st = os.lstat(candidate + suffix)
-            except OSError:
-                continue
-            if (st.st_dev, st.st_ino) == (row.device, row.inode):
-                return candidate
-        return None
-
-    def _move_dir(self, src: bytes, dest: bytes, roots: list[Root], batch: _Batch) -> None:
-        if src and not dest:
-            dest = self._moved_into_new_dir(src, roots, directory=True) or b""
-        if src:
-            for path in self._drop_pending_under(src):
-                if dest:
-                    self._pending[dest + path[len(src) :]] = time.monotonic() + CREATE_SETTLE
-        from_ = self._resolve(src, roots) if src else None
-        to = self._resolve(dest, roots) if dest else None
-        if from_ is not None and to is not None:
-            (src_root, src_rel), (dst_root, dst_rel) = from_, to
-            batch.actions.append(
-                (
-                    dst_root,
-                    partial(
-                        reconcile.apply_move_dir,
-                        src=src_root,
-                        src_rel=src_rel,
-                        dst=dst_root,
-                        dst_rel=dst_rel,
-                        now=time.time(),
-                    ),
-                )
-            )
-        elif from_ is not None:
-            self._gone(src, roots, batch, "moved_out", directory=True)
-        # Moved in from outside: the backend reports (or asks us to scan) its contents.
-
-    def _scan(self, path: bytes, roots: list[Root]) -> None:
-        """List a directory that appeared, and everything below it: each file is recorded once settled."""
-        where = self._resolve(path, roots)
-        if where is None:
-            return
-        root, rel = where
-        due = time.monotonic() + CREATE_SETTLE
-        stack = [rel]
-        while stack:
-            current = stack.pop()
-            try:
-                _, files, subdirs = list_dir(root, current, Tally())
-            except OSError:
-                continue
-            for name in files:
-                self._pending.setdefault(root.abs(catalog.join(current, name)), due)
-            stack.extend(catalog.join(current, d) for d in subdirs)
 
 
 def _release_after(barriers: list[threading.Event], cookies: list[threading.Event]) -> None:

@@ -1,13 +1,15 @@
 """What a watcher backend reports: hints about paths, never decisions.
 
 Backends translate their kernel events into these; the aggregator orders
-and pairs them and the reconcile code decides what they mean, the same code
-a sweep uses.
+and times them, and the live planner (:mod:`filewarden.live`) decides what
+they mean with the reconcile code a sweep uses. What the planner says back
+is only what waits to settle (:class:`Settle`).
 """
 
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from filewarden.roots import COOKIE_PREFIX
@@ -38,3 +40,19 @@ class Hint(NamedTuple):
 def is_cookie(path: bytes) -> bool:
     """Cookie files of ``sync`` are the daemon's own; they are never catalogued."""
     return path.rpartition(b"/")[2].startswith(COOKIE_PREFIX)
+
+
+@dataclass(frozen=True, slots=True)
+class Settle:
+    """What a planned hint changes among the created files waiting to settle.
+
+    Applied at once, before the next hint of the batch is planned.
+    """
+
+    pend: tuple[
+        bytes, ...
+    ] = ()  # record these once settled (a path already waiting keeps its time)
+    unpend: tuple[bytes, ...] = ()  # recorded already (an editor's save): stop waiting
+    # A directory moved (src, dest): what waited below src waits below dest,
+    # afresh; dest b"" when it moved out of sight.
+    moved: tuple[bytes, bytes] | None = None

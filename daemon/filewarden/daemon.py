@@ -117,8 +117,6 @@ class Daemon:
         self._signals = 0
         self._wake = threading.Event()
         self._reload_requested = False
-        self._watch_backoff = 1.0
-        self._watch_retry_at = 0.0
 
     # -- lifecycle -------------------------------------------------------
 
@@ -393,15 +391,6 @@ class Daemon:
         self.scheduler.request(root, full=True)
 
     def _check_watcher(self) -> None:
-        """A dead observer is restarted (with backoff) and its roots swept: events may be lost."""
-        if self.watcher.alive() or time.monotonic() < self._watch_retry_at:
-            if self.watcher.alive():
-                self._watch_backoff = 1.0
-            return
-        log.error(
-            "watcher.error", error="watcher stopped; restarting it", backoff_s=self._watch_backoff
-        )
-        self._watch_retry_at = time.monotonic() + self._watch_backoff
-        self._watch_backoff = min(self._watch_backoff * 2, 60.0)
-        for root in self.watcher.restart_backend():
+        """A dead backend is restarted (with backoff) and its roots swept: events may be lost."""
+        for root in self.watcher.revive():
             self.scheduler.request(root, full=True)

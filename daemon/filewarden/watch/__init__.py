@@ -73,6 +73,8 @@ class Watcher:
         self.modes: dict[int, tuple[str, str | None]] = {}  # root id → (mode, reason when polled)
         self._lock = threading.Lock()
         self._cookie_seq = 0
+        self._backoff = 1.0
+        self._retry_at = 0.0
         self.restarts = 0
 
     # -- lifecycle ---------------------------------------------------------------
@@ -105,6 +107,19 @@ class Watcher:
     def alive(self) -> bool:
         backend_ok = self.backend is None or not self.watched or self.backend.alive()
         return backend_ok and self.aggregator.is_alive()
+
+    def revive(self) -> list[Root]:
+        """Restart a dead backend, with a backoff between tries; returns the roots it
+        watches again, which need a sweep (events may have been lost meanwhile)."""
+        if self.alive():
+            self._backoff = 1.0
+            return []
+        if time.monotonic() < self._retry_at:
+            return []
+        log.error("watcher.error", error="watcher stopped; restarting it", backoff_s=self._backoff)
+        self._retry_at = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, 60.0)
+        return self.restart_backend()
 
     def restart_backend(self) -> list[Root]:
         """Replace a dead backend and watch its roots again; returns them (they need a sweep)."""

@@ -258,7 +258,9 @@ class Api:
 
     def sync(self, params: dict[str, Any], peer: Peer) -> dict[str, Any]:
         check_params(params, {"timeout_s": ((int, float), False)})
-        timeout = float(params.get("timeout_s") or 60.0)
+        # Not `or`: 0 is a value (and refused), not the default.
+        given = params.get("timeout_s")
+        timeout = 60.0 if given is None else float(given)
         if timeout <= 0:
             raise invalid_params("timeout_s must be positive")
         if not self.syncs.sync(timeout):

@@ -78,12 +78,14 @@ TARGETS: dict[str, Target] = {
     ),
     "availability": Target(("availability.py",), ("tests/test_availability.py",)),
     "purge": Target(
-        ("catalog/_files.py", "catalog/_hashes.py", "catalog/_journal.py", "daemon.py", "api.py"),
-        ("tests/test_purge.py",),
+        ("catalog/_files.py", "catalog/_hashes.py", "catalog/_journal.py", "purge.py", "api.py"),
+        ("tests/test_purge.py", "tests/test_api.py"),
         _function("catalog._files", "purge", "missing_before", "all_missing")
         + _function("catalog._hashes", "prune_arrivals")
         + _function("catalog._journal", "compact_journal")
-        + _method("daemon", "Daemon", "purge", "retention", "_run_retention")
+        + _function("purge", "purge_missing")
+        + _method("purge", "Purged", "answer")
+        + _method("purge", "Retention", "apply", "run", "check", "once")
         + _method("api", "Api", "purge")
         + _function("api", "_seconds"),
     ),
@@ -103,9 +105,14 @@ TARGETS: dict[str, Target] = {
         ),
     ),
     "reload": Target(
-        ("daemon.py",),
+        ("daemon.py", "hasher.py", "identity.py", "scheduler.py", "availability.py", "purge.py"),
         ("tests/test_reload.py", "tests/test_daemon.py"),
-        _method("daemon", "Daemon", "reload", "_apply", "_add_root", "_remove_root"),
+        _method("daemon", "Daemon", "reload", "_apply", "_add_root", "_remove_root")
+        + _method("hasher", "Hasher", "apply")
+        + _method("identity", "Relinker", "apply")
+        + _method("scheduler", "Scheduler", "apply")
+        + _method("availability", "Availability", "apply")
+        + _method("purge", "Retention", "apply"),
     ),
 }
 

@@ -73,7 +73,7 @@ class Parts:
         stop = threading.Event()
         told = _Told()
         writer = harness.writer
-        self.watcher = Watcher(told, Planner(told, writer, self.roots), "poll")
+        self.watcher = Watcher(told, Planner(told, writer, self.roots), "poll", self.roots)
         relinker = Relinker(writer, self.roots.snapshot)
         self.checks = Availability(told, self.roots, writer, 30.0, stop)
         self.scheduler = Scheduler(

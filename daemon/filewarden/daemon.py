@@ -62,7 +62,9 @@ class Daemon:
         self.roots = RootSet()
         self.writer = Writer(self.db_path)
         self.jobs = JobTable()
-        self.watcher = Watcher(self, Planner(self, self.writer, self.roots), config.watch.backend)
+        self.watcher = Watcher(
+            self, Planner(self, self.writer, self.roots), config.watch.backend, self.roots
+        )
         self.relinker = Relinker(self.writer, self.roots.snapshot, config.identity.match_window)
         self.hasher = Hasher(
             self.writer,
@@ -161,7 +163,7 @@ class Daemon:
             "daemon.ready",
             roots=len(self.roots),
             socket=str(self.config.daemon.socket),
-            watched=len(self.watcher.watched),
+            watched=len(self.watcher.watched_roots()),
         )
 
     def _start_server(self) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from filewarden import logs, mounts
-from filewarden.roots import COOKIE_PREFIX, Root
+from filewarden.roots import COOKIE_PREFIX, Root, RootSet
 from filewarden.watch.aggregator import Aggregator, Host, Planner
 from filewarden.watch.hints import Hint
 from filewarden.watch.limits import WatchLimit, check_room, own_watches
@@ -64,13 +64,14 @@ def decide_mode(root: Root) -> tuple[str, str | None]:
 class Watcher:
     """Owns the backend, the aggregator and the per-root watch state."""
 
-    def __init__(self, host: Host, planner: Planner, backend: str) -> None:
+    def __init__(self, host: Host, planner: Planner, backend: str, roots: RootSet) -> None:
         self.host = host
         self.backend_name = backend
+        self.roots = roots
         self.aggregator = Aggregator(host, planner, self.watched_roots)
         self.backend: Backend | None = None
-        self.watched: dict[int, Root] = {}
-        self.modes: dict[int, tuple[str, str | None]] = {}  # root id → (mode, reason when polled)
+        # Root id → (mode, reason when polled); the roots themselves are the RootSet's.
+        self.modes: dict[int, tuple[str, str | None]] = {}
         self._lock = threading.Lock()
         self._cookie_seq = 0
         self._backoff = 1.0
@@ -105,7 +106,7 @@ class Watcher:
         self.aggregator.stop(timeout=max(0.0, deadline - time.monotonic()))
 
     def alive(self) -> bool:
-        backend_ok = self.backend is None or not self.watched or self.backend.alive()
+        backend_ok = self.backend is None or not self.watched_roots() or self.backend.alive()
         return backend_ok and self.aggregator.is_alive()
 
     def revive(self) -> list[Root]:
@@ -123,10 +124,9 @@ class Watcher:
 
     def restart_backend(self) -> list[Root]:
         """Replace a dead backend and watch its roots again; returns them (they need a sweep)."""
-        roots = list(self.watched.values())
+        roots = self.watched_roots()
         if self.backend is not None:
             self.backend.stop()
-        self.watched.clear()
         self.restarts += 1
         self._start_backend()
         for root in roots:
@@ -171,8 +171,6 @@ class Watcher:
                 )
         with self._lock:
             self.modes[root.id] = (mode, why)
-            if mode == "watch":
-                self.watched[root.id] = root
         if mode == "poll":
             log.info("watcher.poll", root=root.display, reason=why)
         return mode
@@ -180,7 +178,7 @@ class Watcher:
     def to_poll(self, root: Root, why: str) -> bool:
         """Stop watching ``root`` and poll it instead; False if it was not watched."""
         with self._lock:
-            if self.watched.pop(root.id, None) is None:
+            if not self.watches(root):
                 return False
             self.modes[root.id] = ("poll", why)
         if self.backend is not None:
@@ -190,23 +188,25 @@ class Watcher:
 
     def remove(self, root: Root) -> None:
         with self._lock:
+            watched = self.watches(root)
             self.modes.pop(root.id, None)
-            watched = self.watched.pop(root.id, None)
-        if watched is not None and self.backend is not None:
+        if watched and self.backend is not None:
             self.backend.unwatch(root.path)
 
     def mode_of(self, root: Root) -> str:
         return self.modes.get(root.id, ("poll", None))[0]
 
     def backend_of(self, root: Root) -> str:
-        return self.backend_name if root.id in self.watched else "poll"
+        return self.backend_name if self.watches(root) else "poll"
 
     def why_polled(self, root: Root) -> str | None:
         return self.modes.get(root.id, ("poll", None))[1]
 
+    def watches(self, root: Root) -> bool:
+        return self.modes.get(root.id, ("poll", None))[0] == "watch"
+
     def watched_roots(self) -> list[Root]:
-        with self._lock:
-            return list(self.watched.values())
+        return [root for root in self.roots if self.watches(root)]
 
     # -- sync ------------------------------------------------------------------------
 
@@ -216,7 +216,7 @@ class Watcher:
         None when the root is not watched or the cookie cannot be written
         (a read-only root): the caller sweeps instead.
         """
-        if root.id not in self.watched:
+        if not self.watches(root):
             return None
         with self._lock:
             self._cookie_seq += 1

@@ -34,9 +34,9 @@ def build(path: Path, files: int, dirs: int, *, seed: int = 1) -> Path:
     extra = files - per_dir * dirs
     flags = os.O_CREAT | os.O_WRONLY | os.O_EXCL
     payload = bytes(range(256)) * 4
-    for i, d in enumerate(dir_paths):
+    for i, raw in enumerate(dir_paths):
         for j in range(per_dir + (1 if i < extra else 0)):
-            fd = os.open(d + b"/file%06d.dat" % j, flags, 0o644)
+            fd = os.open(raw + b"/file%06d.dat" % j, flags, 0o644)
             n = rng.randrange(0, 1024)
             if n:
                 os.write(fd, payload[:n])

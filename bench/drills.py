@@ -1,9 +1,9 @@
 """Reliability drills at full size: crash, overflow, disk full, hostile trees, socket soak.
 
-    python bench/drills.py                        # every drill at full size
-    python bench/drills.py --only crash --kills 50 --seed 7
-    python bench/drills.py --only soak --soak-seconds 300
-    python bench/drills.py --only overflow --overflow-files 50000
+    python -m bench.drills                        # every drill at full size
+    python -m bench.drills --only crash --kills 50 --seed 7
+    python -m bench.drills --only soak --soak-seconds 300
+    python -m bench.drills --only overflow --overflow-files 50000
 
 The same drills as ``tests/drills`` (and, for the overflow, the scenario
 ``tests/scenarios/test_watch_limits.py``), run bigger and longer. Each runs a
@@ -11,7 +11,8 @@ real daemon in its own work directory, checks what it promises, and prints
 its figures: kills, checks passed, RSS at start and end, times. A drill that
 breaks a promise is reported as FAILED with the broken check; the command
 exits 1 if any did. Root is needed (mounts, device nodes, capabilities,
-SIGSTOP of the daemon under a full inotify queue).
+SIGSTOP of the daemon under a full inotify queue). Run it with ``-m`` from
+the top of the checkout: the drills are the test package's.
 """
 
 from __future__ import annotations
@@ -28,15 +29,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from tests.daemon_proc import DaemonProcess  # noqa: E402
-from tests.drills._support import live, report, write_config  # noqa: E402
-from tests.drills.test_crash import Orphans, crash_drill  # noqa: E402
-from tests.drills.test_disk_full import disk_full_drill  # noqa: E402
-from tests.drills.test_hostile import hostile_drill  # noqa: E402
-from tests.drills.test_soak import soak_drill  # noqa: E402
+from tests.drills._support import report
+from tests.drills.test_crash import Orphans, crash_drill
+from tests.drills.test_disk_full import disk_full_drill
+from tests.drills.test_hostile import hostile_drill
+from tests.drills.test_soak import soak_drill
+from tests.scenarios.conftest import live_view, scenario_config
 
 DRILLS = ["crash", "overflow", "disk-full", "hostile", "soak"]
 
@@ -53,13 +51,12 @@ def overflow_drill(tmp: Path, *, files: int, dirs: int = 100) -> dict[str, Any]:
     for i in range(dirs):
         (storm / f"d{i:03d}").mkdir(parents=True)
     (tmp / "outside").mkdir()
-    cfg, sock, _ = write_config(tmp, [root])
     queue = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
-    proc = DaemonProcess(tmp, "--config", str(cfg))
+    proc = scenario_config(tmp, [root]).start()
     figures: dict[str, Any] = {"max_queued_events": queue}
     try:
         proc.wait_event("daemon.ready", timeout=120)
-        lv = live(tmp, [root], proc, sock, "watchdog")
+        lv = live_view(proc, [root], "watchdog")
         lv.sync()  # the directories are watched before the storm
         proc.signal(signal.SIGSTOP)
         t_storm = time.monotonic()
@@ -93,7 +90,7 @@ def overflow_drill(tmp: Path, *, files: int, dirs: int = 100) -> dict[str, Any]:
         lv.client.close()
     finally:
         code = proc.stop(timeout=60)
-    assert code == 0, "".join(proc.raw[-20:])
+    assert code == 0, proc.tail()
     figures["seconds"] = round(time.monotonic() - t0, 1)
     return figures
 

@@ -13,7 +13,6 @@ Reported: the median time and throughput of each and their ratio.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -22,6 +21,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import _args
 from filewarden.hasher import hash_file
 
 
@@ -38,12 +38,8 @@ def make_file(path: Path, size: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = _args.parser(__doc__, runs=5)
     parser.add_argument("--mib", type=int, default=1024, help="file size in MiB")
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--workdir", type=Path, default=Path("/var/tmp/filewarden-bench"))
     args = parser.parse_args()
     xxhsum = shutil.which("xxhsum")
     if not xxhsum:

@@ -14,24 +14,19 @@ SQLite). Each figure is the median of ``--runs`` runs.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
 import statistics
-import sys
 import threading
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import _tree  # noqa: E402
-from _daemon import Daemon, percentile  # noqa: E402
-
-from filewarden import catalog  # noqa: E402
-from filewarden.client import Client  # noqa: E402
+import _args
+import _tree
+from _measure import daemon_setup, percentile, start, stop
+from filewarden import catalog
+from filewarden.client import Client
 
 
 def sample_paths(tree: Path, count: int, seed: int) -> list[str]:
@@ -84,41 +79,34 @@ def run_once(sock: Path, db: Path, paths: list[str], clients: int) -> dict[str, 
                 c.call("lookup", {"path": p})
 
     threads = [threading.Thread(target=worker, args=(ch,)) for ch in chunks]
-    for t in threads:
-        t.start()
+    for thread in threads:
+        thread.start()
     barrier.wait()
     t0 = time.perf_counter()
-    for t in threads:
-        t.join()
+    for thread in threads:
+        thread.join()
     out["many_clients_per_s"] = len(paths) / (time.perf_counter() - t0)
     return out
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--files", type=int, default=1_000_000)
-    parser.add_argument("--dirs", type=int, default=10_000)
+    parser = _args.parser(__doc__, files=1_000_000, dirs=10_000, runs=3)
     parser.add_argument("--lookups", type=int, default=20_000)
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--workdir", type=Path, default=Path("/var/tmp/filewarden-bench"))
     args = parser.parse_args()
     work = args.workdir / f"{args.files}-{args.dirs}"
     work.mkdir(parents=True, exist_ok=True)
     tree = _tree.build(work, args.files, args.dirs)
     paths = sample_paths(tree, args.lookups, seed=7)
-    daemon = Daemon(work, "lookup-bench", [tree])
-    daemon.start()
+    setup = daemon_setup(work, "lookup-bench", [tree])
+    daemon = start(setup)
     try:
-        daemon.wait_event("sweep.finish")
+        daemon.wait_event("sweep.finish", timeout=1800)
         runs = [
-            run_once(daemon.sock, daemon.state / "catalog.db", paths, args.clients)
-            for _ in range(args.runs)
+            run_once(setup.socket, setup.catalog, paths, args.clients) for _ in range(args.runs)
         ]
     finally:
-        daemon.stop()
+        stop(daemon)
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     print(
         f"\nlookup over the socket, {args.files:,}-file catalog, {args.lookups:,} random paths, "

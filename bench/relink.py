@@ -24,21 +24,18 @@ ratios. Hashing is off (rule 1 of relinking, by inode, needs no hash;
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import _tree  # noqa: E402
-from _daemon import Daemon, start_and_sweep  # noqa: E402
+import _args
+import _tree
+from _measure import connect, daemon_setup, start_and_sweep, stop
+from filewarden.testing import DaemonProcess, files
 
 
 def plan_moves(tree: Path, count: int, seed: int) -> list[tuple[str, str]]:
@@ -65,13 +62,12 @@ def plan_moves(tree: Path, count: int, seed: int) -> list[tuple[str, str]]:
 
 
 def check_ids(
-    daemon: Daemon, expected: dict[str, int], moved: list[str], gone: list[str]
+    daemon: DaemonProcess, expected: dict[str, int], moved: list[str], gone: list[str]
 ) -> dict[str, int]:
     """Through ``list``: every path of ``expected`` present with its id, ``gone`` paths not."""
-    daemon.wait_socket()
-    with daemon.client() as c:
-        now = {r["path"]: r["id"] for r in daemon.all_files(c)}
-        missing = len(daemon.all_files(c, state="missing"))
+    with connect(daemon) as c:
+        now = {r["path"]: r["id"] for r in files(c, "present")}
+        missing = len(files(c, "missing"))
     return {
         "moved_ids_kept": sum(1 for p in moved if now.get(p) == expected[p]),
         "all_ids_kept": sum(1 for p, i in expected.items() if now.get(p) == i),
@@ -82,15 +78,8 @@ def check_ids(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--files", type=int, default=100_000)
-    parser.add_argument("--dirs", type=int, default=1_000)
+    parser = _args.parser(__doc__, files=100_000, dirs=1_000, runs=3, hashing=True)
     parser.add_argument("--moves", type=int, default=10_000)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--hash", action="store_true", help="run the daemon with hashing on")
-    parser.add_argument("--workdir", type=Path, default=Path("/var/tmp/filewarden-bench"))
     args = parser.parse_args()
 
     work = args.workdir / f"relink-{args.files}-{args.dirs}"
@@ -101,16 +90,15 @@ def main() -> None:
         raise SystemExit(
             f"{len(leftovers)} files of an interrupted run are still moved: rebuild the tree"
         )
-    daemon = Daemon(work, "relink", [tree], hash_enabled=args.hash)
-    daemon.reset_state()
-    first = start_and_sweep(daemon)
-    daemon.wait_socket()
-    with daemon.client() as c:
-        ids = {r["path"]: r["id"] for r in daemon.all_files(c)}
+    setup = daemon_setup(work, "relink", [tree], hash_enabled=args.hash)
+    setup.reset_state()
+    daemon, first = start_and_sweep(setup)
+    with connect(daemon) as c:
+        ids = {r["path"]: r["id"] for r in files(c, "present")}
         if args.hash:
             while c.call("status")["hashing"]["pending"]:
                 time.sleep(0.5)
-    daemon.stop()
+    stop(daemon)
     assert len(ids) == args.files, (len(ids), first)
     print(f"first index: {first}", flush=True)
 
@@ -120,23 +108,26 @@ def main() -> None:
     for run in range(args.runs):
         moves = plan_moves(tree, args.moves, seed=run + 1)
         # 1. unchanged
-        baseline.append(start_and_sweep(daemon))
-        daemon.stop()
+        daemon, figures = start_and_sweep(setup)
+        baseline.append(figures)
+        stop(daemon)
         # 2. moved while down
         for src, dst in moves:
             os.rename(src, dst)
-        relinks.append(start_and_sweep(daemon))
+        daemon, figures = start_and_sweep(setup)
+        relinks.append(figures)
         srcs = dict(moves)
         moved_ids = {p: i for p, i in ids.items() if p not in srcs}
         moved_ids |= {dst: ids[src] for src, dst in moves}
         checks.append(check_ids(daemon, moved_ids, [d for _, d in moves], [s for s, _ in moves]))
-        daemon.stop()
+        stop(daemon)
         # 3. moved back while down
         for src, dst in moves:
             os.rename(dst, src)
-        relinks.append(start_and_sweep(daemon))
+        daemon, figures = start_and_sweep(setup)
+        relinks.append(figures)
         checks.append(check_ids(daemon, ids, [s for s, _ in moves], [d for _, d in moves]))
-        daemon.stop()
+        stop(daemon)
         print(
             f"run {run + 1}/{args.runs}: unchanged {baseline[-1]}\n"
             f"    moved   {relinks[-2]} {checks[-2]}\n"

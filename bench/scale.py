@@ -37,26 +37,28 @@ import json
 import os
 import shutil
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import _tree  # noqa: E402
-from _daemon import Daemon, LimitWatch, require_watched, start_and_sweep  # noqa: E402
-from _measure import (  # noqa: E402
+import _args
+import _tree
+from _measure import (
+    LimitWatch,
     catalog_bytes,
+    connect,
+    daemon_setup,
     find_command,
     memory_kib,
+    require_watched,
+    start_and_sweep,
+    stop,
     timed,
     wait_idle,
 )
-from _watchman import WatchmanServer  # noqa: E402
-
-from filewarden.watch.limits import _watches_of, count_dirs  # noqa: E402
+from _watchman import WatchmanServer
+from filewarden.testing import Setup
+from filewarden.watch.limits import _watches_of, count_dirs
 
 
 def watchman_crawl(work: Path, tree: Path) -> dict[str, Any]:
@@ -91,34 +93,32 @@ def own_crawl_seconds(log: Path) -> float | None:
     return None
 
 
-def daemon_start(daemon: Daemon, tree: Path) -> dict[str, Any]:
+def daemon_start(setup: Setup, tree: Path) -> dict[str, Any]:
     """Start the daemon, time READY=1 and its start-up sweep, then read its memory at rest."""
-    got = start_and_sweep(daemon, notify=True)
-    assert daemon.proc is not None
-    pid = daemon.proc.pid
-    daemon.wait_socket()
-    with daemon.client() as c:
+    daemon, got = start_and_sweep(setup, notify=True)
+    pid = daemon.pid
+    with connect(daemon) as c:
         require_watched(c, [tree], "watchdog")
         present = c.call("status")["roots"][0]["files"]["present"]
     got["idle"] = wait_idle(pid)
     got |= memory_kib(pid)
     got["watches"] = _watches_of(str(pid))
     got["present"] = present
-    got["catalog_bytes_running"] = catalog_bytes(daemon.state / "catalog.db")
-    daemon.stop()
-    got["catalog_bytes_stopped"] = catalog_bytes(daemon.state / "catalog.db")
+    got["catalog_bytes_running"] = catalog_bytes(setup.catalog)
+    stop(daemon)
+    got["catalog_bytes_stopped"] = catalog_bytes(setup.catalog)
     return got
 
 
-def one_run(work: Path, tree: Path, daemon: Daemon, files: int, watchman: bool) -> dict[str, Any]:
+def one_run(work: Path, tree: Path, setup: Setup, files: int, watchman: bool) -> dict[str, Any]:
     load_before = os.getloadavg()
     run: dict[str, Any] = {"find_s": timed(find_command(tree))}
     if watchman:
         run["watchman"] = watchman_crawl(work, tree)
-    daemon.reset_state()
-    run["first"] = first = daemon_start(daemon, tree)
+    setup.reset_state()
+    run["first"] = first = daemon_start(setup, tree)
     assert first["kind"] == "full" and first["new"] == files == first["present"], first
-    run["restart"] = again = daemon_start(daemon, tree)
+    run["restart"] = again = daemon_start(setup, tree)
     assert again["kind"] == "full" and again["present"] == files, again
     assert again["new"] == again["changed"] == again["missing"] == 0, again
     run["loadavg"] = {"before": load_before, "after": os.getloadavg()}
@@ -212,19 +212,8 @@ def report(args: argparse.Namespace, runs: list[dict[str, Any]], dirs_in_tree: i
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--files", type=int, default=1_000_000)
-    parser.add_argument("--dirs", type=int, default=10_000)
-    parser.add_argument("--runs", type=int, default=3)
+    parser = _args.parser(__doc__, files=1_000_000, dirs=10_000, runs=3)
     parser.add_argument("--no-watchman", dest="watchman", action="store_false")
-    parser.add_argument(
-        "--workdir",
-        type=Path,
-        default=Path("/var/tmp/filewarden-bench"),
-        help="where the tree and catalogs live (a real disk, not tmpfs)",
-    )
     args = parser.parse_args()
     if args.watchman and not shutil.which("watchman"):
         raise SystemExit("watchman not found: apt-get install watchman, or --no-watchman")
@@ -233,13 +222,13 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     tree = _tree.build(work, args.files, args.dirs)
     dirs_in_tree = count_dirs(os.fsencode(tree))
-    daemon = Daemon(work, "scale", [tree])
+    setup = daemon_setup(work, "scale", [tree])
     limits = LimitWatch()
     timed(find_command(tree))  # warm the cache
 
     runs = []
     for n in range(args.runs):
-        run = one_run(work, tree, daemon, args.files, args.watchman)
+        run = one_run(work, tree, setup, args.files, args.watchman)
         lowered = limits.take()
         if lowered:
             run["inotify_limits_lowered_by_another_process"] = lowered

@@ -15,7 +15,6 @@ the quick sweep). Medians and ratios, never a lone time: the machine is shared.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import statistics
@@ -23,11 +22,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+import _args
+import _tree
+from _measure import catalog_bytes, find_command, timed
 
-import _tree  # noqa: E402
-from _measure import catalog_bytes, find_command, timed  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 
 def filewarden_sweep(db: Path, tree: Path, kind: str) -> dict[str, object]:
@@ -46,18 +45,7 @@ def remove_db(db: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--files", type=int, default=1_000_000)
-    parser.add_argument("--dirs", type=int, default=10_000)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument(
-        "--workdir",
-        type=Path,
-        default=Path("/var/tmp/filewarden-bench"),
-        help="where the tree and catalogs live (a real disk, not tmpfs)",
-    )
+    parser = _args.parser(__doc__, files=1_000_000, dirs=10_000, runs=5)
     parser.add_argument("--json", action="store_true", help="print the raw figures as JSON too")
     args = parser.parse_args()
 

@@ -28,32 +28,28 @@ the daemon adds is everything else.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
 import statistics
-import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import _tree  # noqa: E402
-from _daemon import Daemon, LimitWatch, require_watched  # noqa: E402
-
-from filewarden.client import Client  # noqa: E402
+import _args
+import _tree
+from _measure import LimitWatch, connect, daemon_setup, require_watched, start, stop
+from filewarden.client import Client
+from filewarden.testing import DaemonProcess, files
 
 
-def root_files(daemon: Daemon, c: Client, prefix: str) -> dict[int, str]:
-    return {r["id"]: r["path"] for r in daemon.all_files(c) if r["path"].startswith(prefix)}
+def root_files(c: Client, prefix: str) -> dict[int, str]:
+    return {r["id"]: r["path"] for r in files(c, "present") if r["path"].startswith(prefix)}
 
 
 def dir_rename(
-    daemon: Daemon, c: Client, parent: Path, src: str, dst: str, timeout: float
+    daemon: DaemonProcess, c: Client, parent: Path, src: str, dst: str, timeout: float
 ) -> dict[str, float]:
-    before = root_files(daemon, c, f"{parent}/{src}/")
+    before = root_files(c, f"{parent}/{src}/")
     names = sorted(os.listdir(parent / src))
     last_old, last_new = f"{parent}/{src}/{names[-1]}", f"{parent}/{dst}/{names[-1]}"
     want = c.call("lookup", {"path": last_old})["id"]
@@ -69,7 +65,7 @@ def dir_rename(
         if now - t0 > timeout:
             raise SystemExit(f"directory rename: {last_new} not in the catalog after {timeout} s")
     seconds = now - t0
-    after = root_files(daemon, c, f"{parent}/{dst}/")
+    after = root_files(c, f"{parent}/{dst}/")
     moved_ok = sum(
         1
         for fid, path in before.items()
@@ -81,13 +77,13 @@ def dir_rename(
         "rename_syscall_s": t0 - t_syscall,
         "files_before": len(before),
         "moved_with_id": moved_ok,
-        "left_behind": len(root_files(daemon, c, f"{parent}/{src}/")),
+        "left_behind": len(root_files(c, f"{parent}/{src}/")),
         "dir_move_events": len(events),
         "dir_move_files": sum(int(e.get("files", 0)) for e in events),
     }
 
 
-def creation_burst(daemon: Daemon, c: Client, batch: Path, files: int) -> dict[str, float]:
+def creation_burst(daemon: DaemonProcess, c: Client, batch: Path, files: int) -> dict[str, float]:
     batch.mkdir()
     c.call("sync", {"timeout_s": 600})  # the new directory is watched from here on
     present0 = c.call("status")["totals"]["present"]
@@ -123,15 +119,8 @@ def creation_burst(daemon: Daemon, c: Client, batch: Path, files: int) -> dict[s
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--files", type=int, default=100_000)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--backend", choices=("watchdog", "pyinotify"), default="watchdog")
-    parser.add_argument("--hash", action="store_true", help="run the daemon with hashing on")
+    parser = _args.parser(__doc__, files=100_000, runs=3, backend=True, hashing=True)
     parser.add_argument("--timeout", type=float, default=120.0)
-    parser.add_argument("--workdir", type=Path, default=Path("/var/tmp/filewarden-bench"))
     args = parser.parse_args()
 
     work = args.workdir / f"bulk-{args.files}"
@@ -143,21 +132,20 @@ def main() -> None:
     create_root = work / "create"
     shutil.rmtree(create_root, ignore_errors=True)
     create_root.mkdir()
-    daemon = Daemon(
+    setup = daemon_setup(
         work,
         f"bulk-{args.backend}",
         [tree, create_root],
         backend=args.backend,
         hash_enabled=args.hash,
     )
-    daemon.reset_state()
+    setup.reset_state()
     limits = LimitWatch()
-    daemon.start()
+    daemon = start(setup)
     renames, bursts = [], []
     try:
-        daemon.wait_event("sweep.finish", lambda r: r["root"] == str(tree))
-        daemon.wait_socket()
-        with daemon.client() as c:
+        daemon.wait_event("sweep.finish", timeout=1800, root=str(tree))
+        with connect(daemon) as c:
             c.call("sync", {"timeout_s": 600})
             require_watched(c, [tree, create_root], args.backend)
             if args.hash:
@@ -178,7 +166,7 @@ def main() -> None:
                 os.rename(parent / "renamed", parent / "dir00000")
                 c.call("sync", {"timeout_s": 600})
     finally:
-        daemon.stop()
+        stop(daemon)
 
     def med(rows: list[dict[str, float]], key: str) -> float:
         return statistics.median(r[key] for r in rows)

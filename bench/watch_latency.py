@@ -32,33 +32,32 @@ on, and then the measurement waits for the first hashing pass to end).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
 import shutil
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import _tree  # noqa: E402
-from _daemon import (  # noqa: E402
-    Daemon,
+import _args
+import _tree
+from _measure import (
     LimitWatch,
+    connect,
+    daemon_setup,
     inotify_limits,
     percentile,
     require_watched,
+    start,
+    stop,
 )
-from _watchman import WatchmanServer  # noqa: E402
-
-from filewarden.watch.limits import count_dirs, own_watches  # noqa: E402
-from filewarden.watch.watchdog_backend import EVENT_FILTER  # noqa: E402
+from _watchman import WatchmanServer
+from filewarden.testing import Setup
+from filewarden.watch.limits import count_dirs, own_watches
+from filewarden.watch.watchdog_backend import EVENT_FILTER
 
 Renames = list[tuple[str, str]]
 
@@ -225,18 +224,17 @@ class Watchman:
 
 
 def measure_daemon(
-    daemon: Daemon,
+    setup: Setup,
     tree: Path,
     backend: str,
     renames: Renames,
     timeout: float,
     hash_enabled: bool,
 ) -> tuple[list[float], dict[str, int]]:
-    daemon.start()
+    daemon = start(setup)
     try:
-        daemon.wait_event("sweep.finish")
-        daemon.wait_socket()
-        with daemon.client() as c:
+        daemon.wait_event("sweep.finish", timeout=1800)
+        with connect(daemon) as c:
             require_watched(c, [tree], backend)
             if hash_enabled:
                 while c.call("status")["hashing"]["pending"]:
@@ -274,7 +272,7 @@ def measure_daemon(
         moves = sum(1 for r in logged if r.get("event") == "file.move")
         overflows = sum(1 for r in logged if r.get("event") == "watcher.overflow")
     finally:
-        daemon.stop()
+        stop(daemon)
         undo_leftovers(renames)
     return lat, {
         "late": late,
@@ -286,21 +284,13 @@ def measure_daemon(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--files", type=int, default=100_000)
-    parser.add_argument("--dirs", type=int, default=1_000)
+    parser = _args.parser(__doc__, files=100_000, dirs=1_000, runs=3, backend=True, hashing=True)
     parser.add_argument("--renames", type=int, default=1_000)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--backend", choices=("watchdog", "pyinotify"), default="watchdog")
-    parser.add_argument("--hash", action="store_true", help="run the daemon with hashing on")
     parser.add_argument("--watchman-settle-ms", type=int, default=1)
     parser.add_argument("--no-watchman", action="store_true")
     parser.add_argument(
         "--timeout", type=float, default=5.0, help="seconds one rename may take to show"
     )
-    parser.add_argument("--workdir", type=Path, default=Path("/var/tmp/filewarden-bench"))
     args = parser.parse_args()
 
     work = args.workdir / f"watch-{args.files}-{args.dirs}"
@@ -313,7 +303,7 @@ def main() -> None:
             f"remove {work / '.bench-tree.json'} to rebuild the tree"
         )
     watchman = None if args.no_watchman else shutil.which("watchman")
-    daemon = Daemon(
+    setup = daemon_setup(
         work,
         f"latency-{args.backend}",
         [tree],
@@ -321,7 +311,7 @@ def main() -> None:
         hash_enabled=args.hash,
         exclude=(".watchmanconfig",),
     )
-    daemon.reset_state()  # the same catalog every time: a first index of this tree
+    setup.reset_state()  # the same catalog every time: a first index of this tree
     limits = LimitWatch()
     tools = ["filewarden", "watchdog"] + (["watchman"] if watchman else [])
     p50: dict[str, list[float]] = {t: [] for t in tools}
@@ -339,7 +329,7 @@ def main() -> None:
                 wm.close()
                 undo_leftovers(renames)
         got["filewarden"], check = measure_daemon(
-            daemon, tree, args.backend, renames, args.timeout, args.hash
+            setup, tree, args.backend, renames, args.timeout, args.hash
         )
         lowered = limits.take()
         if lowered:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, MutableMapping
+import traceback
+from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import structlog
@@ -22,9 +24,12 @@ from filewarden.config import LogConfig, RootConfig
 from filewarden.listing import Tally
 from filewarden.roots import Root, RootSet
 from filewarden.sweep import Sweep
+from filewarden.testing import Setup, write_config
 from filewarden.writer import Writer
 
 logs.configure(LogConfig(format="json", level="warning"))
+
+T = TypeVar("T")
 
 
 class Harness:
@@ -99,6 +104,23 @@ def harness(tmp_path: Path, tree: Path) -> Iterator[Harness]:
     h.close()
 
 
+def api_config(
+    tmp: Path,
+    roots: list[Path],
+    *,
+    backend: str = "poll",
+    socket: Path | None = None,
+    **daemon: object,
+) -> Setup:
+    """The socket and CLI tests' config: short client timeouts, more ``[daemon]`` keys.
+
+    They default to the poll backend: what they check (lookup with verify,
+    scan counts) must not race a watcher that got there first.
+    """
+    timeouts = {"client_request_timeout": "1s", "client_idle_timeout": "3s"}
+    return write_config(tmp, roots, backend=backend, socket=socket, daemon={**timeouts, **daemon})
+
+
 def make_files(base: Path, count: int, per_dir: int = 10) -> list[Path]:
     """``count`` small files with distinct content, ``per_dir`` per directory."""
     paths = []
@@ -147,6 +169,37 @@ def logged() -> Iterator[list[MutableMapping[str, Any]]]:
             yield events
     finally:
         structlog.configure(wrapper_class=wrapper)
+
+
+def in_child(work: Callable[[], T], become: Callable[[], None] = lambda: None) -> T:
+    """Run ``work()`` in a forked child after ``become()`` (another user, fewer capabilities).
+
+    Its result comes back pickled, or its error as a failure here. A forked
+    child runs the same code as this process (mutants too).
+    """
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            os.close(read)
+            try:
+                become()
+                out = pickle.dumps(("ok", work()))
+            except BaseException:
+                out = pickle.dumps(("error", traceback.format_exc()))
+            with os.fdopen(write, "wb") as f:
+                f.write(out)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        status, value = pickle.loads(f.read())
+    os.waitpid(pid, 0)
+    assert status == "ok", value
+    result: T = value
+    return result
 
 
 def rss_kib(pid: int) -> int:

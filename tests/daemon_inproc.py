@@ -2,12 +2,12 @@
 
 Only code run in this process is the code under test for mutation testing
 (a daemon process imports the installed package), so the tests of purge,
-retention and the CLI's exit codes use this rather than ``daemon_proc``.
+retention and the CLI's exit codes use this rather than a process started
+by ``filewarden.testing``; they share its config and its socket client.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,6 +21,8 @@ from filewarden import catalog, config, logs
 from filewarden.client import Client
 from filewarden.daemon import Daemon
 from filewarden.protocol import RpcError
+from filewarden.testing import write_config
+from tests.conftest import T, in_child
 
 
 class Live:
@@ -41,34 +43,16 @@ class Live:
         if other_online:
             (self.other / ".online").write_text("")
         (self.other / "elsewhere.txt").write_text("on a removable disk")
-        cfg = tmp / "config.toml"
-        cfg.write_text(
-            "\n".join(
-                [
-                    "[daemon]",
-                    f'state_dir = "{tmp / "state"}"',
-                    f'socket = "{sock}"',
-                    'socket_mode = "0666"',
-                    f'admin_group = "{admin_group}"',
-                    "[sweep]",
-                    'interval = "never"',
-                    'quick_interval = "never"',
-                    "[watch]",
-                    'backend = "watchdog"',
-                    "[hash]",
-                    f"enabled = {str(hashing).lower()}",
-                    *sections,
-                    "[[root]]",
-                    f'path = "{tree}"',
-                    "[[root]]",
-                    f'path = "{self.other}"',
-                    'marker = ".online"',
-                ]
-            )
-            + "\n"
+        setup = write_config(
+            tmp,
+            [tree, {"path": self.other, "marker": ".online"}],
+            socket=sock,
+            daemon={"socket_mode": "0666", "admin_group": admin_group},
+            sections={"hash": {"enabled": hashing}},
+            extra="".join(f"{line}\n" for line in sections),
         )
-        self.config = cfg
-        self.d = Daemon(config.load(cfg))
+        self.config = setup.path
+        self.d = Daemon(config.load(setup.path))
         self.d.start()
         self.reader = catalog.connect(self.d.db_path, readonly=True)
         self.client = Client(sock, timeout=60)
@@ -182,26 +166,12 @@ def public_dir() -> Iterator[Path]:
         public.rmdir()
 
 
-def as_user(gid: int, work: Callable[[], Any]) -> Any:
-    """Run ``work`` in a child that has become uid 65534 with group ``gid`` only; its JSON result.
+def as_user(gid: int, work: Callable[[], T]) -> T:
+    """Run ``work`` in a child that has become uid 65534 with group ``gid`` only; its result."""
 
-    A forked child runs the same code as this process (mutants too).
-    """
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        code = 1
-        try:
-            os.close(read)
-            os.setgroups([])
-            os.setgid(gid)
-            os.setuid(65534)
-            os.write(write, json.dumps(work()).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write)
-    with os.fdopen(read, "rb") as f:
-        text = f.read()
-    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
-    return json.loads(text)
+    def become() -> None:
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(65534)
+
+    return in_child(work, become)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_files
-from tests.daemon_proc import DaemonProcess, write_config
+from filewarden.testing import DaemonProcess
+from tests.conftest import api_config, make_files
 
 
 class Cli:
@@ -36,8 +36,8 @@ class Cli:
 @pytest.fixture
 def cli(tmp_path: Path, tree: Path) -> Iterator[Cli]:
     make_files(tree, 12, per_dir=4)
-    cfg = write_config(tmp_path, [tree])
-    proc = DaemonProcess(tmp_path, "--config", str(cfg))
+    cfg = api_config(tmp_path, [tree])
+    proc = cfg.start()
     try:
         proc.wait_event("sweep.finish")
         yield Cli(tmp_path / "run" / "fw.sock", tree, proc)
@@ -192,8 +192,8 @@ def test_every_exit_code_from_a_real_failure(tmp_path: Path, tree: Path) -> None
     public = Path("/tmp") / f"fw-public-{os.getpid()}"
     public.mkdir(mode=0o755)
     sock = public / "fw.sock"
-    cfg = write_config(tmp_path, [tree], socket=sock, socket_mode="0666")
-    proc = DaemonProcess(tmp_path, "--config", str(cfg))
+    cfg = api_config(tmp_path, [tree], socket=sock, socket_mode="0666")
+    proc = cfg.start()
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -16,9 +16,8 @@ import pytest
 from filewarden import catalog, config, logs
 from filewarden.client import Client, Unreachable
 from filewarden.daemon import Daemon
+from filewarden.testing import DaemonProcess, write_config
 from tests.conftest import make_files, wait_for
-from tests.daemon_proc import DaemonProcess
-from tests.drills._support import write_config
 
 
 @pytest.fixture
@@ -121,8 +120,8 @@ def test_sync_at_start_waits_for_the_start_up_sweep(
     sweep finds them; the socket answers before that sweep is even queued.
     """
     paths = make_files(tree, 6000, per_dir=2)  # many directories: watching them takes a while
-    cfg, sock, _ = write_config(tmp_path, [tree])
-    d = DaemonProcess(tmp_path, "--config", str(cfg))
+    cfg = write_config(tmp_path, [tree])
+    d = cfg.start()
     procs.append(d)
     d.wait_event("sweep.finish")
     assert d.stop() == 0
@@ -130,13 +129,13 @@ def test_sync_at_start_waits_for_the_start_up_sweep(
     for p in edited:
         with open(p, "ab") as f:
             f.write(b"edited while the daemon was down\n")
-    d = DaemonProcess(tmp_path, "--config", str(cfg))
+    d = cfg.start()
     procs.append(d)
     deadline = time.monotonic() + 60
     while True:  # the first moment the socket answers
         assert d.proc.poll() is None and time.monotonic() < deadline, "".join(d.raw[-20:])
         try:
-            client = Client(sock, timeout=60)
+            client = Client(cfg.socket, timeout=60)
             break
         except (Unreachable, ConnectionError):
             threading.Event().wait(0.001)
@@ -191,8 +190,8 @@ def test_big_blocks_keep_their_own_mappings_after_a_big_free() -> None:
 def test_a_dead_watcher_is_restarted_and_its_roots_swept(tmp_path: Path, tree: Path) -> None:
     """watchdog's inotify reader thread dies: the daemon notices, watches afresh, and sweeps."""
     make_files(tree, 10)
-    cfg, _, state = write_config(tmp_path, [tree])
-    d = Daemon(config.load(cfg))
+    cfg = write_config(tmp_path, [tree])
+    d = Daemon(config.load(cfg.path))
     d.start()
     try:
         assert d.syncer.sync(60) and d.watcher.alive()
@@ -205,7 +204,7 @@ def test_a_dead_watcher_is_restarted_and_its_roots_swept(tmp_path: Path, tree: P
         d._check_watcher()
         assert d.watcher.alive() and d.watcher.restarts == 1
         assert d.syncer.sync(60)
-        conn = catalog.connect(state / "catalog.db", readonly=True)
+        conn = catalog.connect(cfg.catalog, readonly=True)
         try:
             row = catalog.file_at(conn, 1, b"made-while-deaf.txt")
         finally:

@@ -25,12 +25,23 @@ def write(path: Path, content: bytes, mtime_ns: int = T0) -> None:
     os.utime(path, ns=(mtime_ns, mtime_ns))
 
 
+def store_hash(h: Harness, row: catalog.FileRow, digest: bytes) -> None:
+    """Store a file's hash through the writer, as the background hasher does."""
+    h.writer.call(lambda c: catalog.set_hash(c, row.id, row.signature, digest))
+
+
+def set_missing_since(h: Harness, file_id: int, since: float) -> None:
+    h.writer.call(
+        lambda c: c.execute("UPDATE files SET missing_since = ? WHERE id = ?", (since, file_id))
+    )
+
+
 def hash_all(h: Harness) -> None:
     """Store every present file's hash, as the background hasher would."""
     for row in h.files("present"):
         got = hash_file(h.root.abs(row.path), row.signature)
         assert got is not None
-        h.writer.call(lambda c, r=row, g=got: catalog.set_hash(c, r.id, r.signature, g[0]))
+        store_hash(h, row, got[0])
 
 
 def index(h: Harness, relinker: Relinker) -> None:
@@ -294,11 +305,7 @@ def test_a_returning_file_picks_the_missing_one_with_its_name_then_the_latest(
         p.unlink()
         harness.sweep()
         # Distinct times of going missing, in this order.
-        harness.writer.call(
-            lambda c, i=ids[n], t=1000.0 * (n + 1): c.execute(
-                "UPDATE files SET missing_since = ? WHERE id = ?", (t, i)
-            )
-        )
+        set_missing_since(harness, ids[n], 1000.0 * (n + 1))
     relinker.catch_up(harness.reader)
     # Another mtime: a freed inode number handed out again must not make this rule 2's.
     write(tree / "back" / "two.jpg", content, T0 + 1)  # the name of the second
@@ -557,12 +564,12 @@ def test_one_catch_up_relinks_every_arrival_and_departure_it_sees(
         row = _row(harness, p)
         got = hash_file(os.fsencode(p), row.signature)
         assert got is not None
-        harness.writer.call(lambda c, r=row, g=got: catalog.set_hash(c, r.id, r.signature, g[0]))
+        store_hash(harness, row, got[0])
     for p in originals:
         row = _row(harness, p)
         got = hash_file(os.fsencode(p), row.signature)
         assert got is not None
-        harness.writer.call(lambda c, r=row, g=got: catalog.set_hash(c, r.id, r.signature, g[0]))
+        store_hash(harness, row, got[0])
     relinker.catch_up(harness.reader)
     ids = [_row(harness, p).id for p in originals]
     # 0 and 1 go first and come back later (arrivals); 2 and 4 are copied, then go

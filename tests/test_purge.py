@@ -470,7 +470,8 @@ def test_catalog_selects_missing_files_by_age_and_purges_only_them(
 
     (tree / "late.txt").write_text("late")
     harness.sweep()
-    (at,) = harness.reader.execute("SELECT time FROM arrivals").fetchall()[0]
+    at = harness.reader.execute("SELECT time FROM arrivals").fetchall()[0][0]
+    assert isinstance(at, float)
     assert w.call(lambda c: catalog.prune_arrivals(c, at)) == 0
     assert w.call(lambda c: catalog.prune_arrivals(c, at + 0.001)) == 1
 

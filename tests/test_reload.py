@@ -63,8 +63,8 @@ def paths(d: Daemon) -> set[Path]:
 def test_a_reload_adds_removes_and_changes_roots(tmp_path: Path) -> None:
     """Roots added are indexed and watched, roots removed are let go, a changed root's options apply; each is named."""
     a, b, c = (tmp_path / n for n in "abc")
-    for d in (a, b, c):
-        make_files(d, 3)
+    for directory in (a, b, c):
+        make_files(directory, 3)
     (b / "scratch.tmp").write_text("scratch")
     cfg = write(tmp_path, *root(a), *root(b))
     with running(config.load(cfg)) as d:
@@ -189,8 +189,8 @@ def test_roots_and_log_options_from_the_command_line_outlive_a_reload(tmp_path: 
 def test_a_root_removed_then_added_again_is_watched_and_swept_again(tmp_path: Path) -> None:
     """Removing one root keeps the others; adding it back (its catalog row still says online) watches and sweeps it."""
     a, b, c = (tmp_path / n for n in "abc")
-    for d in (a, b, c):
-        make_files(d, 2)
+    for directory in (a, b, c):
+        make_files(directory, 2)
     cfg = write(tmp_path, *root(a), *root(b), *root(c))
     with running(config.load(cfg)) as d:
         reader = catalog.connect(d.db_path, readonly=True)

@@ -20,8 +20,8 @@ import xxhash
 from filewarden import catalog
 from filewarden.client import Client
 from filewarden.protocol import RpcError
-from tests.conftest import make_files, rss_kib
-from tests.daemon_proc import DaemonProcess, write_config
+from filewarden.testing import DaemonProcess
+from tests.conftest import api_config, make_files, rss_kib
 
 
 class Running:
@@ -44,8 +44,8 @@ class Running:
 def running(tmp_path: Path, tree: Path) -> Iterator[Running]:
     files = make_files(tree, 60, per_dir=20)
     sock = tmp_path / "run" / "fw.sock"
-    cfg = write_config(tmp_path, [tree], socket=sock, socket_mode="0660")
-    proc = DaemonProcess(tmp_path, "--config", str(cfg))
+    cfg = api_config(tmp_path, [tree], socket=sock, socket_mode="0660")
+    proc = cfg.start()
     try:
         proc.wait_event("sweep.finish")
         yield Running(tmp_path, tree, files, proc, sock)
@@ -264,8 +264,8 @@ def test_purge_by_non_admin_is_refused(tmp_path: Path, tree: Path) -> None:
     public.mkdir(mode=0o755)
     try:
         sock = public / "fw.sock"
-        cfg = write_config(tmp_path, [tree], socket=sock, socket_mode="0666")
-        proc = DaemonProcess(tmp_path, "--config", str(cfg))
+        cfg = api_config(tmp_path, [tree], socket=sock, socket_mode="0666")
+        proc = cfg.start()
         try:
             proc.wait_event("sweep.finish")
             (tree / "d0000" / "f00000.txt").unlink()
@@ -490,8 +490,8 @@ def test_socket_mode_and_live_socket_refused(running: Running, tmp_path: Path) -
     assert stat.S_IMODE(os.stat(running.sock).st_mode) == 0o660
     other_tmp = tmp_path / "other"
     other_tmp.mkdir()
-    cfg = write_config(other_tmp, [running.tree], socket=running.sock)
-    second = DaemonProcess(other_tmp, "--config", str(cfg))
+    cfg = api_config(other_tmp, [running.tree], socket=running.sock)
+    second = cfg.start()
     assert second.proc.wait(30) == 1
     assert any("already serving" in line for line in second.raw)
     assert running.call("status")["pid"] == running.proc.proc.pid
@@ -500,13 +500,13 @@ def test_socket_mode_and_live_socket_refused(running: Running, tmp_path: Path) -
 def test_stale_socket_is_replaced(tmp_path: Path, tree: Path) -> None:
     """After a daemon is killed, its leftover socket file does not stop the next one."""
     make_files(tree, 3)
-    cfg = write_config(tmp_path, [tree])
-    first = DaemonProcess(tmp_path, "--config", str(cfg))
+    cfg = api_config(tmp_path, [tree])
+    first = cfg.start()
     first.wait_event("daemon.ready")
     first.kill()
     sock = tmp_path / "run" / "fw.sock"
     assert stat.S_ISSOCK(os.lstat(sock).st_mode)
-    second = DaemonProcess(tmp_path, "--config", str(cfg))
+    second = cfg.start()
     try:
         second.wait_event("sweep.finish")
         with Client(sock) as c:

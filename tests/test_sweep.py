@@ -8,10 +8,8 @@ import shutil
 import socket
 import subprocess
 import threading
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
 
 import apsw
 import pytest
@@ -19,10 +17,8 @@ import pytest
 from filewarden import catalog, log_events, reconcile
 from filewarden.identity import Relinker
 from filewarden.sweep import Sweep, SweepAborted, _stamp
-from tests.conftest import Harness, logged, make_files, wait_for
+from tests.conftest import Harness, in_child, logged, make_files, wait_for
 from tests.test_identity import hash_all
-
-T = TypeVar("T")
 
 
 def test_first_index_counts(harness: Harness, tree: Path) -> None:
@@ -905,35 +901,6 @@ def _without_dac_override() -> None:
         raise OSError(ctypes.get_errno(), "capset")
 
 
-def _in_a_child_without_dac_override(work: Callable[[], T]) -> T:
-    """Run ``work()`` in a forked child that permissions apply to; its result (pickled), or its error."""
-    import pickle
-    import traceback
-
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        code = 1
-        try:
-            os.close(read)
-            try:
-                _without_dac_override()
-                out = pickle.dumps(("ok", work()))
-            except BaseException:
-                out = pickle.dumps(("error", traceback.format_exc()))
-            with os.fdopen(write, "wb") as f:
-                f.write(out)
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write)
-    with os.fdopen(read, "rb") as f:
-        status, value = pickle.loads(f.read())
-    os.waitpid(pid, 0)
-    assert status == "ok", value
-    return value  # type: ignore[no-any-return]
-
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop root's capabilities")
 def test_what_cannot_be_read_is_logged_and_kept_as_it_was(tmp_path: Path, tree: Path) -> None:
     """A directory that cannot be opened, and files that cannot be stat'ed (a directory readable
@@ -965,7 +932,7 @@ def test_what_cannot_be_read_is_logged_and_kept_as_it_was(tmp_path: Path, tree: 
 
     try:
         for full in (True, False):
-            tally, counts, lines = _in_a_child_without_dac_override(partial(sweep, full))
+            tally, counts, lines = in_child(partial(sweep, full), _without_dac_override)
             assert counts == (8, 0, 0), (full, lines)
             assert (tally["unreadable"], tally["errors"], tally["missing"]) == (2, 2, 0), full
             base = os.fsdecode(os.fsencode(tree))

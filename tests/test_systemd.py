@@ -16,8 +16,8 @@ import pytest
 
 from filewarden import catalog
 from filewarden.client import Client
-from tests.conftest import make_files, wait_for
-from tests.daemon_proc import DaemonProcess, NotifyListener, write_config
+from filewarden.testing import DaemonProcess, NotifyListener
+from tests.conftest import api_config, make_files, wait_for
 
 UNITS = Path(__file__).parent.parent / "systemd"
 needs_systemd = pytest.mark.skipif(
@@ -155,8 +155,7 @@ def test_socket_activation(tmp_path: Path, tree: Path) -> None:
     make_files(tree, 3)
     sock = tmp_path / "activated.sock"
     own = tmp_path / "run" / "fw.sock"
-    cfg = write_config(tmp_path, [tree], socket=own)
-    (tmp_path / "run").mkdir()
+    cfg = api_config(tmp_path, [tree], socket=own)
     activator = subprocess.Popen(
         [
             "systemd-socket-activate",
@@ -167,7 +166,7 @@ def test_socket_activation(tmp_path: Path, tree: Path) -> None:
             "filewarden",
             "run",
             "--config",
-            str(cfg),
+            str(cfg.path),
             "--log-format",
             "json",
         ],
@@ -193,11 +192,11 @@ def test_sighup_adds_a_root(tmp_path: Path, tree: Path) -> None:
     make_files(tree, 4)
     second = tmp_path / "second"
     make_files(second, 6)
-    cfg = write_config(tmp_path, [tree], backend="watchdog")
-    proc = DaemonProcess(tmp_path, "--config", str(cfg))
+    cfg = api_config(tmp_path, [tree], backend="watchdog")
+    proc = cfg.start()
     try:
         proc.wait_event("sweep.finish")
-        write_config(tmp_path, [tree, second], backend="watchdog")
+        api_config(tmp_path, [tree, second], backend="watchdog")
         proc.signal(signal.SIGHUP)
         reload = proc.wait_event("daemon.reload")
         assert any(f"root {second} added" in c for c in reload["changes"])
@@ -219,11 +218,13 @@ def test_sighup_adds_a_root(tmp_path: Path, tree: Path) -> None:
 def test_sighup_with_a_broken_config_keeps_the_old_one(tmp_path: Path, tree: Path) -> None:
     """SIGHUP with a broken config logs the problem and runs on with the old config."""
     make_files(tree, 4)
-    cfg = write_config(tmp_path, [tree])
-    proc = DaemonProcess(tmp_path, "--config", str(cfg))
+    cfg = api_config(tmp_path, [tree])
+    proc = cfg.start()
     try:
         proc.wait_event("sweep.finish")
-        cfg.write_text(cfg.read_text().replace('interval = "never"', "interval = 'whenever'"))
+        cfg.path.write_text(
+            cfg.path.read_text().replace('interval = "never"', "interval = 'whenever'")
+        )
         proc.signal(signal.SIGHUP)
         event = proc.wait_event("daemon.reload")
         assert event["level"] == "error" and "interval" in event["error"]

@@ -21,9 +21,10 @@ import pytest
 
 from filewarden import catalog
 from filewarden.sweep import SweepAborted
+from filewarden.testing import regular_files
 from tests.conftest import Harness, make_files
-from tests.daemon_proc import DaemonProcess
-from tests.drills._support import integrity, live, regular_files, report, write_config
+from tests.drills._support import integrity, report
+from tests.scenarios.conftest import EXCLUDED, live_view, scenario_config
 
 ORPHANS = (
     "files left present under a directory the catalog no longer lists: a listing recorded after "
@@ -41,7 +42,7 @@ def check_catalog(lv: Any, db: Path) -> None:
     try:
         lv.assert_matches_disk()
     except AssertionError:
-        disk = regular_files(lv.roots)
+        disk = regular_files(lv.roots, [EXCLUDED])
         present = {os.fsencode(f["path"]): f for f in lv.files("present")}
         missing_from_catalog = [p for p in disk if p not in present]
         extra = [p for p in present if p not in disk]
@@ -183,20 +184,21 @@ def crash_drill(
         storm.dirs.append(d)
         for _ in range(10):
             storm.create()
-    cfg, sock, state = write_config(tmp, [root])
+    setup = scenario_config(tmp, [root])
+    state = setup.state_dir
     annotated: dict[int, dict[str, str]] = {}  # id -> annotations set (latest value per key)
     at_annotation: dict[int, tuple[int, int]] = {}  # id -> (token, its edits when annotated)
     figures: dict[str, Any] = {"kills": 0, "settled_checks": 0, "annotations": 0}
     mid_phase: dict[str, int] = {"settled": 0, "cold": 0}
 
     for cycle in range(kills):
-        proc = DaemonProcess(tmp, "--config", str(cfg))
+        proc = setup.start()
         try:
             settled = rng.random() < 0.6
             if settled:
                 # Let it come up and catch up, check it, annotate a few files, then storm.
                 proc.wait_event("daemon.ready", timeout=60)  # the start-up full sweep is queued
-                lv = live(tmp, [root], proc, sock, "watchdog")
+                lv = live_view(proc, [root], "watchdog")
                 lv.sync()
                 check_catalog(lv, state / "catalog.db")
                 figures["settled_checks"] += 1
@@ -220,7 +222,7 @@ def crash_drill(
             # The kill lands at a random moment: during start-up and the first
             # sweep (cold cycles), or amid live events and their commits.
             threading.Event().wait(rng.uniform(0, max_delay))
-            assert proc.proc.poll() is None, "".join(proc.raw[-20:])
+            assert proc.proc.poll() is None, proc.tail()
             proc.kill()
             figures["kills"] += 1
             stop.set()
@@ -231,10 +233,10 @@ def crash_drill(
         storm.run(rng.randrange(down_ops + 1), threading.Event(), 0)  # while nobody watches
         say(f"kill {cycle + 1}/{kills}: {storm.ops} ops, {len(storm.files)} files")
 
-    proc = DaemonProcess(tmp, "--config", str(cfg))
+    proc = setup.start()
     try:
         proc.wait_event("daemon.ready", timeout=60)
-        lv = live(tmp, [root], proc, sock, "watchdog")
+        lv = live_view(proc, [root], "watchdog")
         lv.sync()
         check_catalog(lv, state / "catalog.db")
         figures["settled_checks"] += 1
@@ -256,7 +258,7 @@ def crash_drill(
         lv.client.close()
     finally:
         code = proc.stop()
-    assert code == 0, "".join(proc.raw[-20:])
+    assert code == 0, proc.tail()
     figures["integrity"] = integrity(state / "catalog.db")
     assert figures["integrity"] == "ok"
     figures.update(

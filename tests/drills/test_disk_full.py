@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from filewarden.protocol import RpcError
+from filewarden.testing import Live
 from tests.conftest import make_files, wait_for
-from tests.daemon_proc import DaemonProcess
-from tests.drills._support import integrity, live, report, write_config
-from tests.scenarios.conftest import Live
+from tests.drills._support import integrity, report
+from tests.scenarios.conftest import live_view, scenario_config
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs")
 
@@ -66,11 +66,10 @@ def disk_full_drill(
     mount_tmpfs(state, size)
     figures: dict[str, Any] = {"tmpfs": size}
     try:
-        cfg, sock, _ = write_config(tmp, [root], state=state)
-        proc = DaemonProcess(tmp, "--config", str(cfg))
+        proc = scenario_config(tmp, [root], state_dir=state).start()
         try:
             proc.wait_event("daemon.ready", timeout=60)
-            lv = live(tmp, [root], proc, sock, "watchdog")
+            lv = live_view(proc, [root], "watchdog")
             lv.sync()
             known = lv.id_of(first[7])
             created = 0
@@ -143,7 +142,7 @@ def disk_full_drill(
             lv.client.close()
         finally:
             code = proc.stop(timeout=30)
-        assert code == 0, "".join(proc.raw[-20:])
+        assert code == 0, proc.tail()
         figures["integrity"] = integrity(state / "catalog.db")
         assert figures["integrity"] == "ok"
     finally:

@@ -21,7 +21,9 @@ from typing import Any
 
 import pytest
 
-from tests.drills._support import CappedDaemon, live, regular_files, report, write_config
+from filewarden.testing import regular_files
+from tests.drills._support import CAPPED, report
+from tests.scenarios.conftest import EXCLUDED, live_view, scenario_config
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="makes a device node, drops capabilities")
 
@@ -94,14 +96,15 @@ def hostile_drill(
     locked.mkdir()
     for i in range(locked_files):
         (locked / f"kept{i:03d}.txt").write_text(f"kept {i}")
-    cfg, sock, _ = write_config(tmp, [root])
-    proc = CappedDaemon(tmp, "--config", str(cfg))
+    # Without the capabilities that override file permissions, a directory with
+    # mode 000 gives the daemon a real EACCES, as it would the service's own user.
+    proc = scenario_config(tmp, [root]).start(prefix=CAPPED if os.geteuid() == 0 else ())
     figures: dict[str, Any] = {}
     listener = socket.socket(socket.AF_UNIX)
     churn_stop = threading.Event()
     try:
         proc.wait_event("daemon.ready", timeout=60)
-        lv = live(tmp, [root], proc, sock, "watchdog")
+        lv = live_view(proc, [root], "watchdog")
         lv.sync()
         # More of the same while watched: a socket, a FIFO, names made live.
         listener.bind(str(root / "special" / "sock"))
@@ -157,7 +160,7 @@ def hostile_drill(
         lv.sync()
         lv.call("scan", {"wait": True})
         # Exactly the regular files (those in the locked directory kept as they were).
-        disk = regular_files([root])
+        disk = regular_files([root], [EXCLUDED])
         present = {os.fsencode(f["path"]): f for f in lv.files("present")}
         assert len(present) == len(lv.files("present"))
         assert {p: f["size"] for p, f in present.items()} == {p: s.st_size for p, s in disk.items()}
@@ -194,7 +197,7 @@ def hostile_drill(
         listener.close()
         locked.chmod(0o755)
         code = proc.stop(timeout=30)
-    assert code == 0, "".join(proc.raw[-20:])
+    assert code == 0, proc.tail()
     figures["seconds"] = round(time.monotonic() - t0, 1)
     say(report("hostile", figures))
     return figures

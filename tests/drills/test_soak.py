@@ -18,8 +18,8 @@ from typing import Any, NamedTuple
 
 from filewarden.client import Client
 from tests.conftest import make_files, rss_kib, wait_for
-from tests.daemon_proc import DaemonProcess
-from tests.drills._support import live, report, write_config
+from tests.drills._support import report
+from tests.scenarios.conftest import live_view, scenario_config
 from tests.test_server import malformed_lines
 
 
@@ -68,10 +68,11 @@ def soak_drill(
     t0 = time.monotonic()
     root = tmp / "root1"
     files = make_files(root / "base", initial, per_dir=30)
-    cfg, sock, _ = write_config(
-        tmp, [root], daemon_extra='client_request_timeout = "1s"\nclient_idle_timeout = "3s"'
+    setup = scenario_config(
+        tmp, [root], daemon={"client_request_timeout": "1s", "client_idle_timeout": "3s"}
     )
-    proc = DaemonProcess(tmp, "--config", str(cfg))
+    sock = setup.socket
+    proc = setup.start()
     stop = threading.Event()
     errors: list[str] = []
     counts = {k: 0 for k in ("good", "malformed", "oversize", "stalled", "greedy", "fs", "purged")}
@@ -192,7 +193,7 @@ def soak_drill(
     threads: list[threading.Thread] = []
     try:
         proc.wait_event("daemon.ready", timeout=60)
-        lv = live(tmp, [root], proc, sock, "watchdog")
+        lv = live_view(proc, [root], "watchdog")
         lv.sync()
         expected.update({str(p): lv.id_of(p) for p in files})
         pid = proc.proc.pid
@@ -239,7 +240,7 @@ def soak_drill(
     finally:
         stop.set()
         code = proc.stop(timeout=30)
-    assert code == 0, "".join(proc.raw[-20:])
+    assert code == 0, proc.tail()
     assert figures["socket_errors"] == [], figures["socket_errors"]
     # SQLite's memory stays under its budget (a soft one: a little over is allowed),
     assert figures["sqlite_peak_kib"] <= figures["sqlite_budget_kib"] * 1.1, figures
@@ -254,13 +255,14 @@ def test_client_that_stops_reading_is_dropped_quietly(tmp_path: Path) -> None:
     """A client that never reads its answers is dropped as a socket.timeout, not logged as a socket.error."""
     root = tmp_path / "root1"
     make_files(root, 300, per_dir=30)
-    cfg, sock, _ = write_config(
-        tmp_path, [root], daemon_extra='client_request_timeout = "1s"\nclient_idle_timeout = "3s"'
+    setup = scenario_config(
+        tmp_path, [root], daemon={"client_request_timeout": "1s", "client_idle_timeout": "3s"}
     )
-    proc = DaemonProcess(tmp_path, "--config", str(cfg), "--log-level", "debug")
+    sock = setup.socket
+    proc = setup.start("--log-level", "debug")
     try:
         proc.wait_event("daemon.ready", timeout=60)
-        live(tmp_path, [root], proc, sock, "watchdog").sync()
+        live_view(proc, [root], "watchdog").sync()
         with socket.socket(socket.AF_UNIX) as s:
             s.connect(str(sock))
             s.settimeout(10)

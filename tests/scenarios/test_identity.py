@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from filewarden import catalog
+from filewarden.testing import Live
 from tests.conftest import make_files, wait_for
-from tests.scenarios.conftest import Live, live_daemon
+from tests.scenarios.conftest import live_daemon
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs")
 
@@ -31,8 +32,8 @@ def test_moves_while_stopped_relink_by_inode_without_hashing(tmp_path: Path) -> 
     def fill(roots: list[Path]) -> None:
         make_files(roots[0] / "before", 1000, per_dir=100)
 
-    extra = "[hash]\nenabled = false\n"
-    with live_daemon(tmp_path, "watchdog", roots=1, extra=extra, before_start=fill) as live:
+    no_hashing = {"hash": {"enabled": False}}
+    with live_daemon(tmp_path, "watchdog", roots=1, sections=no_hashing, before_start=fill) as live:
         ids = {Path(f["path"]): f["id"] for f in live.files("present")}
         annotated = set(list(ids.values())[::10])
         for file_id in annotated:
@@ -44,7 +45,7 @@ def test_moves_while_stopped_relink_by_inode_without_hashing(tmp_path: Path) -> 
         dest.parent.mkdir(parents=True, exist_ok=True)
         path.rename(dest)
         moved[dest] = file_id
-    with live_daemon(tmp_path, "watchdog", roots=1, extra=extra) as live:
+    with live_daemon(tmp_path, "watchdog", roots=1, sections=no_hashing) as live:
         live.sync()
         now = {Path(f["path"]): f for f in live.files("present")}
         assert {p: f["id"] for p, f in now.items()} == moved

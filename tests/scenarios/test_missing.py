@@ -10,8 +10,9 @@ import pytest
 
 from filewarden import catalog
 from filewarden.protocol import RpcError
+from filewarden.testing import Live
 from tests.conftest import wait_for
-from tests.scenarios.conftest import Live, live_daemon
+from tests.scenarios.conftest import live_daemon
 
 DAY = 86400
 
@@ -46,7 +47,10 @@ def test_list_filters_by_state_root_and_age(tmp_path: Path) -> None:
         old, recent = make_missing(live, ["old.jpg", "recent.jpg"])
         [other_root] = make_missing(live, ["elsewhere.jpg"], root=1)
         age(tmp_path, [old], 40 * DAY)
-        ids = lambda **p: {f["id"] for f in live.call("list", {"state": "missing", **p})["files"]}  # noqa: E731
+
+        def ids(**p: object) -> set[int]:
+            return {f["id"] for f in live.call("list", {"state": "missing", **p})["files"]}
+
         assert ids() == {old, recent, other_root}
         assert ids(root=str(live.roots[0])) == {old, recent}
         assert ids(older_than="30d") == {old}
@@ -63,7 +67,7 @@ def test_purge_mix_removes_only_missing(tmp_path: Path) -> None:
         (roots[1] / "on-the-drive.jpg").write_text("d")
 
     with live_daemon(
-        tmp_path, "watchdog", before_start=fill, root_options='marker = ".library"'
+        tmp_path, "watchdog", before_start=fill, root_options={"marker": ".library"}
     ) as live:
         [missing] = make_missing(live, ["gone.jpg"])
         (live.roots[0] / "here.jpg").write_text("h")
@@ -101,8 +105,8 @@ def test_purge_older_than_respects_missing_since(tmp_path: Path) -> None:
 
 def test_retention_purges_on_schedule(tmp_path: Path) -> None:
     """purge_missing_after is applied by the daemon on its own schedule, journaled and logged; recent and offline files stay."""
-    extra = '[retention]\npurge_missing_after = "7d"\ncheck_interval = "200ms"\n'
-    with live_daemon(tmp_path, "watchdog", extra=extra) as live:
+    retention = {"retention": {"purge_missing_after": "7d", "check_interval": "200ms"}}
+    with live_daemon(tmp_path, "watchdog", sections=retention) as live:
         old, recent = make_missing(live, ["old.flac", "recent.flac"])
         age(tmp_path, [old], 8 * DAY)
         event = live.proc.wait_event("file.purge", timeout=10)
@@ -117,8 +121,8 @@ def test_retention_purges_on_schedule(tmp_path: Path) -> None:
 
 def test_journal_compaction_keeps_each_files_latest_entry(tmp_path: Path) -> None:
     """Journal entries older than journal_keep go, except each file's latest; a reader from before is told."""
-    extra = '[retention]\njournal_keep = "30d"\ncheck_interval = "200ms"\n'
-    with live_daemon(tmp_path, "watchdog", extra=extra) as live:
+    retention = {"retention": {"journal_keep": "30d", "check_interval": "200ms"}}
+    with live_daemon(tmp_path, "watchdog", sections=retention) as live:
         p = live.roots[0] / "x.txt"
         p.write_text("1")
         live.sync()

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from filewarden.client import Client
+from filewarden.testing import DaemonProcess, Live
 from tests.conftest import make_files, wait_for
-from tests.daemon_proc import DaemonProcess
-from tests.scenarios.conftest import Live, live_daemon
+from tests.scenarios.conftest import live_daemon
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts filesystems")
 
@@ -101,7 +101,7 @@ def test_empty_mount_point_at_start_with_require_mountpoint(tmp_path: Path, driv
     """A daemon started while the drive is not mounted (require_mountpoint) keeps its files offline, none missing."""
     make_files(drive.mount_point / "music", 40)
     with live_daemon(
-        tmp_path, "watchdog", roots=1, root_options="require_mountpoint = true"
+        tmp_path, "watchdog", roots=1, root_options={"require_mountpoint": True}
     ) as live:
         assert live.call("status")["totals"]["present"] == 40
     drive.unmount()
@@ -129,7 +129,7 @@ def test_marker_removed_makes_root_offline(tmp_path: Path) -> None:
         (roots[0] / ".library").write_text("")
 
     with live_daemon(
-        tmp_path, "watchdog", roots=1, before_start=fill, root_options='marker = ".library"'
+        tmp_path, "watchdog", roots=1, before_start=fill, root_options={"marker": ".library"}
     ) as live:
         assert live.call("status")["totals"]["present"] == 20  # the marker is not catalogued
         (live.roots[0] / ".library").unlink()

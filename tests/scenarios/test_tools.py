@@ -24,8 +24,9 @@ import xxhash
 
 from filewarden import catalog
 from filewarden.protocol import RpcError
+from filewarden.testing import Live
 from tests.conftest import make_files, wait_for
-from tests.scenarios.conftest import Live, live_daemon
+from tests.scenarios.conftest import live_daemon
 from tests.scenarios.ext4 import ext4_mount, needs, needs_root
 
 pytestmark = [needs_root, needs("mkfs.ext4", "mount", "umount")]
@@ -602,13 +603,13 @@ def test_delete_then_restore_copy_relinks_by_content(fs: Path) -> None:
         album = sorted((root1 / "album").iterdir())
         wait_hashed(live)
         ids, labels = annotate_all(live, album)
-        run("cp", "-a", root1 / "album", live.outside / "bk")
+        run("cp", "-a", root1 / "album", fs / "outside" / "bk")
         run("rm", "-rf", root1 / "album")
         live.sync()
         assert len(live.files("missing")) == 30
         # Life goes on before the restore: a new file takes the first inode the album freed.
         (root1 / "todo.txt").write_bytes(b"restore the album\n")
-        run("cp", "-a", live.outside / "bk", root1 / "album-restored")
+        run("cp", "-a", fs / "outside" / "bk", root1 / "album-restored")
         live.sync()
         settle(live, lambda: nothing_missing(live), 20)
         wait_hashed(live)

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from filewarden.testing import Live
 from tests.conftest import make_files, wait_for
-from tests.scenarios.conftest import Live, live_daemon
+from tests.scenarios.conftest import live_daemon
 
 
 def test_rename_keeps_id(live: Live) -> None:
@@ -147,15 +148,15 @@ def test_move_to_excluded_path(live: Live) -> None:
     live.assert_matches_disk()
 
 
-def test_move_out_of_all_roots(live: Live) -> None:
+def test_move_out_of_all_roots(live: Live, tmp_path: Path) -> None:
     """A file and a directory moved outside every root are missing (moved_out when watched)."""
     p = live.roots[0] / "leaving.txt"
     p.write_text("l")
     make_files(live.roots[0] / "leaving-dir", 5)
     live.sync()
     file_id = live.id_of(p)
-    p.rename(live.outside / "leaving.txt")
-    (live.roots[0] / "leaving-dir").rename(live.outside / "leaving-dir")
+    p.rename(tmp_path / "outside" / "leaving.txt")
+    (live.roots[0] / "leaving-dir").rename(tmp_path / "outside" / "leaving-dir")
     live.sync()
     reason = "not_found" if live.backend == "poll" else "moved_out"
     rec = live.call("file", {"id": file_id})
@@ -165,12 +166,12 @@ def test_move_out_of_all_roots(live: Live) -> None:
     live.assert_matches_disk()
 
 
-def test_moved_in_from_outside_is_new(live: Live) -> None:
+def test_moved_in_from_outside_is_new(live: Live, tmp_path: Path) -> None:
     """Files and a directory moved in from outside every root are new files."""
-    (live.outside / "in.txt").write_text("in")
-    make_files(live.outside / "in-dir", 7)
-    (live.outside / "in.txt").rename(live.roots[1] / "in.txt")
-    (live.outside / "in-dir").rename(live.roots[1] / "in-dir")
+    (tmp_path / "outside" / "in.txt").write_text("in")
+    make_files(tmp_path / "outside" / "in-dir", 7)
+    (tmp_path / "outside" / "in.txt").rename(live.roots[1] / "in.txt")
+    (tmp_path / "outside" / "in-dir").rename(live.roots[1] / "in-dir")
     live.sync()
     assert live.lookup(live.roots[1] / "in.txt") is not None
     assert len(live.files("present")) == 8

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from typing import Protocol
 
 from filewarden.jobs import Job, JobTable
@@ -31,23 +32,16 @@ class Cookies(Protocol):
     def forget_cookie(self, path: bytes) -> None: ...
 
 
+@dataclass(frozen=True)
 class Syncer:
-    def __init__(
-        self,
-        *,
-        roots: RootSet,
-        jobs: JobTable,
-        sweeps: Sweeps,
-        checks: Checks,
-        cookies: Cookies,
-        started: threading.Event,
-    ) -> None:
-        self.roots = roots
-        self.jobs = jobs
-        self.sweeps = sweeps
-        self.checks = checks
-        self.cookies = cookies
-        self.started = started
+    """Answers ``sync`` over the roots, their sweeps and the watcher's cookies."""
+
+    roots: RootSet
+    jobs: JobTable
+    sweeps: Sweeps
+    checks: Checks
+    cookies: Cookies
+    started: threading.Event  # set once start-up has queued the start-up sweeps
 
     def sync(self, timeout: float) -> bool:
         """True once the catalog holds what was on disk at the call, False after ``timeout``.

@@ -17,7 +17,6 @@ check before each sweep batch is committed.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 import select
@@ -167,8 +166,7 @@ class Availability(threading.Thread):
             return self.refresh(root, reader)
 
     def _record(self, root: Root, ident: Identity) -> None:
-        fields = dataclasses.astuple(ident)
-        self.writer.call(lambda c: catalog.set_identity(c, root.id, fields))
+        self.writer.call(lambda c: catalog.set_identity(c, root.id, ident))
         self._recorded[root.id] = ident
 
     # -- the watch loop -------------------------------------------------------------------

@@ -1,8 +1,10 @@
-"""The daemon's lifecycle: start, run, stop, as separate steps.
+"""The daemon's lifecycle: build and wire the parts, then start, run, reload and stop them.
 
-Signal handlers only set flags; a second SIGINT forces the exit. Stopping
-has a deadline: the writer finishes its open transaction and the process
-exits 0 within five seconds of SIGTERM.
+Every part gets what it needs handed in (a narrow Protocol, the RootSet,
+the writer); none of them knows the daemon. Signal handlers only set
+flags; a second SIGINT forces the exit. Stopping has a deadline: the writer
+finishes its open transaction and the process exits 0 within five seconds
+of SIGTERM.
 """
 
 from __future__ import annotations

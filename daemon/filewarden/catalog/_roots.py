@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import apsw
@@ -90,14 +91,12 @@ def get_identity(conn: apsw.Connection, root: int) -> mounts.Identity | None:
     return mounts.Identity(*rows[0]) if rows else None
 
 
-def set_identity(
-    conn: apsw.Connection, root: int, identity: tuple[str | None, str, str, int, bytes, int]
-) -> None:
-    """Record the volume a root is on (see :class:`filewarden.mounts.Identity`, in field order)."""
+def set_identity(conn: apsw.Connection, root: int, identity: mounts.Identity) -> None:
+    """Record the volume a root is on; :func:`get_identity` reads it back."""
     conn.execute(
         "UPDATE roots SET fs_uuid = ?, fs_source = ?, fs_type = ?, device = ?, fs_inner = ?, fs_id = ?"
         " WHERE id = ?",
-        (*identity, root),
+        (*dataclasses.astuple(identity), root),
     )
 
 

@@ -223,6 +223,23 @@ class Watchman:
 # -- the daemon -----------------------------------------------------------------------
 
 
+IMPORT_SMALL, IMPORT_LARGE = 10_000, 200  # files of a fresh import (--importing)
+SMALL_BYTES, LARGE_BYTES = 600, 2_000_000
+
+
+def make_import(where: Path, seed: int) -> None:
+    """A fresh import: 10,000 small files in 100 directories and 200 large ones, all new content."""
+    rng = random.Random(seed)
+    for i in range(IMPORT_SMALL):
+        d = where / f"album{i % 100:03d}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"small{i:05d}.dat").write_bytes(rng.randbytes(SMALL_BYTES))
+    big = where / "large"
+    big.mkdir(parents=True, exist_ok=True)
+    for i in range(IMPORT_LARGE):
+        (big / f"large{i:03d}.dat").write_bytes(rng.randbytes(LARGE_BYTES))
+
+
 def measure_daemon(
     setup: Setup,
     tree: Path,
@@ -230,8 +247,10 @@ def measure_daemon(
     renames: Renames,
     timeout: float,
     hash_enabled: bool,
+    importing: bool = False,
 ) -> tuple[list[float], dict[str, int]]:
     daemon = start(setup)
+    imported = tree / "import"
     try:
         daemon.wait_event("sweep.finish", timeout=1800)
         with connect(daemon) as c:
@@ -239,6 +258,11 @@ def measure_daemon(
             if hash_enabled:
                 while c.call("status")["hashing"]["pending"]:
                     time.sleep(0.5)
+            unhashed_at_end = 0
+            if importing:
+                # Recorded at once by the sync, then hashed in the background while we rename.
+                make_import(imported, seed=len(renames))
+                c.call("sync", {"timeout_s": 300})
             ids = {}
             for src, _ in renames:
                 rec = c.call("lookup", {"path": src})
@@ -261,6 +285,9 @@ def measure_daemon(
                         if rec is not None:
                             wrong += 1
                         break
+            if importing:
+                unhashed_at_end = int(c.call("status")["hashing"]["pending"])
+                shutil.rmtree(imported)
             undo(renames)
             c.call("sync", {"timeout_s": 300})
             moved_back = sum(
@@ -274,7 +301,11 @@ def measure_daemon(
     finally:
         stop(daemon)
         undo_leftovers(renames)
+        shutil.rmtree(imported, ignore_errors=True)
     return lat, {
+        # With --importing: files the hasher had still to do when the renames ended
+        # (above 0: it was busy throughout).
+        "unhashed_at_end": unhashed_at_end,
         "late": late,
         "wrong_id": wrong,
         "file_move_events": moves,
@@ -289,9 +320,16 @@ def main() -> None:
     parser.add_argument("--watchman-settle-ms", type=int, default=1)
     parser.add_argument("--no-watchman", action="store_true")
     parser.add_argument(
+        "--importing",
+        action="store_true",
+        help="rename while the hasher works on a fresh import (10,000 small and 200 large"
+        " files); implies --hash",
+    )
+    parser.add_argument(
         "--timeout", type=float, default=5.0, help="seconds one rename may take to show"
     )
     args = parser.parse_args()
+    args.hash = args.hash or args.importing
 
     work = args.workdir / f"watch-{args.files}-{args.dirs}"
     work.mkdir(parents=True, exist_ok=True)
@@ -329,7 +367,7 @@ def main() -> None:
                 wm.close()
                 undo_leftovers(renames)
         got["filewarden"], check = measure_daemon(
-            setup, tree, args.backend, renames, args.timeout, args.hash
+            setup, tree, args.backend, renames, args.timeout, args.hash, args.importing
         )
         lowered = limits.take()
         if lowered:

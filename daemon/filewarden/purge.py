@@ -17,7 +17,7 @@ import apsw
 from filewarden import catalog, logs, protocol
 from filewarden.catalog import FileRow
 from filewarden.config import IdentityConfig, RetentionConfig
-from filewarden.writer import Writer
+from filewarden.writer import Priority, Writer
 
 log = logs.get("filewarden.purge")
 
@@ -43,6 +43,7 @@ def purge_missing(
     ids: list[int] | None,
     cutoff: float | None,
     uid: int | None,
+    priority: Priority = Priority.LIVE,
 ) -> Purged:
     """Delete missing files for good: these ids, those missing since before ``cutoff``, or all.
 
@@ -76,7 +77,7 @@ def purge_missing(
                 )
                 done.refused.append({"id": file_id, "reason": reason})
 
-        writer.call(job)
+        writer.call(job, priority=priority)
     # Also the roots no longer configured: their files stay until purged.
     root_paths = {r.id: r.path for r in catalog.all_roots(reader)} if done.rows else {}
     for row in done.rows:
@@ -145,7 +146,12 @@ class Retention(threading.Thread):
             reader = self.writer.catalog.reader()
             try:
                 result = purge_missing(
-                    self.writer, reader, ids=None, cutoff=now - cfg.purge_missing_after, uid=None
+                    self.writer,
+                    reader,
+                    ids=None,
+                    cutoff=now - cfg.purge_missing_after,
+                    uid=None,
+                    priority=Priority.BACKGROUND,
                 )
             finally:
                 reader.close()
@@ -157,9 +163,13 @@ class Retention(threading.Thread):
                 )
         # Arrivals older than the window can no longer be the copy half of a move.
         window = self.match_window
-        self.writer.call(lambda c: catalog.prune_arrivals(c, now - window))
+        self.writer.call(
+            lambda c: catalog.prune_arrivals(c, now - window), priority=Priority.BACKGROUND
+        )
         keep = cfg.journal_keep
         if keep is not None:
-            removed = self.writer.call(lambda c: catalog.compact_journal(c, now - keep))
+            removed = self.writer.call(
+                lambda c: catalog.compact_journal(c, now - keep), priority=Priority.BACKGROUND
+            )
             if removed:
                 log.info("journal.compact", removed=removed, kept_days=round(keep / 86400, 2))

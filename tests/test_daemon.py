@@ -275,6 +275,7 @@ def test_reload_applies_every_reloadable_key_and_names_the_rest(tmp_path: Path, 
             "[sweep]",
             'interval = "never"',
             'quick_interval = "1s"',
+            'mount_check_interval = "7s"',
             "[watch]",
             'backend = "poll"',  # at the next restart
             "[hash]",
@@ -297,6 +298,7 @@ def test_reload_applies_every_reloadable_key_and_names_the_rest(tmp_path: Path, 
         assert d.relinker.window == 2 * 86400
         # [sweep]: quick sweeps every second now.
         wait_for(lambda: any(j.kind == "quick" for j in d.jobs.all()), timeout=30)
+        assert d.availability.interval == 7.0
         # [retention]: files missing for more than 1 ms are purged by the next pass.
         d.retention.once()
         assert catalog.totals(reader) == (3, 0, 0)

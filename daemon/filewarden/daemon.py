@@ -289,8 +289,7 @@ class Daemon:
 
     def _remove_root(self, root: Root) -> None:
         self.watcher.remove(root)
-        self.roots.remove(root.id)
-        self.scheduler.reschedule(root.id)
+        self.roots.remove(root.id)  # its due times go with the scheduler.apply() that follows
 
     def stop(self, failure: str | None = None) -> None:
         """Stop every part within the deadline; ``failure``: why, when it is not a clean exit."""

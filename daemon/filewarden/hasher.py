@@ -30,7 +30,7 @@ from filewarden import catalog, logs
 from filewarden.catalog import Signature
 from filewarden.config import HashConfig
 from filewarden.roots import Root
-from filewarden.writer import Priority, Writer, WriterStopped
+from filewarden.writer import Writer, WriterStopped
 
 log = logs.get("filewarden.hasher")
 
@@ -188,9 +188,7 @@ class Hasher(threading.Thread):
                 results.append((row.id, got[1], got[0]))
                 size += row.size
             if results:
-                stored = self.writer.call(
-                    partial(_store, results=results), priority=Priority.BACKGROUND
-                )
+                stored = self.writer.call(partial(_store, results=results))
                 self.hashed += stored
                 self.bytes += size
                 worked = True

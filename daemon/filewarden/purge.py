@@ -17,7 +17,7 @@ import apsw
 from filewarden import catalog, logs, protocol
 from filewarden.catalog import FileRow
 from filewarden.config import IdentityConfig, RetentionConfig
-from filewarden.writer import Priority, Writer
+from filewarden.writer import Writer
 
 log = logs.get("filewarden.purge")
 
@@ -43,7 +43,6 @@ def purge_missing(
     ids: list[int] | None,
     cutoff: float | None,
     uid: int | None,
-    priority: Priority = Priority.LIVE,
 ) -> Purged:
     """Delete missing files for good: these ids, those missing since before ``cutoff``, or all.
 
@@ -77,7 +76,7 @@ def purge_missing(
                 )
                 done.refused.append({"id": file_id, "reason": reason})
 
-        writer.call(job, priority=priority)
+        writer.call(job)
     # Also the roots no longer configured: their files stay until purged.
     root_paths = {r.id: r.path for r in catalog.all_roots(reader)} if done.rows else {}
     for row in done.rows:
@@ -146,12 +145,7 @@ class Retention(threading.Thread):
             reader = self.writer.catalog.reader()
             try:
                 result = purge_missing(
-                    self.writer,
-                    reader,
-                    ids=None,
-                    cutoff=now - cfg.purge_missing_after,
-                    uid=None,
-                    priority=Priority.BACKGROUND,
+                    self.writer, reader, ids=None, cutoff=now - cfg.purge_missing_after, uid=None
                 )
             finally:
                 reader.close()
@@ -163,13 +157,9 @@ class Retention(threading.Thread):
                 )
         # Arrivals older than the window can no longer be the copy half of a move.
         window = self.match_window
-        self.writer.call(
-            lambda c: catalog.prune_arrivals(c, now - window), priority=Priority.BACKGROUND
-        )
+        self.writer.call(lambda c: catalog.prune_arrivals(c, now - window))
         keep = cfg.journal_keep
         if keep is not None:
-            removed = self.writer.call(
-                lambda c: catalog.compact_journal(c, now - keep), priority=Priority.BACKGROUND
-            )
+            removed = self.writer.call(lambda c: catalog.compact_journal(c, now - keep))
             if removed:
                 log.info("journal.compact", removed=removed, kept_days=round(keep / 86400, 2))

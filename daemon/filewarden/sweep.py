@@ -38,7 +38,7 @@ from filewarden.identity import Relinker
 from filewarden.listing import Listing, Tally, list_dir, stat_regular
 from filewarden.reconcile import DirDiff
 from filewarden.roots import Root
-from filewarden.writer import Priority, Writer
+from filewarden.writer import Writer
 
 log = logs.get("filewarden.sweep")
 
@@ -344,7 +344,7 @@ class Sweep:
                 gone.extend(ids)
             return total, gone
 
-        self._pending.append(self.writer.submit(apply, Priority.SWEEP))
+        self._pending.append(self.writer.submit(apply))
         self._drain(BATCHES_IN_FLIGHT)
 
     def _drain(self, keep: int, *, quiet: bool = False) -> None:

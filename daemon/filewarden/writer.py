@@ -6,14 +6,6 @@ and commits once, so a burst of small live updates costs one fsync while a
 failing job rolls back only itself. Callers get a Future that resolves after
 the commit, so an answer never reports data that is not yet durable.
 
-Jobs have a priority (:class:`Priority`): live events and socket writes
-first, then a sweep's batches, then background work (hash results,
-retention). A batch holds jobs of one priority only, and a batch of lower
-priority gives way between two of its jobs as soon as a job of higher
-priority is waiting: what it has done is committed at once and the rest of
-it goes back to the head of its queue. So a rename waits, at worst, for the
-one job the writer is running when it arrives, and that job's commit.
-
 Checkpoints (copying the write-ahead log back into the database, with its
 fsyncs) run after a batch's callers have their answers, before the next
 batch: SQLite would otherwise run them inside the commit that crosses its
@@ -24,10 +16,9 @@ log restart from its beginning, so it stays small under a steady stream.
 
 from __future__ import annotations
 
-import enum
+import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
@@ -42,22 +33,12 @@ log = logs.get("filewarden.writer")
 T = TypeVar("T")
 
 MAX_BATCH_JOBS = 256
+MAX_BATCH_SECONDS = 0.25
 CHECKPOINT_PAGES = 1000  # SQLite's own auto-checkpoint threshold
 
 
 class WriterStopped(FilewardenError):
     """The writer is shutting down and takes no new jobs."""
-
-
-class Priority(enum.IntEnum):
-    """Who waits on a job; lower goes first."""
-
-    LIVE = 0  # live events, socket writes, root transitions: someone is waiting now
-    SWEEP = 1  # a sweep's batches
-    BACKGROUND = 2  # hash results, retention: nobody waits
-
-
-Job = tuple[Callable[[apsw.Connection], Any], Future[Any]]
 
 
 class Writer:
@@ -67,11 +48,11 @@ class Writer:
         self.db_path = db_path
         # What the parts that hold the writer read through: each their own connection.
         self.catalog = catalog.Catalog(db_path)
-        self._queues: tuple[deque[Job], ...] = tuple(deque() for _ in Priority)
-        self._ready = threading.Condition()
-        self._stop_asked = False
+        self._queue: queue.SimpleQueue[tuple[Callable[[apsw.Connection], Any], Future[Any]] | None]
+        self._queue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="filewarden-writer", daemon=True)
         self._accepting = False
+        self._lock = threading.Lock()
         self.conn: apsw.Connection | None = None
         # Liveness for the service watchdog: when the current batch started (None = idle).
         self.busy_since: float | None = None
@@ -89,36 +70,27 @@ class Writer:
         self._accepting = True
         self._thread.start()
 
-    def submit(
-        self, job: Callable[[apsw.Connection], T], priority: Priority = Priority.LIVE
-    ) -> Future[T]:
+    def submit(self, job: Callable[[apsw.Connection], T]) -> Future[T]:
         """Queue ``job``; its Future resolves once its transaction is committed."""
         future: Future[T] = Future()
-        with self._ready:
+        with self._lock:
             if not self._accepting:
                 raise WriterStopped("the catalog writer is stopping")
-            self._queues[priority].append((job, future))
-            self._ready.notify()
+            self._queue.put((job, future))
         return future
 
-    def call(
-        self,
-        job: Callable[[apsw.Connection], T],
-        timeout: float | None = None,
-        priority: Priority = Priority.LIVE,
-    ) -> T:
+    def call(self, job: Callable[[apsw.Connection], T], timeout: float | None = None) -> T:
         """Run ``job`` in the writer and wait for its committed result."""
-        return self.submit(job, priority).result(timeout)
+        return self.submit(job).result(timeout)
 
     def alive(self) -> bool:
         return self._thread.is_alive()
 
     def stop(self, deadline: float) -> None:
         """Take no new jobs, run what is queued until ``deadline``, then close."""
-        with self._ready:
+        with self._lock:
             self._accepting = False
-            self._stop_asked = True
-            self._ready.notify()
+            self._queue.put(None)
         self._thread.join(max(0.0, deadline - time.monotonic()))
         if self._thread.is_alive():
             log.warning("daemon.stop", detail="writer still busy at the deadline")
@@ -143,48 +115,50 @@ class Writer:
             self.checkpoints += 1
             self._checkpoint_error = None
 
-    def _take(self) -> tuple[Priority, list[Job]] | None:
-        """The next batch: what waits at the highest priority that has work (None: stopped)."""
-        with self._ready:
-            while not any(self._queues):
-                if self._stop_asked:  # everything queued before the stop has run
-                    return None
-                self._ready.wait()
-            priority = next(p for p in Priority if self._queues[p])
-            waiting = self._queues[priority]
-            batch = [waiting.popleft() for _ in range(min(len(waiting), MAX_BATCH_JOBS))]
-            self.busy_since = time.monotonic()
-            return priority, batch
-
-    def _more_urgent(self, priority: Priority) -> bool:
-        """A job of higher priority than ``priority`` is waiting."""
-        return any(self._queues[p] for p in Priority if p < priority)
-
     def _run(self) -> None:
         assert self.conn is not None
         conn = self.conn
-        while True:
-            taken = self._take()
-            if taken is None:
+        stopping = False
+        while not stopping:
+            item = self._queue.get()
+            if item is None:
                 break
-            priority, batch = taken
-            rest = self._run_batch(conn, batch, priority)
-            if rest:
-                with self._ready:  # gave way: the rest goes first at its priority
-                    self._queues[priority].extendleft(reversed(rest))
+            batch = [item]
+            started = time.monotonic()
+            self.busy_since = started
+            # Take more queued jobs into the same transaction, but not forever:
+            # a steady stream must still commit regularly.
+            while len(batch) < MAX_BATCH_JOBS and time.monotonic() - started < MAX_BATCH_SECONDS:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                batch.append(more)
+            self._run_batch(conn, batch)
             self._checkpoint(conn)
             self.busy_since = None
+        # Jobs that raced the stop marker are refused, not left hanging.
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                item[1].set_exception(WriterStopped("the catalog writer stopped"))
         try:
             conn.close()
         except apsw.Error as exc:
             log.error("catalog.error", error=f"closing: {exc}", jobs=0)
 
     def _run_batch(
-        self, conn: apsw.Connection, batch: list[Job], priority: Priority = Priority.LIVE
-    ) -> list[Job]:
-        """Run ``batch`` in one transaction; returns the jobs left for later (it gave way)."""
+        self,
+        conn: apsw.Connection,
+        batch: list[tuple[Callable[[apsw.Connection], Any], Future[Any]]],
+    ) -> None:
         outcomes: list[tuple[Future[Any], bool, Any]] = []
-        rest: list[Job] = []
         try:
             # IMMEDIATE: the write lock before the first read. A transaction
             # that has read gets SQLITE_BUSY at once when another connection
@@ -193,10 +167,7 @@ class Writer:
             # instead of being waited for (the busy timeout).
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for index, (job, future) in enumerate(batch):
-                    if index and self._more_urgent(priority):
-                        rest = batch[index:]  # a more urgent job must not wait for these
-                        break
+                for job, future in batch:
                     if not future.set_running_or_notify_cancel():
                         continue
                     try:
@@ -220,7 +191,7 @@ class Writer:
             for _, future in batch:
                 if future.running():
                     future.set_exception(exc)
-            return rest
+            return
         self.commits += 1
         self.last_error = None
         for future, ok, value in outcomes:
@@ -228,4 +199,3 @@ class Writer:
                 future.set_result(value)
             else:
                 future.set_exception(value)
-        return rest

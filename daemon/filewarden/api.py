@@ -205,11 +205,10 @@ class Api:
         return row
 
     def _root_by_path(self, text: str) -> Root:
-        raw = os.path.normpath(text.encode("utf-8", "surrogateescape"))
-        for root in self.roots:
-            if root.path == raw:
-                return root
-        raise RpcError(NOT_FOUND, f"no configured root {text!r}")
+        root = self.roots.by_path(os.path.normpath(text.encode("utf-8", "surrogateescape")))
+        if root is None:
+            raise RpcError(NOT_FOUND, f"no configured root {text!r}")
+        return root
 
     # -- methods ------------------------------------------------------------------
 

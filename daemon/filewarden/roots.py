@@ -99,9 +99,6 @@ class RootSet:
     def __len__(self) -> int:
         return len(self._roots)
 
-    def __contains__(self, root_id: object) -> bool:
-        return root_id in self._roots
-
     def get(self, root_id: int) -> Root | None:
         return self._roots.get(root_id)
 

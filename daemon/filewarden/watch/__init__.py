@@ -65,7 +65,6 @@ class Watcher:
     """Owns the backend, the aggregator and the per-root watch state."""
 
     def __init__(self, host: Host, planner: Planner, backend: str, roots: RootSet) -> None:
-        self.host = host
         self.backend_name = backend
         self.roots = roots
         self.aggregator = Aggregator(host, planner, self.watched_roots)

@@ -285,9 +285,14 @@ def measure_daemon(
                         if rec is not None:
                             wrong += 1
                         break
+            delete_import_s = 0.0
             if importing:
                 unhashed_at_end = int(c.call("status")["hashing"]["pending"])
+                # Deleting the fresh import: every file a departure to weigh for a copy.
+                t0 = time.perf_counter()
                 shutil.rmtree(imported)
+                c.call("sync", {"timeout_s": 600})
+                delete_import_s = round(time.perf_counter() - t0, 3)
             undo(renames)
             c.call("sync", {"timeout_s": 300})
             moved_back = sum(
@@ -306,6 +311,8 @@ def measure_daemon(
         # With --importing: files the hasher had still to do when the renames ended
         # (above 0: it was busy throughout).
         "unhashed_at_end": unhashed_at_end,
+        # With --importing: seconds from deleting the import to the catalog agreeing.
+        "delete_import_s": delete_import_s,
         "late": late,
         "wrong_id": wrong,
         "file_move_events": moves,

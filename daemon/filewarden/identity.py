@@ -318,15 +318,16 @@ class Relinker:
                 or gone.missing_since is None
             ):
                 continue
-            arrivals = [
-                new
-                for new in catalog.arrivals_of_size(
-                    reader, gone.size, gone.missing_since - self.window, gone.id
-                )
-                # Known before the original was last seen: the two lived side
-                # by side, so it is a copy in its own right, not a move's half.
-                if new.first_seen > gone.last_seen and not catalog.has_annotations(reader, new.id)
-            ][:MAX_CONTENT_CANDIDATES]
+            # Known before the original was last seen, the two lived side by
+            # side: a copy in its own right, not a move's half. Annotated: its own.
+            arrivals = catalog.copy_candidates(
+                reader,
+                gone.size,
+                gone.missing_since - self.window,
+                gone.id,
+                seen_after=gone.last_seen,
+                limit=MAX_CONTENT_CANDIDATES,
+            )
             same = [new for new in arrivals if self._digest(new, roots) == gone.hash]
             if not same:
                 continue

@@ -47,7 +47,7 @@ from filewarden.catalog._files import (
     update_signature,
 )
 from filewarden.catalog._hashes import (
-    arrivals_of_size,
+    copy_candidates,
     count_unhashed,
     files_with_inode,
     has_files_outside,
@@ -135,11 +135,11 @@ __all__ = [
     "added_since",
     "all_missing",
     "all_roots",
-    "arrivals_of_size",
     "bump",
     "child_dirs",
     "compact_journal",
     "connect",
+    "copy_candidates",
     "count_unhashed",
     "dir_changed",
     "dir_is_empty",

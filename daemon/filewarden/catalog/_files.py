@@ -147,7 +147,7 @@ def insert_files(
 
     A name that already has a row (a live event got there first) is skipped.
     With ``arrivals`` (not during a root's first index) each is also
-    remembered as an arrival (see :func:`arrivals_of_size`).
+    remembered as an arrival (see :func:`copy_candidates`).
     Returns ``(after, count)``: the rows added are those of this directory
     with ``id > after``, ``count`` of them (see :func:`added_since`).
     """

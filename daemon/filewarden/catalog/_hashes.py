@@ -86,8 +86,15 @@ def missing_hashed_sizes(conn: apsw.Connection) -> set[int]:
     }
 
 
-def arrivals_of_size(conn: apsw.Connection, size: int, since: float, exclude: int) -> list[FileRow]:
-    """Present files of ``size`` that arrived at or after ``since`` (not first-indexed), oldest first."""
+def copy_candidates(
+    conn: apsw.Connection, size: int, since: float, exclude: int, seen_after: float, limit: int
+) -> list[FileRow]:
+    """Present files of ``size`` that arrived at or after ``since`` (not first-indexed), oldest
+    first, at most ``limit``: those first seen after ``seen_after`` and without annotations.
+
+    Decided here, not row by row in Python: deleting a fresh import of many
+    files of one size asks this once per file deleted.
+    """
     return [
         FileRow(*r)
         for r in _rows(
@@ -95,8 +102,11 @@ def arrivals_of_size(conn: apsw.Connection, size: int, since: float, exclude: in
             f"SELECT {', '.join('f.' + c.strip() for c in FILE_COLS.split(','))}"
             " FROM arrivals a JOIN files f ON f.id = a.file"
             " WHERE a.size = ? AND f.first_seen >= ? AND f.state = 'present' AND f.size = a.size"
-            " AND f.id != ? ORDER BY a.file",
-            (size, since, exclude),
+            " AND f.id != ?"
+            " AND f.first_seen > ?"
+            " AND NOT EXISTS (SELECT 1 FROM annotations n WHERE n.file = f.id)"
+            " ORDER BY a.file LIMIT ?",
+            (size, since, exclude, seen_after, limit),
         )
     ]
 

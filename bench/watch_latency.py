@@ -248,7 +248,7 @@ def measure_daemon(
     timeout: float,
     hash_enabled: bool,
     importing: bool = False,
-) -> tuple[list[float], dict[str, int]]:
+) -> tuple[list[float], dict[str, float]]:
     daemon = start(setup)
     imported = tree / "import"
     try:

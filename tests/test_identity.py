@@ -726,3 +726,59 @@ def test_an_arrival_gone_before_it_is_looked_at_does_not_stop_the_next(
         harness.sweep()  # now its row is missing too
     assert relinker.catch_up(harness.reader) == 1
     assert _row(harness, back[1]).id == ids[1]
+
+
+def test_many_files_of_one_size_gone_at_once_each_find_their_own_copy(
+    harness: Harness, tree: Path, relinker: Relinker
+) -> None:
+    """Copy-then-delete of many files of one size in one go: each id goes to its own copy,
+    whether the copy was hashed already or is read now, and each copy is read once."""
+    contents = [os.urandom(256) for _ in range(12)]
+    originals = [tree / "o" / f"{n:02d}.jpg" for n in range(12)]
+    for p, data in zip(originals, contents, strict=True):
+        write(p, data)
+    index(harness, relinker)
+    ids = [_row(harness, p).id for p in originals]
+    # Copies of 0..9 (11 is copied twice under other names: ambiguous); 10 has none.
+    copies = {n: tree / "c" / f"{n:02d}.jpg" for n in range(10)}
+    for n, p in copies.items():
+        write(p, contents[n], T0 + 1)
+    write(tree / "c" / "x.jpg", contents[11], T0 + 1)
+    write(tree / "c" / "y.jpg", contents[11], T0 + 1)
+    harness.sweep()
+    for n in range(0, 10, 2):  # half of them hashed by the background hasher already
+        row = _row(harness, copies[n])
+        store_hash(harness, row, xxhash.xxh3_128_digest(contents[n]))
+    relinker.catch_up(harness.reader)
+    for p in originals:
+        p.unlink()
+    harness.sweep()
+    before = relinker.hashed
+    assert relinker.catch_up(harness.reader) == 10
+    assert [_row(harness, copies[n]).id for n in range(10)] == ids[:10]
+    assert catalog.get_file(harness.reader, ids[10]).state == "missing"  # type: ignore[union-attr]
+    assert catalog.get_file(harness.reader, ids[11]).state == "missing"  # type: ignore[union-attr]
+    # Read now: the five unhashed copies and x, y; each once, though weighed for every departure.
+    assert relinker.hashed - before == 7
+
+
+def test_many_files_of_one_size_back_at_once_each_get_their_own_id(
+    harness: Harness, tree: Path, relinker: Relinker
+) -> None:
+    """Missing files of one size coming back in one go: each takes the id its content had."""
+    contents = [os.urandom(128) for _ in range(8)]
+    originals = [tree / "o" / f"{n}.jpg" for n in range(8)]
+    for p, data in zip(originals, contents, strict=True):
+        write(p, data)
+    index(harness, relinker)
+    ids = [_row(harness, p).id for p in originals]
+    for p in originals:
+        p.unlink()
+    harness.sweep()
+    relinker.catch_up(harness.reader)
+    back = [tree / "back" / f"r{n}.jpg" for n in reversed(range(8))]
+    for p, data in zip(back, reversed(contents), strict=True):
+        write(p, data, T0 + 1)
+    harness.sweep()
+    assert relinker.catch_up(harness.reader) == 8
+    assert [_row(harness, p).id for p in back] == list(reversed(ids))

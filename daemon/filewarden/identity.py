@@ -48,6 +48,7 @@ log = logs.get("filewarden.identity")
 MATCH_WINDOW = 7 * 86400.0  # [identity] match_window: how far apart a copy and a delete may be
 SAVE_WINDOW = 5.0  # seconds between an editor moving a file aside and the new file (see Saves)
 MAX_CONTENT_CANDIDATES = 64  # files hashed at most to decide one departure
+MAX_UNHASHED_ARRIVALS = 4096  # unhashed copy candidates weighed at most for files gone at once
 
 
 # --- rule 2: the inode -----------------------------------------------------------
@@ -285,6 +286,8 @@ class Relinker:
         """New files whose size a hashed missing file has: hash them now and compare."""
         done = 0
         roots = self.roots()
+        # The missing files of each size, by hash, asked once for all that arrived.
+        missing: dict[int, dict[bytes, list[FileRow]]] = {}
         for file_id in ids:
             row = catalog.get_file(reader, file_id)
             if row is None or row.state != catalog.PRESENT:
@@ -292,7 +295,12 @@ class Relinker:
             digest = self._digest(row, roots)
             if digest is None:
                 continue
-            matches = [c for c in catalog.missing_with_size(reader, row.size) if c.hash == digest]
+            if row.size not in missing:
+                by_hash: dict[bytes, list[FileRow]] = {}
+                for c in catalog.missing_with_size(reader, row.size):
+                    by_hash.setdefault(c.hash or b"", []).append(c)
+                missing[row.size] = by_hash
+            matches = missing[row.size].get(digest, [])
             if matches:
                 keep = choose(matches, row.name)
                 chose = (
@@ -302,46 +310,75 @@ class Relinker:
                     if keep.name == row.name
                     else "most recently missing"
                 )
-                done += self._merge(keep, row, digest, len(matches), chose)
+                if self._merge(keep, row, digest, len(matches), chose):
+                    done += 1
+                    matches.remove(keep)  # present again
         return done
 
     def _departures(self, reader: apsw.Connection, ids: Iterable[int]) -> int:
         """Hashed files that went missing: an identical file that arrived shortly before is the copy half."""
         done = 0
         roots = self.roots()
+        gone_by_size: dict[int, list[FileRow]] = {}
         for file_id in ids:
             gone = catalog.get_file(reader, file_id)
             if (
-                gone is None
-                or gone.state != catalog.MISSING
-                or gone.hash is None
-                or gone.missing_since is None
+                gone is not None
+                and gone.state == catalog.MISSING
+                and gone.hash is not None
+                and gone.missing_since is not None
             ):
-                continue
-            # Known before the original was last seen, the two lived side by
-            # side: a copy in its own right, not a move's half. Annotated: its own.
-            arrivals = catalog.copy_candidates(
+                gone_by_size.setdefault(gone.size, []).append(gone)
+        taken: set[int] = set()
+        digests: dict[int, bytes | None] = {}  # unhashed candidates read now
+        for size, gones in gone_by_size.items():
+            copies: dict[bytes | None, list[FileRow]] = {}
+            for new in catalog.copy_candidates(
                 reader,
-                gone.size,
-                gone.missing_since - self.window,
-                gone.id,
-                seen_after=gone.last_seen,
-                limit=MAX_CONTENT_CANDIDATES,
-            )
-            same = [new for new in arrivals if self._digest(new, roots) == gone.hash]
-            if not same:
-                continue
-            named = [new for new in same if new.name == gone.name]
-            if len(same) == 1:
-                take, chose = same[0], "only one"
-            elif len(named) == 1:
-                take, chose = named[0], "same name"
-            else:
-                ambiguous(
-                    _abs(gone, roots), "hash", [new.id for new in same], "several copies arrived"
-                )
-                continue
-            done += self._merge(gone, take, gone.hash, len(same), chose)
+                size,
+                {g.hash for g in gones if g.hash is not None},
+                unhashed=min(MAX_CONTENT_CANDIDATES * len(gones), MAX_UNHASHED_ARRIVALS),
+            ):
+                copies.setdefault(new.hash, []).append(new)
+            for gone in gones:
+                assert gone.hash is not None and gone.missing_since is not None
+                since = gone.missing_since - self.window
+                same = [
+                    new
+                    for new in copies.get(gone.hash, ())
+                    if new.id not in taken and _copy_half(new, gone, since)
+                ]
+                # Without a hash yet: read now, the latest arrivals first (a
+                # copy's half came shortly before), so many at most.
+                unread = [
+                    new
+                    for new in copies.get(None, ())
+                    if new.id not in taken and _copy_half(new, gone, since)
+                ]
+                for new in unread[:MAX_CONTENT_CANDIDATES]:
+                    if new.id not in digests:
+                        digests[new.id] = self._digest(new, roots)
+                    if digests[new.id] == gone.hash:
+                        same.append(new)
+                same.sort(key=lambda new: new.id)
+                if not same:
+                    continue
+                named = [new for new in same if new.name == gone.name]
+                if len(same) == 1:
+                    take, chose = same[0], "only one"
+                elif len(named) == 1:
+                    take, chose = named[0], "same name"
+                else:
+                    ambiguous(
+                        _abs(gone, roots),
+                        "hash",
+                        [new.id for new in same],
+                        "several copies arrived",
+                    )
+                    continue
+                if self._merge(gone, take, gone.hash, len(same), chose):
+                    done += 1
+                    taken.add(take.id)
         return done
 
     def _merge(
@@ -371,6 +408,17 @@ class Relinker:
                 chose=chose,
             )
         return int(merged)
+
+
+def _copy_half(new: FileRow, gone: FileRow, since: float) -> bool:
+    """Whether ``new`` may be the copy half of a move whose original ``gone`` went missing."""
+    return (
+        new.id != gone.id
+        and new.first_seen >= since
+        # Known before the original was last seen, the two lived side by
+        # side: a copy in its own right, not a move's half.
+        and new.first_seen > gone.last_seen
+    )
 
 
 def _abs(row: FileRow, roots: Mapping[int, Root]) -> bytes:

@@ -7,9 +7,11 @@ table of recent copies.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import apsw
 
-from filewarden.catalog._records import FILE_COLS, FileRow, Signature, _rows, _value
+from filewarden.catalog._records import FILE_COLS, FileRow, Row, Signature, _rows, _value
 
 
 def unhashed(conn: apsw.Connection, after_id: int, limit: int) -> list[FileRow]:
@@ -87,28 +89,31 @@ def missing_hashed_sizes(conn: apsw.Connection) -> set[int]:
 
 
 def copy_candidates(
-    conn: apsw.Connection, size: int, since: float, exclude: int, seen_after: float, limit: int
+    conn: apsw.Connection, size: int, hashes: Collection[bytes], unhashed: int
 ) -> list[FileRow]:
-    """Present files of ``size`` that arrived at or after ``since`` (not first-indexed), oldest
-    first, at most ``limit``: those first seen after ``seen_after`` and without annotations.
+    """Present files of ``size`` that arrived (not first-indexed), without annotations: all
+    whose hash is one of ``hashes``, and the ``unhashed`` latest to arrive without a hash yet.
 
-    Decided here, not row by row in Python: deleting a fresh import of many
-    files of one size asks this once per file deleted.
+    The possible copy halves of files of ``size`` that went missing, asked
+    once for all that went at once and weighed by the caller: deleting a
+    fresh import of many files of one size would otherwise walk all its
+    arrivals for every file deleted.
     """
-    return [
-        FileRow(*r)
-        for r in _rows(
-            conn,
-            f"SELECT {', '.join('f.' + c.strip() for c in FILE_COLS.split(','))}"
-            " FROM arrivals a JOIN files f ON f.id = a.file"
-            " WHERE a.size = ? AND f.first_seen >= ? AND f.state = 'present' AND f.size = a.size"
-            " AND f.id != ?"
-            " AND f.first_seen > ?"
-            " AND NOT EXISTS (SELECT 1 FROM annotations n WHERE n.file = f.id)"
-            " ORDER BY a.file LIMIT ?",
-            (size, since, exclude, seen_after, limit),
-        )
-    ]
+    cols = ", ".join("f." + c.strip() for c in FILE_COLS.split(","))
+    where = (
+        f"SELECT {cols} FROM arrivals a JOIN files f ON f.id = a.file"
+        " WHERE a.size = ? AND f.state = 'present' AND f.size = a.size"
+        " AND NOT EXISTS (SELECT 1 FROM annotations n WHERE n.file = f.id)"
+    )
+    found: list[Row] = []
+    wanted = list(hashes)
+    for i in range(0, len(wanted), 500):
+        part = wanted[i : i + 500]
+        found += _rows(conn, f"{where} AND f.hash IN ({', '.join('?' * len(part))})", (size, *part))
+    found += _rows(
+        conn, f"{where} AND f.hash IS NULL ORDER BY a.file DESC LIMIT ?", (size, unhashed)
+    )
+    return [FileRow(*r) for r in found]
 
 
 def prune_arrivals(conn: apsw.Connection, cutoff: float) -> int:

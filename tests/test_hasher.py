@@ -124,3 +124,35 @@ def test_a_stored_hash_that_disagrees_with_its_unchanged_file_is_dropped_and_red
         hasher.poke()
         hasher.join(5)
     assert harness.at(p).hash == xxhash.xxh3_128_digest(b"the real content")  # type: ignore[union-attr]
+
+
+def test_a_batch_of_hashes_stores_each_that_still_fits_and_drops_a_wrong_one(
+    harness: Harness, tree: Path
+) -> None:
+    """set_hashes in one go: stored, stale (changed since) and mismatched rows each end right."""
+    paths = [tree / f"{n}.txt" for n in range(4)]
+    for n, p in enumerate(paths):
+        p.write_bytes(b"x" * (n + 1))
+    harness.sweep()
+    rows, digests = [], []
+    for p in paths:
+        row = harness.at(p)
+        assert row is not None
+        got = hash_file(os.fsencode(p), row.signature)
+        assert got is not None
+        rows.append(row)
+        digests.append(got[0])
+    wrong, again = rows[2], rows[3]
+    harness.writer.call(lambda c: catalog.set_hash(c, wrong.id, wrong.signature, b"w" * 16))
+    harness.writer.call(lambda c: catalog.set_hash(c, again.id, again.signature, digests[3]))
+    paths[1].write_bytes(b"changed since it was hashed")
+    harness.sweep()
+    results = [(r.id, r.signature, d) for r, d in zip(rows, digests, strict=True)]
+    # Stored: 0, and 3 (it already held this very hash); 1 stale; 2 wrong: dropped, to redo.
+    assert harness.writer.call(lambda c: catalog.set_hashes(c, results)) == (2, [wrong.id])
+    assert [catalog.get_file(harness.reader, r.id).hash for r in rows] == [  # type: ignore[union-attr]
+        digests[0],
+        None,
+        None,
+        digests[3],
+    ]

@@ -4,7 +4,7 @@ A hash is only worth storing if it belongs to the signature stored beside
 it. So a file is hashed through one descriptor, ``fstat`` before and after
 reading (borg's files cache): if size, mtime, ctime or inode moved while it
 was read, the hash is thrown away; and the catalog takes it only if the row
-still has that signature (``catalog.set_hash``). Any later change of the
+still has that signature (``catalog.set_hashes``). Any later change of the
 signature drops the hash (``catalog.update_signature``), so only changed
 files are hashed again.
 
@@ -39,6 +39,18 @@ BATCH = 256
 _OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
+_local = threading.local()
+
+
+def _buffer() -> memoryview:
+    """This thread's read buffer, made once: a fresh megabyte per file cost more than hashing
+    a small file (the kernel hands out and zeroes its pages on every allocation)."""
+    view: memoryview | None = getattr(_local, "view", None)
+    if view is None:
+        view = _local.view = memoryview(bytearray(CHUNK))
+    return view
+
+
 def hash_file(path: bytes, expected: Signature | None = None) -> tuple[bytes, Signature] | None:
     """``(xxh3-128 digest, signature)`` of the regular file at ``path``, or None.
 
@@ -58,16 +70,20 @@ def hash_file(path: bytes, expected: Signature | None = None) -> tuple[bytes, Si
         sig = catalog.signature(before)
         if expected is not None and sig != expected:
             return None
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-        except OSError:
-            pass
+        if before.st_size > CHUNK:
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+            except OSError:
+                pass
         digest = xxhash.xxh3_128()
-        buf = bytearray(CHUNK)
-        view = memoryview(buf)
-        with os.fdopen(fd, "rb", buffering=0, closefd=False) as f:
-            while n := f.readinto(buf):
-                digest.update(view[:n])
+        view = _buffer()
+        # Up to the size it had, not to end of file: a small file is then one
+        # read, not two. Had it grown, shrunk or been rewritten meanwhile, the
+        # signature after tells.
+        left = before.st_size
+        while left and (n := os.readv(fd, [view[: min(left, CHUNK)]])):
+            digest.update(view[:n])
+            left -= n
         after = os.fstat(fd)
         if catalog.signature(after) != sig:
             return None  # written while we read it: this hash belongs to nothing
@@ -97,15 +113,11 @@ def lower_priority() -> None:
 
 
 def _store(conn: apsw.Connection, results: list[tuple[int, Signature, bytes]]) -> int:
-    stored = 0
-    for file_id, sig, digest in results:
-        outcome = catalog.set_hash(conn, file_id, sig, digest)
-        if outcome == "stored":
-            stored += 1
-        elif outcome == "mismatch":
-            # The row held another hash for this very signature: a hash that
-            # belongs to another file. Dropped; the next pass hashes it again.
-            log.error("hash.mismatch", id=file_id, action="hash dropped; rehashing")
+    stored, mismatched = catalog.set_hashes(conn, results)
+    for file_id in mismatched:
+        # The row held another hash for this very signature: a hash that
+        # belongs to another file. Dropped; the next pass hashes it again.
+        log.error("hash.mismatch", id=file_id, action="hash dropped; rehashing")
     return stored
 
 
@@ -154,11 +166,22 @@ class Hasher(threading.Thread):
             while not self.halt.is_set():
                 self._poke.clear()
                 self.pending = catalog.count_unhashed(reader)
+                started, hashed, size = time.monotonic(), self.hashed, self.bytes
                 try:
                     worked = self.enabled and self._pass(reader)
                 except WriterStopped:
                     return  # the daemon is stopping
-                if not worked:
+                if worked:
+                    seconds, files = time.monotonic() - started, self.hashed - hashed
+                    # Caught up: worth an operator's notice after a long pass, not after each save.
+                    emit = log.info if seconds >= 1.0 or files >= 1000 else log.debug
+                    emit(
+                        "hash.done",
+                        files=files,
+                        bytes=self.bytes - size,
+                        duration_s=round(seconds, 3),
+                    )
+                else:
                     self.busy = False
                     self._poke.wait(30)
         finally:

@@ -135,6 +135,13 @@ EVENTS: tuple[Event, ...] = (
         "root path old_path files",
     ),
     _e(
+        "hash.done",
+        "debug info",
+        "the background hasher caught up: nothing is left to hash",
+        "files bytes duration_s",
+        "info after a pass of 1 s or 1,000 files or more",
+    ),
+    _e(
         "hash.mismatch",
         "error",
         "a stored hash disagrees with its file's content at the same signature (a bug):"

@@ -55,6 +55,7 @@ from filewarden.catalog._hashes import (
     missing_with_size,
     prune_arrivals,
     set_hash,
+    set_hashes,
     unhashed,
 )
 from filewarden.catalog._journal import (
@@ -188,6 +189,7 @@ __all__ = [
     "set_annotation",
     "set_dir_digest",
     "set_hash",
+    "set_hashes",
     "set_identity",
     "set_present",
     "set_root_offline",

@@ -7,7 +7,7 @@ table of recent copies.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 import apsw
 
@@ -31,28 +31,45 @@ def count_unhashed(conn: apsw.Connection) -> int:
     return int(_value(conn, "SELECT count(*) FROM files WHERE hash IS NULL AND state = 'present'"))
 
 
-def set_hash(conn: apsw.Connection, file_id: int, sig: Signature, digest: bytes) -> str:
-    """Store a hash if the file is still what was hashed (same signature).
+_SAME = "id = ? AND size = ? AND mtime_ns = ? AND ctime_ns = ? AND device = ? AND inode = ?"
 
-    Returns ``"stored"``; ``"stale"`` when the row no longer has that
-    signature (the file changed or went; nothing is stored); or
-    ``"mismatch"`` when the row already holds another hash for the same
-    signature. A file cannot change without its ctime changing, so that is a
-    hash that belongs to another file: it is dropped here, to be hashed again.
+
+def set_hashes(
+    conn: apsw.Connection, results: Sequence[tuple[int, Signature, bytes]]
+) -> tuple[int, list[int]]:
+    """Store ``(id, signature, digest)`` hashes, each if the file is still what was hashed.
+
+    Returns how many were stored, and the ids whose row already held
+    another hash for the same signature. A file cannot change without its
+    ctime changing, so that is a hash that belongs to another file: it is
+    dropped here, to be hashed again. A row that no longer has the
+    signature (the file changed or went) is left alone.
     """
-    match = "id = ? AND size = ? AND mtime_ns = ? AND ctime_ns = ? AND device = ? AND inode = ?"
-    conn.execute(
-        f"UPDATE files SET hash = ? WHERE {match} AND hash IS NULL", (digest, file_id, *sig)
+    before = conn.total_changes()
+    conn.executemany(
+        f"UPDATE files SET hash = ? WHERE {_SAME} AND hash IS NULL",
+        [(digest, file_id, *sig) for file_id, sig, digest in results],
     )
-    if conn.changes():
-        return "stored"
-    held = _rows(conn, f"SELECT hash FROM files WHERE {match}", (file_id, *sig))
-    if not held:
-        return "stale"
-    if held[0][0] == digest:
-        return "stored"
-    conn.execute("UPDATE files SET hash = NULL WHERE id = ?", (file_id,))
-    return "mismatch"
+    if conn.total_changes() - before == len(results):
+        return len(results), []  # the usual case: every one stored in one statement
+    stored, mismatched = 0, []
+    for file_id, sig, digest in results:
+        held = _rows(conn, f"SELECT hash FROM files WHERE {_SAME}", (file_id, *sig))
+        if not held:
+            continue
+        if held[0][0] == digest:
+            stored += 1
+        else:
+            conn.execute("UPDATE files SET hash = NULL WHERE id = ?", (file_id,))
+            mismatched.append(file_id)
+    return stored, mismatched
+
+
+def set_hash(conn: apsw.Connection, file_id: int, sig: Signature, digest: bytes) -> str:
+    """One hash (see :func:`set_hashes`): ``"stored"``, ``"stale"`` (the row no longer has that
+    signature; nothing is stored) or ``"mismatch"`` (another hash was held; dropped)."""
+    stored, mismatched = set_hashes(conn, [(file_id, sig, digest)])
+    return "mismatch" if mismatched else "stored" if stored else "stale"
 
 
 def files_with_inode(conn: apsw.Connection, device: int, inode: int) -> list[FileRow]:

@@ -223,12 +223,12 @@ class Watchman:
 # -- the daemon -----------------------------------------------------------------------
 
 
-IMPORT_SMALL, IMPORT_LARGE = 10_000, 200  # files of a fresh import (--importing)
+IMPORT_SMALL = 10_000  # small files of a fresh import (--importing); --import-large: 2 MB ones
 SMALL_BYTES, LARGE_BYTES = 600, 2_000_000
 
 
-def make_import(where: Path, seed: int) -> None:
-    """A fresh import: 10,000 small files in 100 directories and 200 large ones, all new content."""
+def make_import(where: Path, seed: int, large: int) -> None:
+    """A fresh import: 10,000 small files in 100 directories and ``large`` large ones, all new content."""
     rng = random.Random(seed)
     for i in range(IMPORT_SMALL):
         d = where / f"album{i % 100:03d}"
@@ -236,7 +236,7 @@ def make_import(where: Path, seed: int) -> None:
         (d / f"small{i:05d}.dat").write_bytes(rng.randbytes(SMALL_BYTES))
     big = where / "large"
     big.mkdir(parents=True, exist_ok=True)
-    for i in range(IMPORT_LARGE):
+    for i in range(large):
         (big / f"large{i:03d}.dat").write_bytes(rng.randbytes(LARGE_BYTES))
 
 
@@ -247,7 +247,7 @@ def measure_daemon(
     renames: Renames,
     timeout: float,
     hash_enabled: bool,
-    importing: bool = False,
+    importing: int = 0,
 ) -> tuple[list[float], dict[str, float]]:
     daemon = start(setup)
     imported = tree / "import"
@@ -260,8 +260,12 @@ def measure_daemon(
                     time.sleep(0.5)
             unhashed_at_end = 0
             if importing:
-                # Recorded at once by the sync, then hashed in the background while we rename.
-                make_import(imported, seed=len(renames))
+                # Made beside the tree and moved in at once, as a downloaded album is:
+                # recorded by the sync, then hashed in the background while we rename.
+                staging = tree.parent / "import-staging"
+                shutil.rmtree(staging, ignore_errors=True)
+                make_import(staging, seed=len(renames), large=importing)
+                staging.rename(imported)
                 c.call("sync", {"timeout_s": 300})
             ids = {}
             for src, _ in renames:
@@ -329,8 +333,14 @@ def main() -> None:
     parser.add_argument(
         "--importing",
         action="store_true",
-        help="rename while the hasher works on a fresh import (10,000 small and 200 large"
-        " files); implies --hash",
+        help="rename while the hasher works on a fresh import (10,000 small and --import-large"
+        " 2 MB files); implies --hash",
+    )
+    parser.add_argument(
+        "--import-large",
+        type=int,
+        default=200,
+        help="2 MB files in the import (default 200): enough that unhashed_at_end stays above 0",
     )
     parser.add_argument(
         "--timeout", type=float, default=5.0, help="seconds one rename may take to show"
@@ -374,7 +384,13 @@ def main() -> None:
                 wm.close()
                 undo_leftovers(renames)
         got["filewarden"], check = measure_daemon(
-            setup, tree, args.backend, renames, args.timeout, args.hash, args.importing
+            setup,
+            tree,
+            args.backend,
+            renames,
+            args.timeout,
+            args.hash,
+            args.import_large if args.importing else 0,
         )
         lowered = limits.take()
         if lowered:

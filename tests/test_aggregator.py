@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import queue
 import threading
 from pathlib import Path
 
@@ -228,3 +229,46 @@ def test_a_failing_handler_does_not_stop_the_watchdog_dispatcher() -> None:
     errors = [e for e in events if e["event"] == "watcher.error"]
     assert len(errors) == 2 and errors[0]["log_level"] == "error"
     assert "broken on purpose" in errors[0]["error"] and "/somewhere/f" in errors[0]["fs_event"]
+
+
+class _TwoRoots(_Host):
+    """Two watched roots whose overflow sweeps end when the test says."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.roots = [Root.make(n, RootConfig(path=tmp_path / f"r{n}")) for n in (1, 2)]
+        super().__init__(None, self.roots[0])  # type: ignore[arg-type]
+        self.sweeps: dict[bytes, threading.Event] = {r.path: threading.Event() for r in self.roots}
+        self.overflowed: queue.Queue[bytes] = queue.Queue()
+
+    def watched_roots(self) -> list[Root]:
+        return self.roots
+
+    def on_overflow(self, root: Root | None) -> list[threading.Event]:
+        assert root is not None
+        self.overflowed.put(root.path)
+        return [self.sweeps[root.path]]
+
+
+def test_an_overflow_answers_a_sync_only_once_that_roots_own_sweep_ended(tmp_path: Path) -> None:
+    """One inotify queue serves every root, and each root hears of its overflow in turn: a
+    sync waiting on the second root is not answered when the first root's sweep ends."""
+    host = _TwoRoots(tmp_path)
+    agg = Aggregator(host, _Recorder(), host.watched_roots)
+    done = {r.path: threading.Event() for r in host.roots}
+    for r in host.roots:
+        agg.expect_cookie(r.path + b"/" + COOKIE_PREFIX + b"sync", done[r.path])
+    first, second = (r.path for r in host.roots)
+    agg.start()
+    try:
+        agg.put(Hint(Kind.OVERFLOW, first))
+        assert host.overflowed.get(timeout=30) == first
+        host.sweeps[first].set()
+        assert done[first].wait(30)
+        agg.put(Hint(Kind.OVERFLOW, second))
+        assert host.overflowed.get(timeout=30) == second
+        # Its events were lost with the first root's, but its own sweep still runs.
+        assert not done[second].is_set()
+        host.sweeps[second].set()
+        assert done[second].wait(30)
+    finally:
+        agg.stop()

@@ -169,18 +169,24 @@ class Aggregator(threading.Thread):
             for done in cookies:
                 done.set()
 
+    def _take_cookies(self, prefix: bytes) -> list[threading.Event]:
+        """Stop awaiting the events of the cookies under ``prefix``; their answers, to give."""
+        with self._wake:
+            taken = [c for c in self._cookies if c.startswith(prefix)]
+            return [self._cookies.pop(c) for c in taken]
+
     def _route(
         self, hint: Hint, roots: list[Root], batch: Batch, cookies: list[threading.Event]
     ) -> None:
         kind, path, dest = hint
         if kind is Kind.OVERFLOW:
-            self._barriers += self.host.on_overflow(
-                next((r for r in roots if r.path == path), None)
-            )
-            # Cookies whose events may be among the lost ones are answered by those sweeps.
-            with self._wake:
-                lost, self._cookies = list(self._cookies.values()), {}
-            cookies += lost
+            root = next((r for r in roots if r.path == path), None)
+            self._barriers += self.host.on_overflow(root)
+            # Cookies whose events may be among the lost ones are answered by those
+            # sweeps. Only this root's: one kernel queue serves every root, and each
+            # hears of its overflow in turn, so another root's cookie waits for its
+            # own overflow (and sweep), or its own event if that was not lost.
+            cookies += self._take_cookies(root.path + b"/" if root is not None else b"")
             return
         if kind is Kind.LIMIT:
             under = next((r for r in roots if path.startswith(r.path + b"/")), None)
@@ -188,10 +194,7 @@ class Aggregator(threading.Thread):
                 return  # not watched (any more): nothing changes
             self._barriers += self.host.on_watch_limit(under, path)
             # The root is polled now: its cookies are answered by the sweep.
-            prefix = under.path + b"/"
-            with self._wake:
-                polled = [c for c in self._cookies if c.startswith(prefix)]
-                cookies += [self._cookies.pop(c) for c in polled]
+            cookies += self._take_cookies(under.path + b"/")
             return
         if kind is Kind.UNMOUNT:
             self.host.on_unmount(path)

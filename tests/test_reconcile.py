@@ -797,6 +797,39 @@ def test_a_present_file_seen_absent_is_missing_with_the_reason(
     assert catalog.last_seq(harness.reader) == seq and stamp(harness, b"d") == STAMP
 
 
+def test_files_seen_together_in_one_directory_are_recorded_as_one_by_one(
+    harness: Harness, tree: Path
+) -> None:
+    """observe_new: a known file changed, new files (one seen twice) and a missing one back,
+    each recorded as observe_path would: journaled, logged, the directory listed again."""
+    known = write(tree / "d" / "known.txt", b"k")
+    back = write(tree / "d" / "back.txt", b"b")
+    harness.sweep()
+    known_row, back_row = row_at(harness, known), row_at(harness, back)
+    back.unlink()
+    harness.sweep()
+    write(known, b"changed, longer")
+    write(back, b"b")
+    news = [write(tree / "d" / f"n{i}.txt", b"%d" % i) for i in range(3)]
+    remember(harness, b"d")
+    seen = [(p.name.encode(), sig_of(p)) for p in [known, news[0], back, news[1], news[0], news[2]]]
+    with logged() as events:
+        run(harness, lambda c: reconcile.observe_new(c, harness.root, b"d", seen, time.time()))
+    assert history(harness, known_row.id)[-1][0] == "change"
+    assert history(harness, back_row.id)[-1][0] == "restore"
+    rows = [row_at(harness, p) for p in news]
+    assert len({r.id for r in rows}) == 3 and all(
+        r.signature == sig_of(p) for r, p in zip(rows, news, strict=True)
+    )
+    assert [history(harness, r.id) for r in rows] == [
+        [("new", b"d/" + p.name.encode(), None, None)] for p in news
+    ]
+    assert sorted(e["path"] for e in only(events, "file.new")) == sorted(
+        os.fsencode(p) for p in news
+    )
+    assert stamp(harness, b"d") == DIRTY
+
+
 def test_an_unknown_path_seen_absent_is_nothing(harness: Harness, tree: Path) -> None:
     """Absent and never known: no id, no journal entry."""
     harness.sweep()

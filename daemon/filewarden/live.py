@@ -18,12 +18,14 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
 
 import apsw
 
 from filewarden import catalog, identity, logs, reconcile
+from filewarden.catalog import Signature
 from filewarden.listing import Tally, list_dir, resolve, stat_regular
 from filewarden.roots import Root, RootSet
 from filewarden.watch.hints import Settle
@@ -86,6 +88,19 @@ class Planner:
             del self.new_dirs[oldest]
 
 
+@dataclass
+class _Seen:
+    """Files seen in one directory, to record together (:func:`reconcile.observe_new`)."""
+
+    root: Root
+    dir: bytes
+    seen: list[tuple[bytes, Signature]]
+    now: float
+
+    def __call__(self, conn: apsw.Connection) -> None:
+        reconcile.observe_new(conn, self.root, self.dir, self.seen, self.now)
+
+
 class Batch:
     """The decisions planned from one batch of hints, for the watched ``roots``."""
 
@@ -139,12 +154,14 @@ class Batch:
                         roots=self.planner.roots.snapshot(),
                     )
                     return NOTHING
+            self._seen(root, rel, sig)
+            return NOTHING
         self._plan(
             root,
             reconcile.observe_path,
             root=root,
             rel=rel,
-            sig=sig,
+            sig=None,
             now=time.time(),
             reason="deleted",
         )
@@ -241,6 +258,17 @@ class Batch:
     def _plan(self, root: Root, decide: Callable[..., Any], /, **args: Any) -> None:
         """Plan ``decide(conn, **args)``; if it fails, ``root`` is swept instead."""
         self.actions.append((root, partial(decide, **args)))
+
+    def _seen(self, root: Root, rel: bytes, sig: Signature) -> None:
+        """Plan recording a file seen at ``rel``: with the files seen just before it in the
+        same directory, if that was the last thing planned (a create storm: one insert)."""
+        dir, name = catalog.split(rel)
+        if self.actions:
+            last = self.actions[-1][1]
+            if isinstance(last, _Seen) and last.root is root and last.dir == dir:
+                last.seen.append((name, sig))
+                return
+        self.actions.append((root, _Seen(root, dir, [(name, sig)], time.time())))
 
     def _save(self, path: bytes, backup: bytes | None, root: Root) -> Settle | None:
         """An editor's save: a new file at ``path`` after the file there was moved aside

@@ -317,6 +317,37 @@ def observe_path(
     return file_id
 
 
+def observe_new(
+    conn: apsw.Connection,
+    root: Root,
+    dir: bytes,
+    seen: Sequence[tuple[bytes, Signature]],
+    now: float,
+) -> None:
+    """Files of one directory just seen on disk (live hints): :func:`observe_path` for each,
+    with those the catalog does not know inserted together.
+
+    A create storm records thousands of files in one directory: one insert
+    (and one journal statement) for them all instead of one for each.
+    """
+    new: dict[bytes, Signature] = {}
+    for name, sig in seen:
+        row = catalog.file_at(conn, root.id, catalog.join(dir, name))
+        if row is not None:
+            observe_file(conn, root, row, sig, now, Tally())
+        else:
+            new[name] = sig  # the last word, if a name was seen twice
+    if not new:
+        return
+    after, count = catalog.insert_files(conn, root.id, dir, list(new.items()), now)
+    catalog.mark_dir_dirty(conn, root.id, dir)
+    if count and log.is_enabled_for(20):
+        for file_id, name in catalog.added_since(conn, after):
+            log.info(
+                "file.new", id=file_id, root=root.display, path=root.abs(catalog.join(dir, name))
+            )
+
+
 def apply_move(
     conn: apsw.Connection,
     src: Root,

@@ -28,6 +28,14 @@ measured (and they are stopped while it is), so no tool pays for another's
 events. Reported: p50 and p99 of each (median over the runs) and the
 daemon's ratio to each. Hashing is off in the daemon (``--hash`` turns it
 on, and then the measurement waits for the first hashing pass to end).
+
+``--importing`` (hashing on) renames while the hasher works: before the
+renames, a fresh import (10,000 small files and ``--import-large`` 2 MB
+ones) is made beside the tree and moved into it at once, as a downloaded
+album is, and recorded by a ``sync``. Each run also reports how many of its
+files were still to hash when the renames ended (``unhashed_at_end``: above
+0, the hasher was busy throughout) and the seconds from deleting the import
+to ``sync`` returning (``delete_import_s``).
 """
 
 from __future__ import annotations

@@ -51,6 +51,22 @@ def index(h: Harness, relinker: Relinker) -> None:
     relinker.catch_up(h.reader)
 
 
+def indexed_then_gone(
+    h: Harness, relinker: Relinker, paths: list[Path], contents: list[bytes]
+) -> list[int]:
+    """Files indexed and hashed, then deleted and swept (missing, looked at); their ids."""
+    for p, data in zip(paths, contents, strict=True):
+        write(p, data)
+    index(h, relinker)
+    ids = [row.id for row in (h.at(p) for p in paths) if row is not None]
+    assert len(ids) == len(paths)
+    for p in paths:
+        p.unlink()
+    h.sweep()
+    relinker.catch_up(h.reader)
+    return ids
+
+
 @pytest.fixture
 def relinker(harness: Harness) -> Iterator[Relinker]:
     r = Relinker(harness.writer, lambda: {harness.root.id: harness.root})
@@ -708,15 +724,7 @@ def test_an_arrival_gone_before_it_is_looked_at_does_not_stop_the_next(
 ) -> None:
     """Two files come back; the first is deleted again before the relinker looks: the second is still relinked."""
     contents = [os.urandom(150), os.urandom(151)]
-    paths = [tree / "a.jpg", tree / "b.jpg"]
-    for p, data in zip(paths, contents, strict=True):
-        write(p, data)
-    index(harness, relinker)
-    ids = [_row(harness, p).id for p in paths]
-    for p in paths:
-        p.unlink()
-    harness.sweep()
-    relinker.catch_up(harness.reader)
+    ids = indexed_then_gone(harness, relinker, [tree / "a.jpg", tree / "b.jpg"], contents)
     back = [tree / "r" / "a.jpg", tree / "r" / "b.jpg"]
     for p, data in zip(back, contents, strict=True):
         write(p, data, T0 + 1)
@@ -767,15 +775,9 @@ def test_many_files_of_one_size_back_at_once_each_get_their_own_id(
 ) -> None:
     """Missing files of one size coming back in one go: each takes the id its content had."""
     contents = [os.urandom(128) for _ in range(8)]
-    originals = [tree / "o" / f"{n}.jpg" for n in range(8)]
-    for p, data in zip(originals, contents, strict=True):
-        write(p, data)
-    index(harness, relinker)
-    ids = [_row(harness, p).id for p in originals]
-    for p in originals:
-        p.unlink()
-    harness.sweep()
-    relinker.catch_up(harness.reader)
+    ids = indexed_then_gone(
+        harness, relinker, [tree / "o" / f"{n}.jpg" for n in range(8)], contents
+    )
     back = [tree / "back" / f"r{n}.jpg" for n in reversed(range(8))]
     for p, data in zip(back, reversed(contents), strict=True):
         write(p, data, T0 + 1)

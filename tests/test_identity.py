@@ -624,16 +624,20 @@ def test_one_catch_up_relinks_every_arrival_and_departure_it_sees(
     assert catalog.history(harness.reader, ids[0])[-1].detail == {"by": "hash"}
 
 
+@pytest.mark.parametrize("hashed", [False, True])
 def test_a_copy_first_seen_when_the_original_was_last_seen_lived_beside_it(
-    harness: Harness, tree: Path, relinker: Relinker
+    harness: Harness, tree: Path, relinker: Relinker, hashed: bool
 ) -> None:
-    """The boundary of "known before the original was last seen": the same instant counts as known."""
+    """The boundary of "known before the original was last seen": the same instant counts as
+    known, whether the copy's hash is stored already or read when the original goes."""
     a = tree / "a.jpg"
     write(a, os.urandom(200))
     index(harness, relinker)
     copy = tree / "x" / "a.jpg"
     write(copy, a.read_bytes(), T0 + 1)
     harness.sweep()
+    if hashed:
+        hash_all(harness)
     old, interim = _row(harness, a), _row(harness, copy)
     harness.writer.call(
         lambda c: c.execute(
@@ -740,21 +744,22 @@ def test_many_files_of_one_size_gone_at_once_each_find_their_own_copy(
     harness: Harness, tree: Path, relinker: Relinker
 ) -> None:
     """Copy-then-delete of many files of one size in one go: each id goes to its own copy,
-    whether the copy was hashed already or is read now, and each copy is read once."""
+    whether the copy was hashed already or is read now, and each copy is read once; the
+    first to go, one without a copy and one with two, do not stop the others."""
     contents = [os.urandom(256) for _ in range(12)]
     originals = [tree / "o" / f"{n:02d}.jpg" for n in range(12)]
     for p, data in zip(originals, contents, strict=True):
         write(p, data)
     index(harness, relinker)
     ids = [_row(harness, p).id for p in originals]
-    # Copies of 0..9 (11 is copied twice under other names: ambiguous); 10 has none.
-    copies = {n: tree / "c" / f"{n:02d}.jpg" for n in range(10)}
+    # 0 has no copy; 1 is copied twice under other names (ambiguous); 2..11 once each.
+    copies = {n: tree / "c" / f"{n:02d}.jpg" for n in range(2, 12)}
     for n, p in copies.items():
         write(p, contents[n], T0 + 1)
-    write(tree / "c" / "x.jpg", contents[11], T0 + 1)
-    write(tree / "c" / "y.jpg", contents[11], T0 + 1)
+    write(tree / "c" / "x.jpg", contents[1], T0 + 1)
+    write(tree / "c" / "y.jpg", contents[1], T0 + 1)
     harness.sweep()
-    for n in range(0, 10, 2):  # half of them hashed by the background hasher already
+    for n in range(2, 12, 2):  # half of them hashed by the background hasher already
         row = _row(harness, copies[n])
         store_hash(harness, row, xxhash.xxh3_128_digest(contents[n]))
     relinker.catch_up(harness.reader)
@@ -763,11 +768,75 @@ def test_many_files_of_one_size_gone_at_once_each_find_their_own_copy(
     harness.sweep()
     before = relinker.hashed
     assert relinker.catch_up(harness.reader) == 10
-    assert [_row(harness, copies[n]).id for n in range(10)] == ids[:10]
-    assert catalog.get_file(harness.reader, ids[10]).state == "missing"  # type: ignore[union-attr]
-    assert catalog.get_file(harness.reader, ids[11]).state == "missing"  # type: ignore[union-attr]
+    assert [_row(harness, copies[n]).id for n in range(2, 12)] == ids[2:]
+    assert catalog.get_file(harness.reader, ids[0]).state == "missing"  # type: ignore[union-attr]
+    assert catalog.get_file(harness.reader, ids[1]).state == "missing"  # type: ignore[union-attr]
     # Read now: the five unhashed copies and x, y; each once, though weighed for every departure.
     assert relinker.hashed - before == 7
+
+
+def test_two_identical_files_copied_then_deleted_take_one_copy_each(
+    harness: Harness, tree: Path, relinker: Relinker
+) -> None:
+    """Two originals with one content, each copied once: the copy with the first's name goes
+    to it, and the other copy, the only one left, to the second."""
+    data = os.urandom(300)
+    ids = []
+    for p in [tree / "a.jpg", tree / "b.jpg"]:
+        write(p, data)
+    index(harness, relinker)
+    ids = [_row(harness, tree / n).id for n in ("a.jpg", "b.jpg")]
+    named, other = tree / "c" / "a.jpg", tree / "c" / "x.jpg"
+    for p in (named, other):
+        write(p, data, T0 + 1)
+    index(harness, relinker)
+    (tree / "a.jpg").unlink()
+    (tree / "b.jpg").unlink()
+    harness.sweep()
+    assert relinker.catch_up(harness.reader) == 2
+    assert [_row(harness, named).id, _row(harness, other).id] == ids
+
+
+def test_the_copy_with_the_name_wins_among_many_hashed_copies(
+    harness: Harness, tree: Path, relinker: Relinker
+) -> None:
+    """More identical copies than are read for one departure, all hashed already: every one is
+    weighed, so the one with the original's name, the last to be listed, takes the id."""
+    a = tree / "a.jpg"
+    write(a, os.urandom(300))
+    index(harness, relinker)
+    old = _row(harness, a)
+    named = tree / "z" / "a.jpg"  # listed after the other copies: the newest id
+    for p in [named] + [tree / "c" / f"copy{n:03d}.jpg" for n in range(64)]:
+        write(p, a.read_bytes(), T0 + 1)
+    index(harness, relinker)
+    assert identity.MAX_CONTENT_CANDIDATES < 65
+    a.unlink()
+    harness.sweep()
+    assert relinker.catch_up(harness.reader) == 1
+    assert _row(harness, named).id == old.id
+
+
+def test_a_copy_first_seen_at_the_edge_of_the_window_is_within_it(
+    harness: Harness, tree: Path, relinker: Relinker
+) -> None:
+    """The copy window's boundary: a copy first seen exactly match_window before the original
+    went missing is still its copy half."""
+    a = tree / "a.jpg"
+    write(a, os.urandom(200))
+    index(harness, relinker)
+    old = _row(harness, a)
+    copy = tree / "x" / "a.jpg"
+    write(copy, a.read_bytes(), T0 + 1)
+    harness.sweep()
+    relinker.catch_up(harness.reader)
+    a.unlink()
+    harness.sweep()
+    gone = catalog.get_file(harness.reader, old.id)
+    assert gone is not None and gone.missing_since is not None
+    relinker.window = gone.missing_since - _row(harness, copy).first_seen
+    assert relinker.catch_up(harness.reader) == 1
+    assert _row(harness, copy).id == old.id
 
 
 def test_many_files_of_one_size_back_at_once_each_get_their_own_id(

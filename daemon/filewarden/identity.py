@@ -287,7 +287,7 @@ class Relinker:
         done = 0
         roots = self.roots()
         # The missing files of each size, by hash, asked once for all that arrived.
-        missing: dict[int, dict[bytes, list[FileRow]]] = {}
+        missing: dict[int, dict[bytes | None, list[FileRow]]] = {}
         for file_id in ids:
             row = catalog.get_file(reader, file_id)
             if row is None or row.state != catalog.PRESENT:
@@ -296,11 +296,11 @@ class Relinker:
             if digest is None:
                 continue
             if row.size not in missing:
-                by_hash: dict[bytes, list[FileRow]] = {}
+                by_hash: dict[bytes | None, list[FileRow]] = {}
                 for c in catalog.missing_with_size(reader, row.size):
-                    by_hash.setdefault(c.hash or b"", []).append(c)
+                    by_hash.setdefault(c.hash, []).append(c)
                 missing[row.size] = by_hash
-            matches = missing[row.size].get(digest, [])
+            matches = missing[row.size].get(digest)
             if matches:
                 keep = choose(matches, row.name)
                 chose = (

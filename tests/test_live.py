@@ -165,3 +165,21 @@ def test_hints_outside_the_roots_plan_nothing(
     ):
         assert settle == Settle()
     assert not batch.commit()
+
+
+def test_files_seen_in_turn_in_two_directories_are_each_recorded_where_they_are(
+    harness: Harness, tree: Path, planner: Planner
+) -> None:
+    """Files seen one directory after another (a storm in two): each is recorded at its own
+    path, the ones seen together in one directory in one decision."""
+    paths = [tree / d / f"{n}.txt" for d, n in [("a", 0), ("a", 1), ("b", 2), ("a", 3)]]
+    for p in paths:
+        p.parent.mkdir(exist_ok=True)
+        p.write_bytes(b"x")
+    batch = _batch(planner, harness)
+    for p in paths:
+        batch.observe(os.fsencode(p))
+    assert len(batch.actions) == 3  # a/0 and a/1 together, then b/2, then a/3
+    assert batch.commit()
+    assert all(harness.at(p) is not None for p in paths)
+    assert len(harness.files("present")) == len(paths)

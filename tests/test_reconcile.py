@@ -812,7 +812,10 @@ def test_files_seen_together_in_one_directory_are_recorded_as_one_by_one(
     write(back, b"b")
     news = [write(tree / "d" / f"n{i}.txt", b"%d" % i) for i in range(3)]
     remember(harness, b"d")
-    seen = [(p.name.encode(), sig_of(p)) for p in [known, news[0], back, news[1], news[0], news[2]]]
+    stale = (99, *sig_of(news[0])[1:])  # n0 as it was a moment before: seen again since
+    seen = [(p.name.encode(), sig_of(p)) for p in [known, news[0], back, news[1]]]
+    seen[1] = (b"n0.txt", stale)
+    seen += [(b"n0.txt", sig_of(news[0])), (b"n2.txt", sig_of(news[2]))]
     with logged() as events:
         run(harness, lambda c: reconcile.observe_new(c, harness.root, b"d", seen, time.time()))
     assert history(harness, known_row.id)[-1][0] == "change"
@@ -828,6 +831,11 @@ def test_files_seen_together_in_one_directory_are_recorded_as_one_by_one(
         os.fsencode(p) for p in news
     )
     assert stamp(harness, b"d") == DIRTY
+    # Only known files seen, unchanged: nothing new, the directory's listing still holds.
+    remember(harness, b"d")
+    again = [(p.name.encode(), sig_of(p)) for p in news]
+    run(harness, lambda c: reconcile.observe_new(c, harness.root, b"d", again, time.time()))
+    assert stamp(harness, b"d") == STAMP
 
 
 def test_an_unknown_path_seen_absent_is_nothing(harness: Harness, tree: Path) -> None:

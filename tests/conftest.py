@@ -160,15 +160,18 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):  # type:
 
 
 @contextmanager
-def logged() -> Iterator[list[MutableMapping[str, Any]]]:
-    """The log events emitted meanwhile, at every level (the suite logs at warning otherwise)."""
+def logged(level: int = logging.DEBUG) -> Iterator[list[MutableMapping[str, Any]]]:
+    """The log events emitted meanwhile, at ``level`` and above (every level by default; the
+    suite logs at warning otherwise)."""
     wrapper = structlog.get_config()["wrapper_class"]
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(level))
     try:
         with capture_logs() as events:
+            logs.reconfigured()
             yield events
     finally:
         structlog.configure(wrapper_class=wrapper)
+        logs.reconfigured()
 
 
 def in_child(work: Callable[[], T], become: Callable[[], None] = lambda: None) -> T:

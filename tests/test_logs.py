@@ -120,3 +120,18 @@ def test_a_whole_scenario_logs_only_catalogue_events(tmp_path: Path) -> None:
     for line in raw:
         event = json.loads(line)
         assert event["event"] in known, event
+
+
+def test_a_module_logger_follows_a_new_configuration() -> None:
+    """A logger made before a reload logs at the new level, to the new stream."""
+    log = logs.get("t")
+    first, second = io.StringIO(), io.StringIO()
+    try:
+        logs.configure(LogConfig(format="json", level="warning"), stream=first)
+        log.info("file.new", id=1, root="/r", path="/r/a")
+        logs.configure(LogConfig(format="json", level="info"), stream=second)
+        log.info("file.new", id=2, root="/r", path="/r/b")
+    finally:
+        logs.configure(LogConfig(format="json", level="warning"))
+    assert first.getvalue() == ""
+    assert [json.loads(line)["id"] for line in second.getvalue().splitlines()] == [2]

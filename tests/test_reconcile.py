@@ -6,14 +6,12 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, MutableMapping
-from contextlib import contextmanager
+from collections.abc import Callable, MutableMapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-import structlog
-from structlog.testing import capture_logs
 
 from filewarden import catalog, reconcile
 from filewarden.catalog import DIRTY, FileRow, Signature
@@ -102,16 +100,9 @@ def only(events: Events, *names: str) -> list[dict[str, Any]]:
     return [dict(e) for e in events if e["event"] in names]
 
 
-@contextmanager
-def logged_at_info() -> Iterator[Events]:
+def logged_at_info() -> AbstractContextManager[Events]:
     """The log events emitted meanwhile by a daemon configured at level info (the default)."""
-    wrapper = structlog.get_config()["wrapper_class"]
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
-    try:
-        with capture_logs() as events:
-            yield events
-    finally:
-        structlog.configure(wrapper_class=wrapper)
+    return logged(logging.INFO)
 
 
 def new_ctime(path: Path) -> None:

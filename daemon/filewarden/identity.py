@@ -341,45 +341,51 @@ class Relinker:
             ):
                 copies.setdefault(new.hash, []).append(new)
             for gone in gones:
-                assert gone.hash is not None and gone.missing_since is not None
-                since = gone.missing_since - self.window
-                same = [
-                    new
-                    for new in copies.get(gone.hash, ())
-                    if new.id not in taken and _copy_half(new, gone, since)
-                ]
-                # Without a hash yet: read now, the latest arrivals first (a
-                # copy's half came shortly before), so many at most.
-                unread = [
-                    new
-                    for new in copies.get(None, ())
-                    if new.id not in taken and _copy_half(new, gone, since)
-                ]
-                for new in unread[:MAX_CONTENT_CANDIDATES]:
-                    if new.id not in digests:
-                        digests[new.id] = self._digest(new, roots)
-                    if digests[new.id] == gone.hash:
-                        same.append(new)
-                same.sort(key=lambda new: new.id)
-                if not same:
-                    continue
-                named = [new for new in same if new.name == gone.name]
-                if len(same) == 1:
-                    take, chose = same[0], "only one"
-                elif len(named) == 1:
-                    take, chose = named[0], "same name"
-                else:
-                    ambiguous(
-                        _abs(gone, roots),
-                        "hash",
-                        [new.id for new in same],
-                        "several copies arrived",
-                    )
-                    continue
-                if self._merge(gone, take, gone.hash, len(same), chose):
+                chosen = self._copy_of(gone, copies, taken, digests, roots)
+                if chosen is not None and self._merge(gone, *chosen):
                     done += 1
-                    taken.add(take.id)
+                    taken.add(chosen[0].id)
         return done
+
+    def _copy_of(
+        self,
+        gone: FileRow,
+        copies: Mapping[bytes | None, list[FileRow]],
+        taken: set[int],
+        digests: dict[int, bytes | None],
+        roots: Mapping[int, Root],
+    ) -> tuple[FileRow, bytes, int, str] | None:
+        """The copy half of ``gone``'s move among ``copies`` (by hash; None: not hashed yet),
+        with its hash, how many candidates there were and why it was chosen; None if none
+        or several that cannot be told apart (logged)."""
+        assert gone.hash is not None and gone.missing_since is not None
+        since = gone.missing_since - self.window
+        same = [
+            new
+            for new in copies.get(gone.hash, ())
+            if new.id not in taken and _copy_half(new, gone, since)
+        ]
+        # Without a hash yet: read now (each once, in ``digests``), the latest
+        # arrivals first (a copy's half came shortly before), so many at most.
+        unread = [
+            new
+            for new in copies.get(None, ())
+            if new.id not in taken and _copy_half(new, gone, since)
+        ]
+        for new in unread[:MAX_CONTENT_CANDIDATES]:
+            if new.id not in digests:
+                digests[new.id] = self._digest(new, roots)
+            if digests[new.id] == gone.hash:
+                same.append(new)
+        same.sort(key=lambda new: new.id)
+        named = [new for new in same if new.name == gone.name]
+        if len(same) == 1:
+            return same[0], gone.hash, 1, "only one"
+        if len(named) == 1:
+            return named[0], gone.hash, len(same), "same name"
+        if same:
+            ambiguous(_abs(gone, roots), "hash", [new.id for new in same], "several copies arrived")
+        return None
 
     def _merge(
         self, keep: FileRow, take: FileRow, digest: bytes, candidates: int, chose: str

@@ -308,13 +308,8 @@ def observe_path(
             return apply_move(
                 conn, found[1], b"", root, rel, sig, now, matched=found[0], by="inode"
             )
-    after, count = catalog.insert_files(conn, root.id, dir, [(name, sig)], now)
-    catalog.mark_dir_dirty(conn, root.id, dir)
-    if not count:
-        return None
-    file_id = catalog.added_since(conn, after)[0][0]
-    log.info("file.new", id=file_id, root=root.display, path=root.abs(rel))
-    return file_id
+    added = _insert_new(conn, root, dir, [(name, sig)], now)
+    return added[0][0] if added else None
 
 
 def observe_new(
@@ -337,15 +332,27 @@ def observe_new(
             observe_file(conn, root, row, sig, now, Tally())
         else:
             new[name] = sig  # the last word, if a name was seen twice
-    if not new:
-        return
-    after, count = catalog.insert_files(conn, root.id, dir, list(new.items()), now)
+    if new:
+        _insert_new(conn, root, dir, list(new.items()), now)
+
+
+def _insert_new(
+    conn: apsw.Connection,
+    root: Root,
+    dir: bytes,
+    entries: Sequence[tuple[bytes, Signature]],
+    now: float,
+) -> list[tuple[int, bytes]]:
+    """New files of one directory seen live, recorded and logged; their ``(id, name)``.
+
+    A name a live event recorded meanwhile is skipped (see ``insert_files``).
+    """
+    after, count = catalog.insert_files(conn, root.id, dir, entries, now)
     catalog.mark_dir_dirty(conn, root.id, dir)
-    if count and log.is_enabled_for(20):
-        for file_id, name in catalog.added_since(conn, after):
-            log.info(
-                "file.new", id=file_id, root=root.display, path=root.abs(catalog.join(dir, name))
-            )
+    added = catalog.added_since(conn, after) if count else []
+    for file_id, name in added:
+        log.info("file.new", id=file_id, root=root.display, path=root.abs(catalog.join(dir, name)))
+    return added
 
 
 def apply_move(

@@ -8,6 +8,7 @@ path under that id; and the catalog must pass ``PRAGMA integrity_check``.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -250,7 +251,13 @@ def crash_drill(
             if where is not None and storm.edits.get(token, 0) == edits:
                 # Never edited since: moves alone (watched or not) keep the id.
                 now = lv.lookup(where)
-                assert now is not None and now["id"] == file_id, (file_id, where, now, rec)
+                if now is None or now["id"] != file_id:
+                    # In full (a tuple would be cut short): both records with their history.
+                    there = lv.call("file", {"id": now["id"]}) if now is not None else None
+                    raise AssertionError(
+                        f"id {file_id} did not follow its file to {where}:\n"
+                        + json.dumps({"annotated": rec, "at_path_now": there}, indent=1)
+                    )
                 kept_identity += 1
         figures["annotated_ids_checked"] = len(annotated)
         figures["identity_checked"] = kept_identity

@@ -108,10 +108,14 @@ def disk_full_drill(
                     figures["sync_while_full"] = "answered"
                 except RpcError as exc:
                     figures["sync_while_full"] = f"error {exc.code}"
-                # A full sweep now cannot commit: it must abort, and leave nothing half done.
+                # A full sweep now either cannot commit (it aborts, leaving nothing half
+                # done), or had nothing left to write: the daemon's own catch-up after the
+                # failed writes may have fitted in the log SQLite reuses. Then the catalog
+                # is the disk already.
                 job = lv.call("scan", {"wait": True})["job"]
                 figures["scan_while_full"] = f"{job['state']}: {job['error']}"
-                assert job["state"] != "done", job
+                if job["state"] == "done":
+                    assert matches(lv), (job, len(lv.files("present")), created + 50)
             # Room again.
             subprocess.run(["mount", "-o", "remount,size=64m", str(state)], check=True)
             t_room = time.monotonic()

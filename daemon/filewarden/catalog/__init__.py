@@ -15,7 +15,7 @@ for known files), ``_dirs``, ``_journal``, ``_annotations``, and
 
 from __future__ import annotations
 
-from filewarden.catalog._annotations import get_annotations, has_annotations, set_annotation
+from filewarden.catalog._annotations import get_annotations, set_annotation
 from filewarden.catalog._dirs import (
     child_dirs,
     dir_changed,
@@ -157,7 +157,6 @@ __all__ = [
     "get_file",
     "get_identity",
     "get_root",
-    "has_annotations",
     "has_files_outside",
     "history",
     "insert_files",

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import apsw
 
-from filewarden.catalog._records import _value
-
 
 def get_annotations(conn: apsw.Connection, file_id: int) -> dict[str, str]:
     return {
@@ -23,7 +21,3 @@ def set_annotation(conn: apsw.Connection, file_id: int, key: str, value: str | N
             " ON CONFLICT(file, key) DO UPDATE SET value = excluded.value",
             (file_id, key, value),
         )
-
-
-def has_annotations(conn: apsw.Connection, file_id: int) -> bool:
-    return _value(conn, "SELECT 1 FROM annotations WHERE file = ? LIMIT 1", (file_id,)) is not None

@@ -19,6 +19,7 @@ from filewarden import catalog, logs
 from filewarden.config import LogConfig, RootConfig
 from filewarden.roots import Root
 from filewarden.sweep import Sweep
+from filewarden.walk import WalkProcess
 from filewarden.writer import Writer
 
 
@@ -31,14 +32,17 @@ def main() -> None:
     writer.start()
     root_id = writer.call(lambda c: catalog.ensure_root(c, os.fsencode(tree)))
     root = Root.make(root_id, RootConfig(path=tree))
-    tally = Sweep(root, writer, full=(kind == "full"), stop=threading.Event()).run()
+    away = WalkProcess()  # as the scheduler does
+    tally = Sweep(root, writer, full=(kind == "full"), stop=threading.Event(), away=away).run()
     seconds = time.monotonic() - t0
+    away.close()
     writer.stop(time.monotonic() + 30)
     print(
         json.dumps(
             {
                 "seconds": seconds,
                 "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                "walker_maxrss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
                 "tally": dataclasses.asdict(tally),
             }
         )

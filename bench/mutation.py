@@ -73,7 +73,7 @@ TARGETS: dict[str, Target] = {
         ),
     ),
     "sweep": Target(
-        ("sweep.py", "listing.py"),
+        ("sweep.py", "walk.py", "listing.py"),
         ("tests/test_sweep.py", "tests/drills/test_crash.py", "tests/test_identity.py"),
     ),
     "availability": Target(("availability.py",), ("tests/test_availability.py",)),

@@ -25,6 +25,7 @@ from filewarden.listing import Tally
 from filewarden.roots import Root, RootSet
 from filewarden.sweep import Sweep
 from filewarden.testing import Setup, write_config
+from filewarden.walk import WalkProcess
 from filewarden.writer import Writer
 
 logs.configure(LogConfig(format="json", level="warning"))
@@ -35,7 +36,10 @@ T = TypeVar("T")
 class Harness:
     """A catalog with its writer and one root, swept on demand in the test's thread."""
 
-    def __init__(self, state: Path, root_dir: Path, **root_options: object) -> None:
+    def __init__(
+        self, state: Path, root_dir: Path, away: WalkProcess | None = None, **root_options: object
+    ) -> None:
+        self.away = away  # where full sweeps walk (see filewarden.walk); None: here
         self.db_path = state / "catalog.db"
         self.writer = Writer(self.db_path)
         self.writer.start()
@@ -49,6 +53,7 @@ class Harness:
         return Root.make(root_id, RootConfig(path=path, **options))  # type: ignore[arg-type]
 
     def sweep(self, *, full: bool = True, root: Root | None = None, **kw: object) -> Tally:
+        kw.setdefault("away", self.away)
         return Sweep(root or self.root, self.writer, full=full, stop=self.stop, **kw).run()  # type: ignore[arg-type]
 
     def at(self, path: Path | bytes) -> catalog.FileRow | None:
@@ -70,6 +75,8 @@ class Harness:
     def close(self) -> None:
         self.reader.close()
         self.writer.stop(time.monotonic() + 10)
+        if self.away is not None:
+            self.away.close()
 
 
 def roots_of(*roots: Root) -> RootSet:

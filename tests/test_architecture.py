@@ -45,6 +45,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "filewarden.hasher",
             "filewarden.identity",
             "filewarden.sweep",
+            "filewarden.walk",
             "filewarden.live",
             "filewarden.availability",
             "filewarden.purge",

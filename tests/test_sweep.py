@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import threading
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
@@ -16,9 +17,20 @@ import pytest
 
 from filewarden import catalog, log_events, reconcile
 from filewarden.identity import Relinker
-from filewarden.sweep import Sweep, SweepAborted, _stamp
+from filewarden.sweep import Sweep
+from filewarden.walk import SweepAborted, WalkProcess, _stamp
 from tests.conftest import Harness, in_child, logged, make_files, wait_for
 from tests.test_identity import hash_all
+
+
+@pytest.fixture(params=["here", "away"])
+def harness(request: pytest.FixtureRequest, tmp_path: Path, tree: Path) -> Iterator[Harness]:
+    """Every sweep test twice: walked in the test's thread, and a full sweep's walk in
+    the walker process from its first directory on (a quick sweep walks here)."""
+    away = WalkProcess(hand_over_files=0) if request.param == "away" else None
+    h = Harness(tmp_path / "state", tree, away=away)
+    yield h
+    h.close()
 
 
 def test_first_index_counts(harness: Harness, tree: Path) -> None:
@@ -389,27 +401,33 @@ def count_row_reads(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
 
 
 def test_unchanged_directories_are_not_read_back(
-    harness: Harness, tree: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tree: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """After a first index, a full sweep compares digests and reads the rows of changed directories only."""
-    paths = make_files(tree, 50)
-    harness.sweep()
-    read = count_row_reads(monkeypatch)
-    assert harness.sweep().files == 50
-    assert read == []
-    with open(paths[12], "ab") as f:
-        f.write(b"edited")
-    paths[33].unlink()
-    tally = harness.sweep()
-    assert (tally.changed, tally.missing) == (1, 1)
-    assert sorted(read) == [b"d0001", b"d0003"]
-    # d0003 lost a file after its rows were compared: one more read stores its digest.
-    read.clear()
-    harness.sweep()
-    assert read == [b"d0003"]
-    read.clear()
-    assert harness.sweep().changed == 0
-    assert read == []
+    """After a first index, a full sweep compares digests and reads the rows of changed directories only.
+
+    Walked in this process (the reads are counted by patching it)."""
+    harness = Harness(tmp_path / "state", tree)
+    try:
+        paths = make_files(tree, 50)
+        harness.sweep()
+        read = count_row_reads(monkeypatch)
+        assert harness.sweep().files == 50
+        assert read == []
+        with open(paths[12], "ab") as f:
+            f.write(b"edited")
+        paths[33].unlink()
+        tally = harness.sweep()
+        assert (tally.changed, tally.missing) == (1, 1)
+        assert sorted(read) == [b"d0001", b"d0003"]
+        # d0003 lost a file after its rows were compared: one more read stores its digest.
+        read.clear()
+        harness.sweep()
+        assert read == [b"d0003"]
+        read.clear()
+        assert harness.sweep().changed == 0
+        assert read == []
+    finally:
+        harness.close()
 
 
 def test_a_diff_from_a_stale_read_stores_no_digest(
@@ -881,7 +899,8 @@ def test_a_sweep_with_the_relinker_skips_the_first_index_and_counts_relinks(
 
 
 def _without_dac_override() -> None:
-    """Drop the capabilities that let root read anything: permissions apply to this process."""
+    """Drop the capabilities that let root read anything: permissions apply to this process,
+    and to the processes it starts (the bounding set: a walker process)."""
     import ctypes
 
     class Header(ctypes.Structure):
@@ -895,6 +914,9 @@ def _without_dac_override() -> None:
     if libc.capget(ctypes.byref(header), data) != 0:
         raise OSError(ctypes.get_errno(), "capget")
     keep = ~((1 << 1) | (1 << 2)) & 0xFFFFFFFF  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+    for cap in (1, 2):
+        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl")
     data[0].effective &= keep
     data[0].permitted &= keep
     if libc.capset(ctypes.byref(header), data) != 0:
@@ -902,10 +924,14 @@ def _without_dac_override() -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop root's capabilities")
-def test_what_cannot_be_read_is_logged_and_kept_as_it_was(tmp_path: Path, tree: Path) -> None:
+@pytest.mark.parametrize("away", [False, True], ids=["here", "away"])
+def test_what_cannot_be_read_is_logged_and_kept_as_it_was(
+    tmp_path: Path, tree: Path, away: bool
+) -> None:
     """A directory that cannot be opened, and files that cannot be stat'ed (a directory readable
     but not searchable): each is logged with its path, counted, and nothing the catalog knew of
-    them goes missing, in full and in quick sweeps."""
+    them goes missing, in full and in quick sweeps. Walked in the walker process, the daemon
+    logs what the process met."""
     make_files(tree / "open", 3)
     make_files(tree / "locked", 2)
     (tree / "zz-listonly" / "inner").mkdir(parents=True)
@@ -921,7 +947,9 @@ def test_what_cannot_be_read_is_logged_and_kept_as_it_was(tmp_path: Path, tree: 
     (tree / "zz-listonly").chmod(0o644)
 
     def sweep(full: bool) -> tuple[dict, tuple, list]:  # type: ignore[type-arg]
-        child = Harness(tmp_path / "state", tree)
+        child = Harness(
+            tmp_path / "state", tree, away=WalkProcess(hand_over_files=0) if away else None
+        )
         try:
             with logged() as events:
                 tally = child.sweep(full=full, racy_ns=0)

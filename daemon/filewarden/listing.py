@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from filewarden import catalog, logs
 from filewarden.catalog import DirStamp, Signature
@@ -105,14 +105,15 @@ def still_listed(root: Root, rel: bytes, ident: tuple[int, int]) -> bool:
 
 
 def list_dir(
-    root: Root, rel: bytes, tally: Tally
+    root: Root, rel: bytes, tally: Tally, warn: Callable[..., object] | None = None
 ) -> tuple[os.stat_result, dict[bytes, Signature], list[bytes]]:
     """Read one directory: its own stat, its regular files' signatures, its real subdirectories.
 
     Entries are stat'ed relative to a descriptor of the directory opened with
     O_NOFOLLOW|O_DIRECTORY: shorter lookups than full paths, and FIFOs,
     sockets and devices are never opened. Raises OSError when the directory
-    itself cannot be read.
+    itself cannot be read. A file that cannot be read is logged, through
+    ``warn`` when given (the walker process hands its warnings to the daemon).
     """
     files: dict[bytes, Signature] = {}
     subdirs: list[bytes] = []
@@ -152,7 +153,7 @@ def list_dir(
                     raise
                 if fault is not Fault.GONE:  # vanished between readdir and stat: normal
                     tally.errors += 1
-                    log.warning(
+                    (warn or log.warning)(
                         "sweep.error",
                         root=root.display,
                         path=root.abs(catalog.join(rel, name)),

@@ -26,7 +26,8 @@ from filewarden.config import SweepConfig
 from filewarden.identity import Relinker
 from filewarden.jobs import Job, JobTable
 from filewarden.roots import Root, RootSet
-from filewarden.sweep import Sweep, SweepAborted
+from filewarden.sweep import Sweep
+from filewarden.walk import SweepAborted, WalkProcess
 from filewarden.writer import Writer
 
 log = logs.get("filewarden.scheduler")
@@ -67,6 +68,7 @@ class Scheduler(threading.Thread):
         self.after_sweep = after_sweep
         self.config = config
         self.halt = stop
+        self.away = WalkProcess()  # started by the first big full walk
         self._wake = threading.Condition()
         self._requests: list[tuple[int, bool, Job]] = []
         self._due: dict[int, dict[str, float]] = {}
@@ -142,6 +144,7 @@ class Scheduler(threading.Thread):
             self._loop(reader)
         finally:
             reader.close()
+            self.away.close()
 
     def _loop(self, reader: apsw.Connection) -> None:
         while not self.halt.is_set():
@@ -182,6 +185,7 @@ class Scheduler(threading.Thread):
             progress=job,
             roots=self.roots.snapshot(),
             relinker=self.relinker,
+            away=self.away,
         )
         job.state, job.started = "running", time.time()
         try:

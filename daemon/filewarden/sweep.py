@@ -20,11 +20,10 @@ from __future__ import annotations
 import array
 import dataclasses
 import os
-import stat
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
 from functools import partial
 from typing import Protocol
@@ -32,27 +31,18 @@ from typing import Protocol
 import apsw
 
 from filewarden import catalog, identity, logs, reconcile
-from filewarden.catalog import DIRTY, DirRow, DirStamp
-from filewarden.errors import Fault, FilewardenError, classify
+from filewarden.errors import Fault, classify
 from filewarden.identity import Relinker
-from filewarden.listing import Listing, Tally, list_dir, stat_regular
+from filewarden.listing import Tally, stat_regular
 from filewarden.reconcile import DirDiff
 from filewarden.roots import Root
+from filewarden.walk import RACY_NS, SweepAborted, Walker, WalkProcess
 from filewarden.writer import Writer
 
 log = logs.get("filewarden.sweep")
 
-# A directory changed within this many seconds of being listed may change
-# again within the same timestamp tick (coarse kernel clocks; 2 s on FAT)
-# and keep the same mtime/ctime; such a listing is stored as DIRTY so the
-# next quick sweep lists it again (git's "racy clean" rule).
-RACY_NS = 2_000_000_000
 BATCHES_IN_FLIGHT = 4  # handed to the writer and not yet committed
 CONFIRM_CHUNK = 1000
-
-
-class SweepAborted(FilewardenError):
-    """The sweep stopped before the end; nothing was marked missing."""
 
 
 class Progress(Protocol):
@@ -68,92 +58,6 @@ class _Progress:
     done: int = 0
     total: int | None = None
     kind: str = ""
-
-
-def _stamp(st: os.stat_result, now_ns: int, racy_ns: int) -> DirStamp:
-    if now_ns - st.st_ctime_ns < racy_ns or now_ns - st.st_mtime_ns < racy_ns:
-        return DIRTY
-    return (st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-
-
-class Walker:
-    """Walks a root depth-first and yields a Listing per directory it lists.
-
-    In a quick sweep it first compares each directory's stamp with the one
-    stored at its last listing and only lists the changed ones. (It runs in
-    the sweep's thread: a walker thread beside the comparison was measured
-    slower, the two fighting over the GIL between every ``lstat``.)
-    """
-
-    def __init__(
-        self, root: Root, *, full: bool, stop: threading.Event, racy_ns: int = RACY_NS
-    ) -> None:
-        self.root = root
-        self.full = full
-        self.stop = stop
-        self.racy_ns = racy_ns
-        self.tally = Tally()
-
-    def walk(self, reader: apsw.Connection) -> Iterator[Listing]:
-        root, tally, quick = self.root, self.tally, not self.full
-        stored = catalog.dir_stamp(reader, root.id, b"") if quick else None
-        stack: list[tuple[bytes, DirStamp | None]] = [(b"", stored)]
-        while stack:
-            if self.stop.is_set():
-                raise SweepAborted("daemon stopping")
-            rel, stored = stack.pop()
-            if stored is not None:
-                # Quick: a stat of the directory decides whether it is listed.
-                try:
-                    st = os.lstat(root.abs(rel))
-                except OSError as exc:
-                    self._fault(exc, rel)
-                    continue
-                if (
-                    stat.S_ISDIR(st.st_mode)
-                    and (st.st_mtime_ns, st.st_ctime_ns, st.st_ino) == stored
-                ):
-                    tally.dirs_skipped += 1
-                    stack.extend(catalog.child_dirs(reader, root.id, rel).items())
-                    continue
-            now_ns = time.time_ns()
-            try:
-                dir_st, files, subdirs = list_dir(root, rel, tally)
-            except OSError as exc:
-                self._fault(exc, rel)
-                continue
-            tally.dirs_listed += 1
-            tally.files += len(files)
-            yield Listing(
-                rel,
-                _stamp(dir_st, now_ns, self.racy_ns),
-                files,
-                frozenset(subdirs),
-                (dir_st.st_dev, dir_st.st_ino),
-            )
-            known = catalog.child_dirs(reader, root.id, rel) if quick else {}
-            subdirs.sort(reverse=True)  # pop in name order: index-friendly inserts
-            for name in subdirs:
-                child = catalog.join(rel, name)
-                stack.append((child, known.get(child)))
-
-    def _fault(self, exc: OSError, rel: bytes) -> None:
-        fault = classify(exc)
-        if fault is Fault.GONE:
-            return  # vanished since its parent was listed: the parent's listing decides
-        if fault is Fault.ROOT:
-            raise SweepAborted(f"{exc.strerror or exc} reading {os.fsdecode(self.root.abs(rel))}")
-        # Unreadable: keep what the catalog knew of it; never call it missing.
-        if fault is Fault.DENIED:
-            self.tally.unreadable += 1
-        else:
-            self.tally.errors += 1
-        log.warning(
-            "sweep.unreadable" if fault is Fault.DENIED else "sweep.error",
-            root=self.root.display,
-            path=self.root.abs(rel),
-            error=exc.strerror or str(exc),
-        )
 
 
 class Sweep:
@@ -172,8 +76,10 @@ class Sweep:
         racy_ns: int = RACY_NS,
         roots: dict[int, Root] | None = None,
         relinker: Relinker | None = None,
+        away: WalkProcess | None = None,
     ) -> None:
         self.root = root
+        self.away = away  # where a big full walk goes on (see filewarden.walk)
         self.roots = roots if roots is not None else {root.id: root}
         self.relinker = relinker
         self.racy_ns = racy_ns
@@ -216,7 +122,18 @@ class Sweep:
         started = time.time()
         t0 = time.monotonic()
         log.info("sweep.start", root=self.root.display, kind=self.kind, first_index=first_index)
-        walker = Walker(self.root, full=self.full, stop=self.stop, racy_ns=self.racy_ns)
+        walker = Walker(
+            self.root,
+            full=self.full,
+            stop=self.stop,
+            first_index=first_index,
+            racy_ns=self.racy_ns,
+            away=self.away,
+            catalog_file=self.writer.catalog,
+        )
+        # A first index into an empty catalog loads in bulk: its inode index
+        # is built after the rows, as soon as they are in (or the sweep ends).
+        bulk = first_index and self.writer.call(catalog.begin_bulk)
         try:
             problem = self.root_ok(self.root)
             if problem:
@@ -224,6 +141,9 @@ class Sweep:
             self._compare(reader, walker, first_index)
             self._flush(first_index)
             self._drain(0)
+            if bulk:
+                bulk = False
+                self.writer.call(catalog.end_bulk)
             self._confirm_missing(reader, started, row.last_sweep)
             # Even with nothing to commit: a walk that lost its disk halfway
             # saw only part of the tree and must not count as a sweep of it.
@@ -240,6 +160,8 @@ class Sweep:
                     self.tally.relinked += self.relinker.catch_up(reader)
         except SweepAborted as exc:
             self._drain(0, quiet=True)
+            if bulk:
+                self._end_bulk()
             self._count_walk(walker)
             log.warning(
                 "sweep.abort",
@@ -260,6 +182,12 @@ class Sweep:
         )
         return self.tally
 
+    def _end_bulk(self) -> None:
+        try:
+            self.writer.call(catalog.end_bulk)
+        except Exception as exc:  # a full disk: the next opening builds it
+            log.error("catalog.error", error=f"building the inode index: {exc}", jobs=1)
+
     def _count_walk(self, walker: Walker) -> None:
         for name in ("files", "dirs_listed", "dirs_skipped", "unreadable", "errors"):
             setattr(self.tally, name, getattr(walker.tally, name))
@@ -267,33 +195,20 @@ class Sweep:
     # -- comparing -----------------------------------------------------------
 
     def _compare(self, reader: apsw.Connection, walker: Walker, first_index: bool) -> None:
-        root_id = self.root.id
         # Moves made while nobody watched are found by inode; not worth a
         # query per file when the catalog holds nothing they could be.
-        match = not first_index or catalog.has_files_outside(reader, root_id)
-        for listing in walker.walk(reader):
-            digest: bytes | None = catalog.files_digest(sorted(listing.files.items()))
-            rows: list[DirRow] | None
-            if first_index:
-                rows, known, stored = [], [], None
-            else:
-                stored, stored_digest = catalog.dir_memory(reader, root_id, listing.dir)
-                if stored_digest == digest:
-                    # The catalog's files here are the listing's: no rows to read.
-                    rows, digest = None, None
-                else:
-                    rows = catalog.dir_rows(reader, root_id, listing.dir)
-                known = list(catalog.child_dirs(reader, root_id, listing.dir))
-            self.progress.done += len(listing.files)
-            diff = reconcile.diff_listing(listing, rows, known, stored, digest)
+        match = not first_index or catalog.has_files_outside(reader, self.root.id)
+        for diff, files in walker.diffs(reader):
+            self.progress.done += files
+            if diff is None:
+                continue
             if (diff.new or diff.returned) and match:
                 diff = self._identify(reader, diff)
-            if diff:
-                self._vanished.extend(diff.vanished)
-                self._batch.append(diff)
-                self._batch_size += len(diff.new) + len(diff.touched) + len(diff.gone) + 1
-                if self._batch_size >= self.batch_files:
-                    self._flush(first_index)
+            self._vanished.extend(diff.vanished)
+            self._batch.append(diff)
+            self._batch_size += len(diff.new) + len(diff.touched) + len(diff.gone) + 1
+            if self._batch_size >= self.batch_files:
+                self._flush(first_index)
 
     def _identify(self, reader: apsw.Connection, diff: DirDiff) -> DirDiff:
         """Which new names are known files moved here while nobody watched (rule 2: the inode).

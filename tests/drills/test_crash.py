@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from filewarden import catalog
-from filewarden.sweep import SweepAborted
 from filewarden.testing import regular_files
+from filewarden.walk import SweepAborted
 from tests.conftest import Harness, make_files
 from tests.drills._support import integrity, report
 from tests.scenarios.conftest import EXCLUDED, live_view, scenario_config

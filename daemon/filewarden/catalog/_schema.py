@@ -127,6 +127,35 @@ MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+# The index a bulk load builds after its rows (see :func:`begin_bulk`). Of
+# the five a new file enters, it was the one that cost: inodes come in no
+# order, so each insert lands on a random page (measured on 200k files:
+# 2.55 s to insert with it, 1.09 s without, 0.2-0.4 s to build it after).
+DEFERRED_INDEXES = {
+    "files_inode": "CREATE INDEX IF NOT EXISTS files_inode ON files(device, inode)",
+}
+
+
+def begin_bulk(conn: apsw.Connection) -> bool:
+    """Start a bulk load if the catalog has no file yet: drop the deferred indexes.
+
+    Until :func:`end_bulk` (or the next opening, after a crash) a lookup by
+    inode finds nothing (see ``files_with_inode``). Returns whether the
+    indexes were dropped.
+    """
+    if _rows(conn, "SELECT 1 FROM files LIMIT 1"):
+        return False
+    for name in DEFERRED_INDEXES:
+        conn.execute(f"DROP INDEX IF EXISTS {name}")
+    return True
+
+
+def end_bulk(conn: apsw.Connection) -> None:
+    """Build the deferred indexes (a no-op when they are there)."""
+    for sql in DEFERRED_INDEXES.values():
+        conn.execute(sql)
+
+
 WRITER_CACHE_KIB = 32_000
 
 
@@ -187,6 +216,7 @@ def connect(path: Path, *, readonly: bool = False, cache_kib: int | None = None)
         conn.execute(f"PRAGMA cache_size = -{int(cache_kib)}")
         if not readonly:
             migrate(conn)
+            end_bulk(conn)  # a bulk load cut short by a crash
         else:
             version = user_version(conn)
             if version != SCHEMA_VERSION:

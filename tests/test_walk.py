@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -13,7 +14,8 @@ import pytest
 from filewarden import catalog
 from filewarden.catalog import Catalog
 from filewarden.walk import SweepAborted, WalkProcess
-from tests.conftest import Harness, make_files
+from tests.conftest import Harness, make_files, wait_for
+from tests.daemon_inproc import Live
 
 
 @pytest.fixture
@@ -236,3 +238,24 @@ def test_the_walker_process_is_never_started_for_a_small_tree(tmp_path: Path, tr
         assert process.started == 0
     finally:
         h.close()
+
+
+def test_the_daemon_walks_a_full_scan_away_and_ends_the_process_when_no_sweep_waits(
+    tmp_path: Path, tree: Path
+) -> None:
+    """In a real daemon: a full scan's walk goes on in the walker process, the catalog is the
+    disk after it, and once no sweep waits the process is gone (at rest, one process)."""
+    make_files(tree, 60, per_dir=10)
+    with contextlib.closing(Live(tmp_path, tree, tmp_path / "fw.sock")) as live:
+        away = live.d.scheduler.away
+        away.hand_over_files = 1
+        for i in range(5):
+            (tree / "d0004" / f"added{i}.txt").write_text(f"added {i}")
+        (tree / "d0002" / "f00021.txt").unlink()
+        job = live.call("scan", {"root": str(tree), "wait": True})["job"]
+        assert job["state"] == "done" and job["counts"]["new"] == 5, job
+        assert away.started == 1
+        wait_for(lambda: away._proc is None)
+        counts = live.root_counts(tree)
+        assert (counts["present"], counts["missing"]) == (64, 1)
+        assert live.id_of(tree / "d0004" / "added3.txt")

@@ -68,7 +68,7 @@ class Scheduler(threading.Thread):
         self.after_sweep = after_sweep
         self.config = config
         self.halt = stop
-        self.away = WalkProcess()  # started by the first big full walk
+        self.away = WalkProcess()  # started by a big full walk, ended when no sweep waits
         self._wake = threading.Condition()
         self._requests: list[tuple[int, bool, Job]] = []
         self._due: dict[int, dict[str, float]] = {}
@@ -152,6 +152,7 @@ class Scheduler(threading.Thread):
                 if not self._requests:
                     self._queue_due()
                 if not self._requests:
+                    self.away.close()  # nothing more to walk now: its memory goes back
                     soonest = min(
                         (t for d in self._due.values() for t in d.values()), default=float("inf")
                     )

@@ -13,8 +13,10 @@ whole time, and the sweep took the sum of their work). Small trees never
 pay for starting the process; a quick sweep, which lists few directories,
 always walks in its own thread.
 
-The process is started by the first big walk and kept for the next; it
-speaks pickled tuples over a socket pair. It logs nothing itself: what a
+The process is started by a big walk and kept while sweeps follow one
+another (the scheduler ends it when no sweep waits: at rest the daemon is
+one process again, about 0.1 s of starting per big sweep). It speaks
+pickled tuples over a socket pair. It logs nothing itself: what a
 listing meets (an unreadable file) comes back with the diffs and is logged
 by the daemon, so every line comes from one process. A walk is stopped
 between two directories when the sweep stops; a process that died ends its
@@ -400,7 +402,7 @@ def _walk_away(
     reader = None
     try:
         if not first_index:
-            reader = Catalog(Path(catalog_path)).reader(cache_kib=catalog.WRITER_CACHE_KIB)
+            reader = Catalog(Path(catalog_path)).reader()
         for listing in walker.listings([(rel, None) for rel in stack], reader):
             diff = compare(reader, root.id, listing, first_index)
             if diff:

@@ -136,6 +136,9 @@ DEFERRED_INDEXES = {
 }
 
 
+BULK_SORT_KIB = 4_000
+
+
 def begin_bulk(conn: apsw.Connection) -> bool:
     """Start a bulk load if the catalog has no file yet: drop the deferred indexes.
 
@@ -151,9 +154,20 @@ def begin_bulk(conn: apsw.Connection) -> bool:
 
 
 def end_bulk(conn: apsw.Connection) -> None:
-    """Build the deferred indexes (a no-op when they are there)."""
-    for sql in DEFERRED_INDEXES.values():
-        conn.execute(sql)
+    """Build the deferred indexes (a no-op when they are there).
+
+    With a small page cache meanwhile: SQLite sorts an index's keys in up to
+    the cache's size of memory before it spills to a temporary file, and
+    with the writer's cache that added 30 MB to the daemon's peak RSS at 1M
+    files.
+    """
+    cache = int(_rows(conn, "PRAGMA cache_size")[0][0])
+    conn.execute(f"PRAGMA cache_size = -{BULK_SORT_KIB}")
+    try:
+        for sql in DEFERRED_INDEXES.values():
+            conn.execute(sql)
+    finally:
+        conn.execute(f"PRAGMA cache_size = {cache}")
 
 
 WRITER_CACHE_KIB = 32_000

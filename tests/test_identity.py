@@ -853,3 +853,46 @@ def test_many_files_of_one_size_back_at_once_each_get_their_own_id(
     harness.sweep()
     assert relinker.catch_up(harness.reader) == 8
     assert [_row(harness, p).id for p in back] == list(reversed(ids))
+
+
+def test_deleting_many_identical_files_weighs_the_newest_few_arrivals_for_each(
+    harness: Harness, tree: Path, relinker: Relinker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """400 identical files arrive, then 3 more copies of them; the 400 go, a part at a time.
+    The first part is ambiguous (3 copies came after it, none with its name); each is weighed against
+    the newest few arrivals, not against every one still there: the square of their number
+    was minutes at 50k files."""
+    index(harness, relinker)
+    many = [tree / "many" / f"f{n:04d}.txt" for n in range(400)]
+    for p in many:
+        write(p, b"same\n")
+    harness.sweep()
+    later = [tree / "later" / f"x{n}.txt" for n in range(3)]
+    for p in later:
+        write(p, b"same\n")
+    harness.sweep()
+    hash_all(harness)
+    relinker.catch_up(harness.reader)
+    ids = {p: _row(harness, p).id for p in many + later}
+    weighed = [0]
+    copy_half = identity._copy_half
+
+    def counted(*args: Any) -> bool:
+        weighed[0] += 1
+        return copy_half(*args)
+
+    monkeypatch.setattr(identity, "_copy_half", counted)
+    with logged() as events:
+        for chunk in range(0, len(many), 100):  # as an rm -r is seen: a part at a time
+            for p in many[chunk : chunk + 100]:
+                p.unlink()
+            harness.sweep()
+            assert relinker.catch_up(harness.reader) == 0
+    assert weighed[0] <= 10 * len(many), weighed
+    # The first 100 went with the copies arrived since they were last seen; the sweep that
+    # saw those go saw the others still there, beside the copies: two files each, not a move.
+    ambiguous = [e for e in events if e["event"] == "file.ambiguous"]
+    assert sorted(e["path"] for e in ambiguous) == [os.fsencode(p) for p in many[:100]]
+    assert all(sorted(e["candidates"]) == sorted(ids[p] for p in later) for e in ambiguous)
+    assert all(_row(harness, p).id == ids[p] for p in later)
+    assert harness.counts() == (3, 400, 0)

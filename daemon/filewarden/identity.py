@@ -49,6 +49,7 @@ MATCH_WINDOW = 7 * 86400.0  # [identity] match_window: how far apart a copy and 
 SAVE_WINDOW = 5.0  # seconds between an editor moving a file aside and the new file (see Saves)
 MAX_CONTENT_CANDIDATES = 64  # files hashed at most to decide one departure
 MAX_UNHASHED_ARRIVALS = 4096  # unhashed copy candidates weighed at most for files gone at once
+LISTED = 10  # identical copies weighed (and logged) at most: two already make it ambiguous
 
 
 # --- rule 2: the inode -----------------------------------------------------------
@@ -332,16 +333,18 @@ class Relinker:
         taken: set[int] = set()
         digests: dict[int, bytes | None] = {}  # unhashed candidates read now
         for size, gones in gone_by_size.items():
-            copies: dict[bytes | None, list[FileRow]] = {}
+            found: dict[bytes | None, list[FileRow]] = {}
             for new in catalog.copy_candidates(
                 reader,
                 size,
                 {g.hash for g in gones if g.hash is not None},
                 unhashed=min(MAX_CONTENT_CANDIDATES * len(gones), MAX_UNHASHED_ARRIVALS),
             ):
-                copies.setdefault(new.hash, []).append(new)
+                found.setdefault(new.hash, []).append(new)
+            unhashed = found.pop(None, [])
+            copies = {digest: _Copies(rows) for digest, rows in found.items() if digest}
             for gone in gones:
-                chosen = self._copy_of(gone, copies, taken, digests, roots)
+                chosen = self._copy_of(gone, copies, unhashed, taken, digests, roots)
                 if chosen is not None and self._merge(gone, *chosen):
                     done += 1
                     taken.add(chosen[0].id)
@@ -350,37 +353,33 @@ class Relinker:
     def _copy_of(
         self,
         gone: FileRow,
-        copies: Mapping[bytes | None, list[FileRow]],
+        copies: Mapping[bytes, _Copies],
+        unhashed: list[FileRow],
         taken: set[int],
         digests: dict[int, bytes | None],
         roots: Mapping[int, Root],
     ) -> tuple[FileRow, bytes, int, str] | None:
-        """The copy half of ``gone``'s move among ``copies`` (by hash; None: not hashed yet),
-        with its hash, how many candidates there were and why it was chosen; None if none
-        or several that cannot be told apart (logged)."""
+        """The copy half of ``gone``'s move among ``copies`` (by hash) and ``unhashed``, with
+        its hash, how many candidates there were and why it was chosen; None if none or
+        several that cannot be told apart (logged, with at most ``LISTED`` of them)."""
         assert gone.hash is not None and gone.missing_since is not None
         since = gone.missing_since - self.window
-        same = [
-            new
-            for new in copies.get(gone.hash, ())
-            if new.id not in taken and _copy_half(new, gone, since)
-        ]
+        group = copies.get(gone.hash)
+        same = group.halves(gone, since, taken, LISTED) if group else []
         # Without a hash yet: read now (each once, in ``digests``), the latest
         # arrivals first (a copy's half came shortly before), so many at most.
-        unread = [
-            new
-            for new in copies.get(None, ())
-            if new.id not in taken and _copy_half(new, gone, since)
-        ]
+        unread = [new for new in unhashed if new.id not in taken and _copy_half(new, gone, since)]
+        read = []
         for new in unread[:MAX_CONTENT_CANDIDATES]:
             if new.id not in digests:
                 digests[new.id] = self._digest(new, roots)
             if digests[new.id] == gone.hash:
-                same.append(new)
-        same.sort(key=lambda new: new.id)
-        named = [new for new in same if new.name == gone.name]
+                read.append(new)
+        same = sorted(same + read, key=lambda new: new.id)
         if len(same) == 1:
             return same[0], gone.hash, 1, "only one"
+        named = group.halves(gone, since, taken, 2, name=gone.name) if group else []
+        named += [new for new in read if new.name == gone.name]
         if len(named) == 1:
             return named[0], gone.hash, len(same), "same name"
         if same:
@@ -414,6 +413,42 @@ class Relinker:
                 chose=chose,
             )
         return int(merged)
+
+
+class _Copies:
+    """The arrivals with one hash, newest first, and by name.
+
+    A departure's copy halves are the arrivals after it was last seen, so
+    the newest few decide it ("only one", "several") without weighing the
+    rest: deleting many identical files (empty ones, say) used to weigh
+    every identical arrival for each, the square of their number.
+    """
+
+    def __init__(self, rows: list[FileRow]) -> None:
+        self.rows = sorted(rows, key=lambda row: (row.first_seen, row.id), reverse=True)
+        self.by_name: dict[bytes, list[FileRow]] = {}
+        for row in self.rows:
+            self.by_name.setdefault(row.name, []).append(row)
+
+    def halves(
+        self,
+        gone: FileRow,
+        since: float,
+        taken: set[int],
+        limit: int,
+        name: bytes | None = None,
+    ) -> list[FileRow]:
+        """Up to ``limit`` of these (named ``name``, if given) that may be ``gone``'s copy half."""
+        found = []
+        for new in self.rows if name is None else self.by_name.get(name, ()):
+            if new.id == gone.id or new.id in taken:
+                continue
+            if not _copy_half(new, gone, since):
+                break  # it came too early, and so did every one after it
+            found.append(new)
+            if len(found) == limit:
+                break
+        return found
 
 
 def _copy_half(new: FileRow, gone: FileRow, since: float) -> bool:

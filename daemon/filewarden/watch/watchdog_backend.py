@@ -5,8 +5,10 @@ filter keeps open/close-nowrite/modify floods out of the kernel queue; full
 move events tell a move out of the tree from a deletion; a directory move
 is one event (watchdog's walk of the moved tree, one synthetic event per
 descendant, is skipped), because the catalog moves the whole subtree in one
-update; every exception in the handler is caught, because one
-escaping kills the dispatcher while the emitters keep queueing; queue
+update; events go from each emitter's thread straight to the handler, not
+through the observer's queue and dispatcher thread (a hop per event in a
+storm); every exception in the handler is caught, because one escaping
+would kill the thread it runs in while the others go on; queue
 overflows, which watchdog only logs, are reported once watchdog has rebuilt
 the watches; and a directory refused a watch by the limit, which watchdog
 ignores, is reported.
@@ -50,6 +52,9 @@ EVENT_FILTER: list[type[FileSystemEvent]] = [
     DirDeletedEvent,
     DirMovedEvent,
 ]
+
+
+_WANTED = tuple(EVENT_FILTER)
 
 
 def _path(value: bytes | str) -> bytes:
@@ -110,7 +115,7 @@ class _LibraryLog(logging.Handler):
             pass
 
 
-def _observer(emit: Callable[[Hint], None]) -> BaseObserver:
+def _observer(emit: Callable[[Hint], None], handler: _Handler) -> BaseObserver:
     if sys.platform.startswith("linux"):
         from watchdog.observers.inotify import (
             InotifyFullEmitter,
@@ -183,6 +188,17 @@ def _observer(emit: Callable[[Hint], None]) -> BaseObserver:
                 """
                 return super().get_event_mask_from_filter() | InotifyConstants.IN_ATTRIB
 
+            def queue_event(self, event: FileSystemEvent) -> None:
+                """Handed to the handler in this thread, not queued for the observer's.
+
+                watchdog queues each event for its dispatcher thread (a queue
+                that also compares each event with the last): in a create
+                storm one more thread hop and two locks per file. The hint
+                the handler makes goes to the aggregator's queue either way.
+                """
+                if isinstance(event, _WANTED):
+                    handler.dispatch(event)
+
             def build_and_queue_event(self, event: Any, *, full_events: bool = True) -> None:
                 if not isinstance(event, PathedInotifyEvent) and event[0].ev.is_directory:
                     move_from, move_to = event  # a paired move of a directory
@@ -207,7 +223,7 @@ class WatchdogBackend:
     def __init__(self, emit: Callable[[Hint], None]) -> None:
         self._handler = _Handler(emit)
         self._log_handler = _LibraryLog()
-        self._observer = _observer(emit)
+        self._observer = _observer(emit, self._handler)
         self._watches: dict[bytes, ObservedWatch] = {}
 
     def start(self) -> None:

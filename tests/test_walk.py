@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import signal
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 from filewarden import catalog
 from filewarden.catalog import Catalog
 from filewarden.walk import SweepAborted, WalkProcess
-from tests.conftest import Harness, make_files, wait_for
+from tests.conftest import Harness, logged, make_files, wait_for
 from tests.daemon_inproc import Live
 
 
@@ -123,24 +124,25 @@ def test_a_stopped_walk_marks_nothing_missing_and_the_process_walks_the_next(
 def test_a_walker_process_that_dies_ends_its_sweep_and_the_next_starts_another(
     tmp_path: Path, tree: Path, away: WalkProcess
 ) -> None:
-    """Killed mid-walk (its listings more than the socket holds, so it cannot have
-    finished): the sweep aborts with the reason and marks nothing missing; the next
-    sweep starts a new process and completes."""
+    """Killed mid-walk, after its first answer (a first index: its diffs are more than the
+    socket holds, so it cannot have finished): the sweep aborts with the reason; the next
+    sweep starts a new process and completes. Killed before it answered, its share is walked
+    here instead (see the test below)."""
     make_files(tree, 20_000, per_dir=200)
     h = Harness(tmp_path / "state", tree, away=away)
     try:
-        h.sweep()
-        shutil.rmtree(tree / "d0099")
 
         def kill() -> None:
             assert away._proc is not None
             away._proc.send_signal(signal.SIGKILL)
 
+        # 200 files are listed here (d0000) before the walk goes away: 201 is its answer.
         with pytest.raises(SweepAborted, match="walker process ended"):
-            h.sweep(progress=Hook(1, kill))
-        assert h.counts() == (20_000, 0, 0)
+            h.sweep(progress=Hook(201, kill))
+        present, missing, _ = h.counts()
+        assert present < 20_000 and missing == 0  # what was committed before it died stays
         tally = h.sweep()
-        assert tally.missing == 200
+        assert tally.new == 20_000 - present and tally.missing == 0
         assert away.started == 2
         assert in_catalog(h) == on_disk(tree)
     finally:
@@ -259,3 +261,34 @@ def test_the_daemon_walks_a_full_scan_away_and_ends_the_process_when_no_sweep_wa
         counts = live.root_counts(tree)
         assert (counts["present"], counts["missing"]) == (64, 1)
         assert live.id_of(tree / "d0004" / "added3.txt")
+
+
+@pytest.mark.parametrize(
+    ("command", "reason"),
+    [
+        ((sys.executable, "-c", "raise SystemExit(3)"), "ended (exit status 3) before it answered"),
+        (("/nonexistent/filewarden-walker",), "cannot start the walker process"),
+    ],
+    ids=["ends-at-once", "cannot-start"],
+)
+def test_without_a_walker_process_the_daemon_walks_it_all_itself(
+    tmp_path: Path, tree: Path, command: tuple[str, ...], reason: str
+) -> None:
+    """A walker that cannot start, or dies before its first answer (a broken install): each
+    sweep says so (sweep.walker, an error) and walks the process's share itself, whole."""
+    paths = make_files(tree, 300, per_dir=10)
+    h = Harness(tmp_path / "state", tree, away=WalkProcess(hand_over_files=1, command=command))
+    try:
+        with logged() as events:
+            assert h.sweep().new == 300
+            paths[7].unlink()
+            paths[250].unlink()
+            (tree / "d0029" / "new.txt").write_text("new")
+            tally = h.sweep(racy_ns=0)
+        assert (tally.files, tally.new, tally.missing) == (299, 1, 2)
+        assert in_catalog(h) == on_disk(tree)
+        said = [e for e in events if e["event"] == "sweep.walker"]
+        assert len(said) == 2 and all(reason in e["error"] for e in said), said
+        assert all(e["log_level"] == "error" and e["root"] == str(tree) for e in said)
+    finally:
+        h.close()

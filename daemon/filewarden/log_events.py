@@ -86,6 +86,13 @@ EVENTS: tuple[Event, ...] = (
         "warning: an entry; error: a bug ended the sweep (the other roots go on)",
     ),
     _e(
+        "sweep.walker",
+        "error",
+        "the walker process could not start, or ended before it answered; the daemon walks"
+        " that part of the sweep itself",
+        "root error",
+    ),
+    _e(
         "sweep.stale_listing",
         "debug",
         "a listed directory was moved or removed before its listing was recorded; the listing"

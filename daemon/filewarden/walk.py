@@ -34,7 +34,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Protocol
@@ -57,11 +57,16 @@ log = logs.get("filewarden.sweep")
 RACY_NS = 2_000_000_000
 HAND_OVER_FILES = 20_000  # listed in the sweep's thread before the rest goes to the process
 SEND_FILES = 2_000  # files listed per message from the process
+COMMAND = (sys.executable, "-m", "filewarden.walk")
 _DIFF_FIELDS = [field.name for field in dataclasses.fields(DirDiff)]
 
 
 class SweepAborted(FilewardenError):
     """The sweep stopped before the end; nothing was marked missing."""
+
+
+class NoWalker(FilewardenError):
+    """The walker process could not start, or ended before it answered: walk here."""
 
 
 class Stop(Protocol):
@@ -134,15 +139,23 @@ class Walker:
         stack: list[tuple[bytes, DirStamp | None]] = [(b"", stored)]
         until = self.away.hand_over_files if self.away is not None else None
         yield from self._compared(stack, reader, until)
-        if stack and self.away is not None:
-            if self.first_index:
-                # Every file goes to the writer, which is what takes longest:
-                # this thread only hands the process's diffs over.
-                yield from self.away.diffs(self, [rel for rel, _ in stack])
-            else:
-                # Mostly unchanged: two walkers, each on every other subtree.
-                beside = self._compared(stack[1::2], reader)
-                yield from self.away.diffs(self, [rel for rel, _ in stack[::2]], beside)
+        if not stack or self.away is None:
+            return
+        if self.first_index:
+            # Every file goes to the writer, which is what takes longest:
+            # this thread only hands the process's diffs over.
+            theirs, beside = stack, None
+        else:
+            # Mostly unchanged: two walkers, each on every other subtree.
+            theirs, beside = stack[::2], self._compared(stack[1::2], reader)
+        try:
+            yield from self.away.diffs(self, [rel for rel, _ in theirs], beside)
+        except NoWalker as exc:
+            # Nothing of its share came back: this thread walks it after its own.
+            log.error("sweep.walker", root=self.root.display, error=str(exc))
+            if beside is not None:
+                yield from beside
+            yield from self._compared(theirs, reader)
 
     def _compared(
         self,
@@ -231,8 +244,11 @@ class Walker:
 class WalkProcess:
     """A process that walks for full sweeps, one walk at a time (the scheduler runs one sweep)."""
 
-    def __init__(self, hand_over_files: int = HAND_OVER_FILES) -> None:
+    def __init__(
+        self, hand_over_files: int = HAND_OVER_FILES, command: Sequence[str] = COMMAND
+    ) -> None:
         self.hand_over_files = hand_over_files
+        self.command = list(command)  # the descriptor of its end of the socket follows
         self._proc: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
         self._lock = threading.Lock()
@@ -265,7 +281,7 @@ class WalkProcess:
                     walker.racy_ns,
                 )
             )
-            finished = False
+            finished = answered = False
             try:
                 while not finished:
                     if walker.stop.is_set():
@@ -277,7 +293,8 @@ class WalkProcess:
                         else:
                             yield mine
                         continue
-                    kind, *body = self._recv(conn)
+                    kind, *body = self._recv(conn, answered)
+                    answered = True
                     if kind == "diffs":
                         diffs, files, warnings, tally = body
                         for event, fields in warnings:
@@ -307,26 +324,29 @@ class WalkProcess:
         mine, theirs = socket.socketpair()
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "filewarden.walk", str(theirs.fileno())],
+                [*self.command, str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
             )
         except OSError as exc:
             mine.close()
-            raise SweepAborted(f"cannot start the walker process: {exc}") from exc
+            raise NoWalker(f"cannot start the walker process: {exc}") from exc
         finally:
             theirs.close()
         self.started += 1
         self._conn = Connection(mine.detach())
         return self._conn
 
-    def _recv(self, conn: Connection) -> tuple[Any, ...]:
+    def _recv(self, conn: Connection, answered: bool = True) -> tuple[Any, ...]:
         try:
             return conn.recv()  # type: ignore[no-any-return]
         except (EOFError, OSError) as exc:
             code = self._proc.wait() if self._proc is not None else None
             self._close()
-            raise SweepAborted(f"the walker process ended (exit status {code})") from exc
+            ended = f"the walker process ended (exit status {code})"
+            if not answered:
+                raise NoWalker(f"{ended} before it answered") from exc
+            raise SweepAborted(ended) from exc
 
     def _cancel(self, conn: Connection) -> None:
         """Stop the walk under way and read what it still sends, so the next one starts clean."""

@@ -75,7 +75,7 @@ def set_hash(conn: apsw.Connection, file_id: int, sig: Signature, digest: bytes)
 def files_with_inode(conn: apsw.Connection, device: int, inode: int) -> list[FileRow]:
     """Present or missing files last seen with this ``(device, inode)``.
 
-    None while a first index loads in bulk (its inode index is built after
+    Nothing while a first index loads in bulk (its inode index is built after
     the rows; see ``begin_bulk``): a scan of every row per lookup would stall
     the live events of a storm. The files it could find then are those the
     index listed moments before that moved without a paired event; content

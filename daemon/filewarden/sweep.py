@@ -138,12 +138,13 @@ class Sweep:
             problem = self.root_ok(self.root)
             if problem:
                 raise SweepAborted(problem)
-            self._compare(reader, walker, first_index)
-            self._flush(first_index)
-            self._drain(0)
-            if bulk:
-                bulk = False
-                self.writer.call(catalog.end_bulk)
+            try:
+                self._compare(reader, walker, first_index)
+                self._flush(first_index)
+                self._drain(0)
+            finally:
+                if bulk:  # queued behind the batches: built once the rows are in
+                    self._end_bulk()
             self._confirm_missing(reader, started, row.last_sweep)
             # Even with nothing to commit: a walk that lost its disk halfway
             # saw only part of the tree and must not count as a sweep of it.
@@ -160,8 +161,6 @@ class Sweep:
                     self.tally.relinked += self.relinker.catch_up(reader)
         except SweepAborted as exc:
             self._drain(0, quiet=True)
-            if bulk:
-                self._end_bulk()
             self._count_walk(walker)
             log.warning(
                 "sweep.abort",
@@ -183,9 +182,10 @@ class Sweep:
         return self.tally
 
     def _end_bulk(self) -> None:
+        """Build the inode index a bulk load left out; a failure is logged (the next opening builds it)."""
         try:
             self.writer.call(catalog.end_bulk)
-        except Exception as exc:  # a full disk: the next opening builds it
+        except Exception as exc:  # a full disk, say
             log.error("catalog.error", error=f"building the inode index: {exc}", jobs=1)
 
     def _count_walk(self, walker: Walker) -> None:

@@ -431,7 +431,7 @@ def _walk_away(
             if files >= SEND_FILES:
                 send()
                 files = 0
-    except (SweepAborted, FilewardenError) as exc:
+    except FilewardenError as exc:  # SweepAborted, or the catalog could not be read
         send()
         conn.send(("abort", str(exc)))
         return

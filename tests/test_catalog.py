@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import apsw
@@ -118,6 +120,83 @@ def test_the_writer_checkpoints_outside_its_commits(tmp_path: Path) -> None:
         assert check.execute("SELECT count(*) FROM journal WHERE kind = 'test'").fetchall() == [
             (12 * 800,)
         ]
+    finally:
+        check.close()
+
+
+def test_migration_7_rebuilds_two_indexes_without_their_repeated_rowid(tmp_path: Path) -> None:
+    """A catalog of schema 6 opens at 7 with the same answers from the smaller indexes."""
+    db = tmp_path / "catalog.db"
+    conn = apsw.Connection(str(db))
+    for number, sql in enumerate(catalog.MIGRATIONS[:6], 1):
+        with conn:
+            conn.execute(sql)
+            conn.execute(f"PRAGMA user_version = {number}")
+    root = catalog.ensure_root(conn, b"/r")
+    with conn:
+        catalog.insert_files(
+            conn, root, b"", [(b"a", (1, 2, 3, 4, 5)), (b"b", (1, 2, 3, 4, 6))], 1.0
+        )
+        ids = [r.id for r in catalog.unhashed(conn, 0, 10)]
+        catalog.set_hashes(conn, [(ids[0], (1, 2, 3, 4, 5), b"h" * 16)])
+    conn.close()
+    conn = catalog.connect(db)
+    try:
+        assert catalog.user_version(conn) == catalog.SCHEMA_VERSION
+        made: dict[str, str] = dict(
+            conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index'")
+        )
+        assert made["journal_file"].endswith("ON journal(file)")
+        assert "ON files(hash) WHERE" in made["files_unhashed"]
+        assert [r.id for r in catalog.unhashed(conn, 0, 10)] == ids[1:]
+        assert catalog.count_unhashed(conn) == 1
+        assert [(e.kind, e.file) for e in catalog.history(conn, ids[1])] == [("new", ids[1])]
+    finally:
+        conn.close()
+
+
+def test_live_jobs_overtake_queued_background_jobs_at_the_next_job(tmp_path: Path) -> None:
+    """Background work gives way between two of its jobs; what ran is committed first."""
+    writer = Writer(tmp_path / "catalog.db")
+    writer.start()
+    entered, gate = threading.Event(), threading.Event()
+    ran: list[tuple[str, int]] = []
+
+    def job(name: str, block: bool = False) -> Callable[[apsw.Connection], str]:
+        def run(conn: apsw.Connection) -> str:
+            ran.append((name, writer.commits))
+            conn.execute("INSERT INTO journal(time, kind) VALUES (0, ?)", (name,))
+            if block:
+                entered.set()
+                assert gate.wait(30)
+            return name
+
+        return run
+
+    try:
+        futures = [writer.submit(job("b0", block=True), background=True)]
+        assert entered.wait(30)
+        futures += [writer.submit(job(n), background=True) for n in ("b1", "b2")]
+        futures += [writer.submit(job(n)) for n in ("l1", "l2")]
+        assert writer.waiting() == (2, 2)
+        gate.set()
+        assert [f.result(30) for f in futures] == ["b0", "b1", "b2", "l1", "l2"]
+    finally:
+        writer.stop(time.monotonic() + 10)
+    first = ran[0][1]
+    # b0 committed alone; the live jobs in the next transaction; then the
+    # rest of the background work, in the order it was queued.
+    assert ran == [
+        ("b0", first),
+        ("l1", first + 1),
+        ("l2", first + 1),
+        ("b1", first + 2),
+        ("b2", first + 2),
+    ]
+    check = catalog.connect(tmp_path / "catalog.db", readonly=True)
+    try:
+        kinds = check.execute("SELECT kind FROM journal ORDER BY seq").fetchall()
+        assert [k for (k,) in kinds] == ["b0", "l1", "l2", "b1", "b2"]
     finally:
         check.close()
 

@@ -211,7 +211,7 @@ class Hasher(threading.Thread):
                 results.append((row.id, got[1], got[0]))
                 size += row.size
             if results:
-                stored = self.writer.call(partial(_store, results=results))
+                stored = self.writer.call(partial(_store, results=results), background=True)
                 self.hashed += stored
                 self.bytes += size
                 worked = True

@@ -398,7 +398,8 @@ class Relinker:
                 digest=digest,
                 now=time.time(),
                 detail={"by": "hash"},
-            )
+            ),
+            background=True,
         )
         if merged:
             self.relinked += 1

@@ -76,7 +76,7 @@ def purge_missing(
                 )
                 done.refused.append({"id": file_id, "reason": reason})
 
-        writer.call(job)
+        writer.call(job, background=uid is None)  # retention's purge waits for live work
     # Also the roots no longer configured: their files stay until purged.
     root_paths = {r.id: r.path for r in catalog.all_roots(reader)} if done.rows else {}
     for row in done.rows:
@@ -157,9 +157,11 @@ class Retention(threading.Thread):
                 )
         # Arrivals older than the window can no longer be the copy half of a move.
         window = self.match_window
-        self.writer.call(lambda c: catalog.prune_arrivals(c, now - window))
+        self.writer.call(lambda c: catalog.prune_arrivals(c, now - window), background=True)
         keep = cfg.journal_keep
         if keep is not None:
-            removed = self.writer.call(lambda c: catalog.compact_journal(c, now - keep))
+            removed = self.writer.call(
+                lambda c: catalog.compact_journal(c, now - keep), background=True
+            )
             if removed:
                 log.info("journal.compact", removed=removed, kept_days=round(keep / 86400, 2))

@@ -133,7 +133,7 @@ class Sweep:
         )
         # A first index into an empty catalog loads in bulk: its inode index
         # is built after the rows, as soon as they are in (or the sweep ends).
-        bulk = first_index and self.writer.call(catalog.begin_bulk)
+        bulk = first_index and self.writer.call(catalog.begin_bulk, background=True)
         try:
             problem = self.root_ok(self.root)
             if problem:
@@ -152,7 +152,8 @@ class Sweep:
             if problem:
                 raise SweepAborted(problem)
             self.writer.call(
-                lambda c: catalog.set_root_swept(c, self.root.id, started, full=self.full)
+                lambda c: catalog.set_root_swept(c, self.root.id, started, full=self.full),
+                background=True,
             )
             if self.relinker is not None:
                 if first_index:
@@ -184,7 +185,7 @@ class Sweep:
     def _end_bulk(self) -> None:
         """Build the inode index a bulk load left out; a failure is logged (the next opening builds it)."""
         try:
-            self.writer.call(catalog.end_bulk)
+            self.writer.call(catalog.end_bulk, background=True)
         except Exception as exc:  # a full disk, say
             log.error("catalog.error", error=f"building the inode index: {exc}", jobs=1)
 
@@ -259,7 +260,7 @@ class Sweep:
                 gone.extend(ids)
             return total, gone
 
-        self._pending.append(self.writer.submit(apply))
+        self._pending.append(self.writer.submit(apply, background=True))
         self._drain(BATCHES_IN_FLIGHT)
 
     def _drain(self, keep: int, *, quiet: bool = False) -> None:
@@ -308,7 +309,8 @@ class Sweep:
                         reason="not_found",
                         now=started,
                         last_seen=last_seen,
-                    )
+                    ),
+                    background=True,
                 )
         # The directories that vanished: their files are missing now; forget
         # their listings (unless they are back).
@@ -320,7 +322,7 @@ class Sweep:
                 for path in vanished:
                     catalog.forget_dirs_under(conn, root_id, path)
 
-            self.writer.call(forget)
+            self.writer.call(forget, background=True)
 
     def _still_there(self, rel: bytes, real_root: bytes) -> bool:
         """A gone candidate that is on disk again (and not excluded), or that cannot be

@@ -12,13 +12,22 @@ batch: SQLite would otherwise run them inside the commit that crosses its
 threshold, and that commit, with everyone waiting on it, would take three
 times as long. Done before the next transaction, a checkpoint still lets the
 log restart from its beginning, so it stays small under a steady stream.
+
+Two queues. Live work (events the watcher saw, writes asked for on the
+socket) goes first; background work (sweep batches, hash results, relink
+checks, retention) runs only when no live job waits, in transactions of
+its own, and gives way between two of its jobs as soon as a live job
+arrives: what is done so far is committed and the rest waits for the next
+turn. A live job therefore waits at worst for the one background job that
+is running, that transaction's commit and, when the log has grown far
+past its threshold, a checkpoint.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
@@ -35,6 +44,12 @@ T = TypeVar("T")
 MAX_BATCH_JOBS = 256
 MAX_BATCH_SECONDS = 0.25
 CHECKPOINT_PAGES = 1000  # SQLite's own auto-checkpoint threshold
+# Live jobs waiting put a due checkpoint off, until the log is this much
+# bigger than the threshold (a storm must not grow it without bound).
+CHECKPOINT_PUT_OFF = 8
+BACKGROUND_TURN_SECONDS = 1.0
+
+Job = tuple[Callable[[apsw.Connection], Any], "Future[Any]"]
 
 
 class WriterStopped(FilewardenError):
@@ -48,11 +63,14 @@ class Writer:
         self.db_path = db_path
         # What the parts that hold the writer read through: each their own connection.
         self.catalog = catalog.Catalog(db_path)
-        self._queue: queue.SimpleQueue[tuple[Callable[[apsw.Connection], Any], Future[Any]] | None]
-        self._queue = queue.SimpleQueue()
+        self._live: deque[Job] = deque()
+        self._background: deque[Job] = deque()
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
         self._thread = threading.Thread(target=self._run, name="filewarden-writer", daemon=True)
         self._accepting = False
-        self._lock = threading.Lock()
+        self._stopping = False
+        self._background_turn = 0.0  # when background work last ran, or began to wait
         self.conn: apsw.Connection | None = None
         # Liveness for the service watchdog: when the current batch started (None = idle).
         self.busy_since: float | None = None
@@ -70,27 +88,44 @@ class Writer:
         self._accepting = True
         self._thread.start()
 
-    def submit(self, job: Callable[[apsw.Connection], T]) -> Future[T]:
-        """Queue ``job``; its Future resolves once its transaction is committed."""
+    def submit(self, job: Callable[[apsw.Connection], T], *, background: bool = False) -> Future[T]:
+        """Queue ``job``; its Future resolves once its transaction is committed.
+
+        ``background`` jobs run after every live job that is waiting.
+        """
         future: Future[T] = Future()
-        with self._lock:
+        with self._wake:
             if not self._accepting:
                 raise WriterStopped("the catalog writer is stopping")
-            self._queue.put((job, future))
+            if background and not self._background:
+                self._background_turn = time.monotonic()
+            (self._background if background else self._live).append((job, future))
+            self._wake.notify()
         return future
 
-    def call(self, job: Callable[[apsw.Connection], T], timeout: float | None = None) -> T:
+    def call(
+        self,
+        job: Callable[[apsw.Connection], T],
+        timeout: float | None = None,
+        *,
+        background: bool = False,
+    ) -> T:
         """Run ``job`` in the writer and wait for its committed result."""
-        return self.submit(job).result(timeout)
+        return self.submit(job, background=background).result(timeout)
+
+    def waiting(self) -> tuple[int, int]:
+        """How many ``(live, background)`` jobs are queued."""
+        return len(self._live), len(self._background)
 
     def alive(self) -> bool:
         return self._thread.is_alive()
 
     def stop(self, deadline: float) -> None:
         """Take no new jobs, run what is queued until ``deadline``, then close."""
-        with self._lock:
+        with self._wake:
             self._accepting = False
-            self._queue.put(None)
+            self._stopping = True
+            self._wake.notify()
         self._thread.join(max(0.0, deadline - time.monotonic()))
         if self._thread.is_alive():
             log.warning("daemon.stop", detail="writer still busy at the deadline")
@@ -103,6 +138,8 @@ class Writer:
         """Copy the log back if it has grown (PASSIVE: never waits for readers)."""
         if self._wal_pages < CHECKPOINT_PAGES:
             return
+        if self._live and self._wal_pages < CHECKPOINT_PAGES * CHECKPOINT_PUT_OFF:
+            return  # after the live jobs that wait
         self._wal_pages = 0
         try:
             conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
@@ -118,47 +155,48 @@ class Writer:
     def _run(self) -> None:
         assert self.conn is not None
         conn = self.conn
-        stopping = False
-        while not stopping:
-            item = self._queue.get()
-            if item is None:
-                break
-            batch = [item]
+        while True:
+            with self._wake:
+                while not (self._live or self._background or self._stopping):
+                    self._wake.wait()
+                # What was queued before the stop still runs; then the thread ends.
+                if not (self._live or self._background):
+                    break
+                batch, background = self._take()
             started = time.monotonic()
             self.busy_since = started
-            # Take more queued jobs into the same transaction, but not forever:
-            # a steady stream must still commit regularly.
-            while len(batch) < MAX_BATCH_JOBS and time.monotonic() - started < MAX_BATCH_SECONDS:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stopping = True
-                    break
-                batch.append(more)
-            self._run_batch(conn, batch)
+            self._run_batch(conn, batch, background)
             self._checkpoint(conn)
             self.busy_since = None
-        # Jobs that raced the stop marker are refused, not left hanging.
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                item[1].set_exception(WriterStopped("the catalog writer stopped"))
         try:
             conn.close()
         except apsw.Error as exc:
             log.error("catalog.error", error=f"closing: {exc}", jobs=0)
 
-    def _run_batch(
-        self,
-        conn: apsw.Connection,
-        batch: list[tuple[Callable[[apsw.Connection], Any], Future[Any]]],
-    ) -> None:
+    def _take(self) -> tuple[list[Job], bool]:
+        """The next batch (lock held): the live jobs if any wait, else the background ones.
+
+        Either way no more than a batch: a steady stream must still commit
+        regularly. A live stream that never pauses still lets background work
+        through once every ``BACKGROUND_TURN_SECONDS``, or a storm would hold
+        up the sweep that is the source of truth.
+        """
+        now = time.monotonic()
+        turn = self._background and now - self._background_turn > BACKGROUND_TURN_SECONDS
+        source = self._background if turn else self._live or self._background
+        if source is self._background:
+            self._background_turn = now
+        batch = [source.popleft() for _ in range(min(len(source), MAX_BATCH_JOBS))]
+        return batch, source is self._background
+
+    def _put_back(self, rest: list[Job], background: bool) -> None:
+        """Put jobs not started back at the head of their queue, in their order."""
+        with self._lock:
+            (self._background if background else self._live).extendleft(reversed(rest))
+
+    def _run_batch(self, conn: apsw.Connection, batch: list[Job], background: bool) -> None:
         outcomes: list[tuple[Future[Any], bool, Any]] = []
+        started = time.monotonic()
         try:
             # IMMEDIATE: the write lock before the first read. A transaction
             # that has read gets SQLITE_BUSY at once when another connection
@@ -167,7 +205,14 @@ class Writer:
             # instead of being waited for (the busy timeout).
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for job, future in batch:
+                for index, (job, future) in enumerate(batch):
+                    if index and (
+                        (background and self._live)
+                        or time.monotonic() - started > MAX_BATCH_SECONDS
+                    ):
+                        self._put_back(batch[index:], background)
+                        del batch[index:]  # what failing rolls back: the jobs run
+                        break
                     if not future.set_running_or_notify_cancel():
                         continue
                     try:

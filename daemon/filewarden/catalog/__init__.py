@@ -101,6 +101,7 @@ from filewarden.catalog._roots import (
     totals,
 )
 from filewarden.catalog._schema import (
+    DEFERRED_INDEXES,
     MEMORY_BUDGET_KIB,
     MIGRATIONS,
     READER_CACHE_KIB,
@@ -117,6 +118,7 @@ from filewarden.catalog._schema import (
 )
 
 __all__ = [
+    "DEFERRED_INDEXES",
     "DIRTY",
     "FILE_COLS",
     "MEMORY_BUDGET_KIB",

@@ -34,6 +34,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "filewarden.client",
             "filewarden.watch.hints",
             "filewarden.watch.limits",
+            "filewarden.fingerprint",
         },
     ),
     ("catalog", {"filewarden.catalog", "filewarden.writer"}),

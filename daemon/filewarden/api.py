@@ -115,6 +115,8 @@ class Api:
             "annotate": self.annotate,
             "purge": self.purge,
             "accept_root": self.accept_root,
+            "candidates": self.candidates,
+            "relink": self.relink,
         }
 
     # -- plumbing --------------------------------------------------------------
@@ -193,6 +195,7 @@ class Api:
             "missing_since": protocol.rfc3339(row.missing_since),
             "missing_reason": row.missing_reason,
             "annotations": catalog.get_annotations(conn, row.id),
+            "fingerprint": _fingerprint(catalog.get_media(conn, row.id)),
         }
 
     def _swept(self) -> dict[int, float | None]:
@@ -250,7 +253,11 @@ class Api:
             "roots": roots,
             "totals": {"present": present, "missing": missing, "offline": offline},
             "jobs": daemon["jobs"],
-            "hashing": {**daemon["hashing"], "pending": catalog.count_unhashed(conn)},
+            "hashing": {
+                **daemon["hashing"],
+                "pending": catalog.count_unhashed(conn),
+                "fingerprints": catalog.media_coverage(conn),
+            },
             "memory": daemon["memory"],
             "warnings": daemon["warnings"],
         }
@@ -470,6 +477,68 @@ class Api:
             "state": "offline" if problem else "online",
             "reason": problem,
         }
+
+    def candidates(self, params: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        """Present files that may be what a missing file became, each with its evidence."""
+        check_params(params, {"id": (int, True), "limit": (int, False)})
+        limit = params.get("limit", 20)
+        if not 1 <= limit <= 1000:
+            raise invalid_params("limit must be 1 to 1000")
+        row = self._file_or_404(params["id"])
+        conn = self.reader()
+        media = catalog.get_media(conn, row.id)
+        swept = self._swept()
+        found = catalog.candidates(conn, row, media, limit)
+        return {
+            "file": self.record(row, swept),
+            "candidates": [{**self.record(r, swept), "evidence": why} for r, why in found],
+        }
+
+    def relink(self, params: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        """A person's word that a present file is what a missing one became (admin only):
+        the missing id takes its place; the present file's id is retired into it."""
+        check_params(params, {"missing_id": (int, True), "present_id": (int, True)})
+        if not peer.admin:
+            raise RpcError(PERMISSION_DENIED, "relink is for root and members of admin_group")
+        keep = self._file_or_404(params["missing_id"])
+        take = self._file_or_404(params["present_id"])
+        if keep.state != catalog.MISSING:
+            raise invalid_params(f"file {keep.id} is {keep.state}; only a missing file is relinked")
+        if take.state != catalog.PRESENT:
+            raise invalid_params(f"file {take.id} is {take.state}; it must be present")
+        detail = {"by": "admin", "by_uid": peer.uid}
+        merged = self._write(
+            partial(
+                catalog.retire_into,
+                keep=keep,
+                take=take,
+                digest=None,
+                now=time.time(),
+                detail=detail,
+            )
+        )
+        if not merged:
+            raise invalid_params(
+                f"file {take.id} has annotations of its own, or one of the two changed meanwhile"
+            )
+        root_path = self.root_path(take.root)
+        log.info(
+            "file.relink",
+            id=keep.id,
+            by="admin",
+            by_uid=peer.uid,
+            path=root_path + b"/" + take.path,
+            old_path=self.root_path(keep.root) + b"/" + keep.path,
+            replaces_id=take.id,
+        )
+        return self.record(self._file_or_404(keep.id))
+
+
+def _fingerprint(media: catalog.Media | None) -> dict[str, Any] | None:
+    """A record's fingerprint: kind and value (hex; null for a file that did not parse)."""
+    if media is None:
+        return None
+    return {"kind": media.kind, "value": media.value.hex() if media.value else None}
 
 
 def _seconds(params: Mapping[str, Any], key: str) -> float:

@@ -229,6 +229,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
         value = record.get(key)
         if value is not None:
             print(f"{key:15} {_show(str(value))}")
+    fingerprint = record.get("fingerprint")
+    if fingerprint:
+        print(
+            f"{'fingerprint':15} {fingerprint['kind']} {fingerprint['value'] or '(none: did not parse)'}"
+        )
     for key, value in sorted(record["annotations"].items()):
         print(f"annotation      {_show(key)} = {_show(value)}")
     print("history:")
@@ -366,6 +371,30 @@ def _cmd_purge(args: argparse.Namespace) -> int:
     for refused in result["refused"]:
         print(f"not purged: {refused['id']}: {refused['reason']}", file=sys.stderr)
     return EXIT_OK if not result["refused"] else EXIT_FAILURE
+
+
+def _cmd_candidates(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        result = c.call("candidates", {"id": args.id, "limit": args.limit})
+    if args.json:
+        _print_json(result)
+        return EXIT_OK
+    gone = result["file"]
+    print(f"{gone['id']}  {gone['state']:8} {_show(gone['path'])}")
+    if not result["candidates"]:
+        print("no likely successor")
+        return EXIT_OK
+    for found in result["candidates"]:
+        why = ", ".join(found["evidence"]) or "-"
+        print(f"  {found['id']:>8}  {_show(found['path'])}  ({why})")
+    return EXIT_OK
+
+
+def _cmd_relink(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        record = c.call("relink", {"missing_id": args.missing_id, "present_id": args.present_id})
+    print(f"{record['id']}: {_show(record['path'])} (id {args.present_id} retired into it)")
+    return EXIT_OK
 
 
 def _cmd_scan(args: argparse.Namespace) -> int:
@@ -512,6 +541,21 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--older-than", metavar="DURATION", help='e.g. "30d"')
     which.add_argument("--all", action="store_true")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p = client(
+        "candidates",
+        "files that may be what a missing file became: same stem, tags, duration, size of image",
+        _cmd_candidates,
+    )
+    p.add_argument("id", type=int)
+    p.add_argument("--limit", type=int, default=20, metavar="N")
+    p.add_argument("--json", action="store_true")
+    p = client(
+        "relink",
+        "confirm that a present file is what a missing one became: it takes the missing id (admin)",
+        _cmd_relink,
+    )
+    p.add_argument("missing_id", type=int, metavar="MISSING_ID")
+    p.add_argument("present_id", type=int, metavar="PRESENT_ID")
     p = client("scan", "full sweep of one root or all, now", _cmd_scan)
     p.add_argument("root", nargs="?", metavar="ROOT")
     p.add_argument(

@@ -6,7 +6,8 @@ reading (borg's files cache): if size, mtime, ctime or inode moved while it
 was read, the hash is thrown away; and the catalog takes it only if the row
 still has that signature (``catalog.set_hashes``). Any later change of the
 signature drops the hash (``catalog.update_signature``), so only changed
-files are hashed again.
+files are hashed again. A photo's or song's fingerprint is read in the same
+pass (:mod:`filewarden.fingerprint`) and lives as long as the hash.
 
 The background hasher works through unhashed present files in id order
 (so a restart resumes where it was), at idle CPU and I/O priority and, if
@@ -20,15 +21,17 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
+from typing import NamedTuple
 
 import apsw
 import xxhash
 
 from filewarden import catalog, logs
-from filewarden.catalog import Signature
+from filewarden.catalog import Media, Signature
 from filewarden.config import HashConfig
+from filewarden.fingerprint import Fingerprinter, describe
 from filewarden.roots import Root
 from filewarden.writer import Writer, WriterStopped
 
@@ -51,13 +54,22 @@ def _buffer() -> memoryview:
     return view
 
 
-def hash_file(path: bytes, expected: Signature | None = None) -> tuple[bytes, Signature] | None:
-    """``(xxh3-128 digest, signature)`` of the regular file at ``path``, or None.
+class Hashed(NamedTuple):
+    digest: bytes  # xxh3-128
+    signature: Signature  # what the file was while it was read
+    media: Media | None = None  # a media file's fingerprint (asked for, and one of the formats)
+
+
+def hash_file(
+    path: bytes, expected: Signature | None = None, *, fingerprint: bool = False
+) -> Hashed | None:
+    """The xxh3-128 digest and the signature of the regular file at ``path``, or None.
 
     None when it is not a regular file, is not (any more) what ``expected``
     says, changed while being read, or cannot be read. O_NONBLOCK and
     O_NOFOLLOW: a FIFO or a symlink swapped in under the name is never
-    waited on or followed.
+    waited on or followed. With ``fingerprint``, a photo or song is also
+    fingerprinted (:mod:`filewarden.fingerprint`) from the same reads.
     """
     try:
         fd = os.open(path, _OPEN)
@@ -77,21 +89,42 @@ def hash_file(path: bytes, expected: Signature | None = None) -> tuple[bytes, Si
                 pass
         digest = xxhash.xxh3_128()
         view = _buffer()
+        media = Fingerprinter(before.st_size, partial(_pread, fd)) if fingerprint else None
         # Up to the size it had, not to end of file: a small file is then one
         # read, not two. Had it grown, shrunk or been rewritten meanwhile, the
         # signature after tells.
         left = before.st_size
         while left and (n := os.readv(fd, [view[: min(left, CHUNK)]])):
             digest.update(view[:n])
+            if media is not None and not media.done:
+                media.feed(view.obj, n)  # type: ignore[arg-type]
             left -= n
+        described = _media(media, fd, path) if media is not None else None
         after = os.fstat(fd)
         if catalog.signature(after) != sig:
             return None  # written while we read it: this hash belongs to nothing
-        return digest.digest(), sig
+        return Hashed(digest.digest(), sig, described)
     except OSError:
         return None
     finally:
         os.close(fd)
+
+
+def _pread(fd: int, offset: int, size: int) -> bytes:
+    return os.pread(fd, size, max(0, offset)) if size > 0 else b""
+
+
+def _media(media: Fingerprinter, fd: int, path: bytes) -> Media | None:
+    """What the reads made of a media file: its fingerprint, or why it has none."""
+    found = media.finish()
+    if media.format is None:
+        return None
+    if found is None:
+        # A damaged or partial file is the user's business, not an alarm: once, at debug.
+        log.debug("hash.unfit", path=path, format=media.format, reason=media.unfit)
+        return Media(media.format, None, {})
+    kind, value, extra = found
+    return Media(kind, value, {**extra, **describe(fd, kind)})
 
 
 def lower_priority() -> None:
@@ -112,8 +145,15 @@ def lower_priority() -> None:
             pass
 
 
-def _store(conn: apsw.Connection, results: list[tuple[int, Signature, bytes]]) -> int:
+def _store(
+    conn: apsw.Connection,
+    results: list[tuple[int, Signature, bytes]],
+    media: Sequence[tuple[int, Signature, bytes, Media]] = (),
+) -> int:
+    """Store hashes (and the fingerprints read with them); returns how many hashes."""
     stored, mismatched = catalog.set_hashes(conn, results)
+    if media:
+        catalog.set_media(conn, media)
     for file_id in mismatched:
         # The row held another hash for this very signature: a hash that
         # belongs to another file. Dropped; the next pass hashes it again.
@@ -198,20 +238,25 @@ class Hasher(threading.Thread):
             after = rows[-1].id
             roots = self.roots()
             results: list[tuple[int, Signature, bytes]] = []
+            media: list[tuple[int, Signature, bytes, Media]] = []
             started = time.monotonic()
             size = 0
             for row in rows:
                 root = roots.get(row.root)
                 if root is None or self.halt.is_set():
                     continue
-                got = hash_file(root.abs(row.path), row.signature)
+                got = hash_file(root.abs(row.path), row.signature, fingerprint=True)
                 if got is None:
                     self.skipped += 1  # changed or gone: the next sweep or event settles it
                     continue
-                results.append((row.id, got[1], got[0]))
+                results.append((row.id, got.signature, got.digest))
+                if got.media is not None:
+                    media.append((row.id, got.signature, got.digest, got.media))
                 size += row.size
             if results:
-                stored = self.writer.call(partial(_store, results=results), background=True)
+                stored = self.writer.call(
+                    partial(_store, results=results, media=media), background=True
+                )
                 self.hashed += stored
                 self.bytes += size
                 worked = True

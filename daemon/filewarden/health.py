@@ -146,7 +146,8 @@ class Health:
             "hashed": h.hashed,
             "bytes": h.bytes,
             "busy": h.busy,
-            "relinked_by_hash": self.relinker.relinked,
+            "relinked_by_hash": self.relinker.relinked - self.relinker.by_fingerprint,
+            "relinked_by_fingerprint": self.relinker.by_fingerprint,
             "hashed_to_relink": self.relinker.hashed,
         }
 

@@ -20,7 +20,12 @@ file at P. The rules, tried in this order (README, "Relinking"):
    content a missing file has, however much later; and a file that goes
    missing while an identical file arrived within ``match_window`` before
    it (copy, then delete), on any filesystem.
-4. Otherwise it is **new**. A copy of a present file is a new file.
+4. **Same media fingerprint** (:mod:`filewarden.fingerprint`), after rule 3
+   found nothing: a new photo or song whose audio or image data a missing
+   file has, however its tags, captions or dates were edited. The new file
+   is read now (a fingerprint is from its bytes, never assumed), and only
+   one missing file and one arrival may share it.
+5. Otherwise it is **new**. A copy of a present file is a new file.
 
 A rule that finds several candidates it cannot tell apart, or evidence
 that disagrees, moves no id: both are kept and ``file.ambiguous`` is
@@ -36,8 +41,8 @@ from functools import partial
 
 import apsw
 
-from filewarden import catalog, hasher, logs
-from filewarden.catalog import FileRow, Signature
+from filewarden import catalog, fingerprint, hasher, logs
+from filewarden.catalog import FileRow, Media, Signature
 from filewarden.config import IdentityConfig
 from filewarden.listing import stat_regular
 from filewarden.roots import Root
@@ -235,6 +240,7 @@ class Relinker:
         self._lock = threading.Lock()
         self._seq: int | None = None
         self.relinked = 0
+        self.by_fingerprint = 0  # of those, by rule 4
         self.hashed = 0  # files hashed to decide a relink (not the background hasher's)
 
     def apply(self, config: IdentityConfig) -> None:
@@ -267,9 +273,12 @@ class Relinker:
                     return done
                 self._seq = entries[-1][0]
                 wanted = catalog.missing_hashed_sizes(reader)
-                arrived = [f for _, kind, f, size in entries if kind == "new" and size in wanted]
+                kinds = catalog.missing_media_kinds(reader)
+                arrived = [
+                    f for _, kind, f, size in entries if kind == "new" and (size in wanted or kinds)
+                ]
                 gone = [f for _, kind, f, _ in entries if kind == "missing"]
-                done += self._arrivals(reader, arrived)
+                done += self._arrivals(reader, arrived, wanted, kinds)
                 done += self._departures(reader, gone)
 
     def _digest(self, row: FileRow, roots: Mapping[int, Root]) -> bytes | None:
@@ -283,18 +292,35 @@ class Relinker:
         got = hasher.hash_file(root.abs(row.path), row.signature)
         return got[0] if got is not None else None
 
-    def _arrivals(self, reader: apsw.Connection, ids: Iterable[int]) -> int:
-        """New files whose size a hashed missing file has: hash them now and compare."""
+    def _arrivals(
+        self, reader: apsw.Connection, ids: Iterable[int], wanted: set[int], kinds: set[str]
+    ) -> int:
+        """New files whose size a hashed missing file has (hash them now and compare), or
+        that may be a photo or song of a kind some missing file has (and rule 3 found
+        nothing): read them now, with their fingerprint, for rule 4."""
         done = 0
         roots = self.roots()
         # The missing files of each size, by hash, asked once for all that arrived.
         missing: dict[int, dict[bytes | None, list[FileRow]]] = {}
+        media: list[tuple[FileRow, bytes, Media]] = []
         for file_id in ids:
             row = catalog.get_file(reader, file_id)
             if row is None or row.state != catalog.PRESENT:
                 continue
-            digest = self._digest(row, roots)
-            if digest is None:
+            look = bool(kinds.intersection(fingerprint.kinds_for(row.name)))
+            if row.size not in wanted and not look:
+                continue
+            digest: bytes | None
+            if look:
+                got = self._read(row, roots)
+                if got is None:
+                    continue
+                digest = got.digest
+                if got.media is not None and got.media.value is not None:
+                    media.append((row, digest, got.media))
+            else:
+                digest = self._digest(row, roots)
+            if digest is None or row.size not in wanted:
                 continue
             if row.size not in missing:
                 by_hash: dict[bytes | None, list[FileRow]] = {}
@@ -314,6 +340,53 @@ class Relinker:
                 if self._merge(keep, row, digest, len(matches), chose):
                     done += 1
                     matches.remove(keep)  # present again
+                    media = [m for m in media if m[0].id != row.id]
+        return done + self._by_fingerprint(reader, media, roots)
+
+    def _read(self, row: FileRow, roots: Mapping[int, Root]) -> hasher.Hashed | None:
+        """``row``'s hash and fingerprint, read now (None if it changed or went)."""
+        root = roots.get(row.root)
+        if root is None:
+            return None
+        self.hashed += 1
+        got = hasher.hash_file(root.abs(row.path), row.signature, fingerprint=True)
+        if got is not None and row.hash is None:
+            # Kept, so that the background hasher need not read it again.
+            found = [(row.id, got.signature, got.media)] if got.media is not None else []
+            self.writer.submit(
+                partial(
+                    hasher._store,
+                    results=[(row.id, got.signature, got.digest)],
+                    media=[(i, s, got.digest, m) for i, s, m in found],
+                ),
+                background=True,
+            )
+        return got
+
+    def _by_fingerprint(
+        self,
+        reader: apsw.Connection,
+        arrivals: list[tuple[FileRow, bytes, Media]],
+        roots: Mapping[int, Root],
+    ) -> int:
+        """Rule 4: an arrival and a missing file that alone share a fingerprint are one file."""
+        done = 0
+        by_value: dict[tuple[str, bytes], list[tuple[FileRow, bytes, Media]]] = {}
+        for arrival in arrivals:
+            assert arrival[2].value is not None
+            by_value.setdefault((arrival[2].kind, arrival[2].value), []).append(arrival)
+        for (kind, value), same in by_value.items():
+            gone = catalog.with_fingerprint(reader, kind, value, catalog.MISSING)
+            if not gone:
+                continue
+            if len(gone) > 1 or len(same) > 1:
+                path = _abs(same[0][0], roots)
+                ids = [row.id for row in gone] + [row.id for row, _, _ in same[1:]]
+                ambiguous(path, "fingerprint", ids, "several files share the fingerprint")
+                continue
+            row, digest, media = same[0]
+            if self._merge(gone[0], row, digest, 1, "only one", by="fingerprint", media=media):
+                done += 1
         return done
 
     def _departures(self, reader: apsw.Connection, ids: Iterable[int]) -> int:
@@ -348,7 +421,32 @@ class Relinker:
                 if chosen is not None and self._merge(gone, *chosen):
                     done += 1
                     taken.add(chosen[0].id)
+                elif chosen is None:
+                    done += self._copy_by_fingerprint(reader, gone, taken, roots)
         return done
+
+    def _copy_by_fingerprint(
+        self, reader: apsw.Connection, gone: FileRow, taken: set[int], roots: Mapping[int, Root]
+    ) -> int:
+        """Rule 4 for a departure: the one copy half, read already, with ``gone``'s fingerprint."""
+        media = catalog.get_media(reader, gone.id)
+        if media is None or media.value is None or gone.missing_since is None:
+            return 0
+        since = gone.missing_since - self.window
+        halves = [
+            new
+            for new in catalog.with_fingerprint(reader, media.kind, media.value, catalog.PRESENT)
+            if new.id not in taken and _copy_half(new, gone, since)
+        ]
+        if len(halves) > 1:
+            ids = [new.id for new in halves[:LISTED]]
+            ambiguous(_abs(gone, roots), "fingerprint", ids, "several copies arrived")
+        if len(halves) != 1 or halves[0].hash is None:
+            return 0
+        if self._merge(gone, halves[0], halves[0].hash, 1, "only one", by="fingerprint"):
+            taken.add(halves[0].id)
+            return 1
+        return 0
 
     def _copy_of(
         self,
@@ -387,7 +485,15 @@ class Relinker:
         return None
 
     def _merge(
-        self, keep: FileRow, take: FileRow, digest: bytes, candidates: int, chose: str
+        self,
+        keep: FileRow,
+        take: FileRow,
+        digest: bytes,
+        candidates: int,
+        chose: str,
+        *,
+        by: str = "hash",
+        media: Media | None = None,
     ) -> int:
         roots = self.roots()
         merged = self.writer.call(
@@ -397,16 +503,19 @@ class Relinker:
                 take=take,
                 digest=digest,
                 now=time.time(),
-                detail={"by": "hash"},
+                detail={"by": by},
+                media=media,
             ),
             background=True,
         )
         if merged:
             self.relinked += 1
+            if by == "fingerprint":
+                self.by_fingerprint += 1
             log.info(
                 "file.relink",
                 id=keep.id,
-                by="hash",
+                by=by,
                 candidates=candidates,
                 path=_abs(take, roots),
                 old_path=_abs(keep, roots),

@@ -119,9 +119,9 @@ EVENTS: tuple[Event, ...] = (
     _e(
         "file.relink",
         "info",
-        "a missing file found again (by inode or hash); `replaces_id`: the interim id retired"
-        " into it (by hash)",
-        "id root path old_path by candidates chose replaces_id",
+        "a missing file found again (`by`: inode, hash, fingerprint, or admin with `by_uid`);"
+        " `replaces_id`: the interim id retired into it",
+        "id root path old_path by by_uid candidates chose replaces_id",
     ),
     _e(
         "file.ambiguous",
@@ -147,6 +147,13 @@ EVENTS: tuple[Event, ...] = (
         "the background hasher caught up: nothing is left to hash",
         "files bytes duration_s",
         "info after a pass of 1 s or 1,000 files or more",
+    ),
+    _e(
+        "hash.unfit",
+        "debug",
+        "a file of a media format that does not parse (cut short, damaged): it has a hash and"
+        " no fingerprint",
+        "path format reason",
     ),
     _e(
         "hash.mismatch",

@@ -35,7 +35,7 @@ READ_CHUNK = 65536
 MAX_CLIENTS = 512
 # Methods that may wait (for the writer, a sweep, a cookie) run on their own
 # threads so that a hundred waiting clients never starve quick reads.
-WAITING_METHODS = frozenset({"sync", "scan", "annotate", "purge", "accept_root"})
+WAITING_METHODS = frozenset({"sync", "scan", "annotate", "purge", "accept_root", "relink"})
 
 
 class SocketInUse(FilewardenError):

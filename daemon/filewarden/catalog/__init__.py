@@ -67,6 +67,14 @@ from filewarden.catalog._journal import (
     last_seq,
     oldest_seq,
 )
+from filewarden.catalog._media import (
+    candidates,
+    get_media,
+    media_coverage,
+    missing_media_kinds,
+    set_media,
+    with_fingerprint,
+)
 from filewarden.catalog._moves import move_file, move_prefix, retire_into
 from filewarden.catalog._records import (
     DIRTY,
@@ -78,6 +86,7 @@ from filewarden.catalog._records import (
     DirStamp,
     FileRow,
     JournalEntry,
+    Media,
     RootRow,
     Row,
     Signature,
@@ -134,6 +143,7 @@ __all__ = [
     "DirStamp",
     "FileRow",
     "JournalEntry",
+    "Media",
     "RootRow",
     "Row",
     "Signature",
@@ -142,6 +152,7 @@ __all__ = [
     "all_roots",
     "begin_bulk",
     "bump",
+    "candidates",
     "child_dirs",
     "compact_journal",
     "connect",
@@ -162,6 +173,7 @@ __all__ = [
     "get_annotations",
     "get_file",
     "get_identity",
+    "get_media",
     "get_root",
     "has_files_outside",
     "history",
@@ -176,10 +188,12 @@ __all__ = [
     "list_files",
     "mark_dir_dirty",
     "mark_missing",
+    "media_coverage",
     "memory_kib",
     "migrate",
     "missing_before",
     "missing_hashed_sizes",
+    "missing_media_kinds",
     "missing_with_size",
     "move_file",
     "move_prefix",
@@ -196,6 +210,7 @@ __all__ = [
     "set_hash",
     "set_hashes",
     "set_identity",
+    "set_media",
     "set_present",
     "set_root_offline",
     "set_root_online",
@@ -208,4 +223,5 @@ __all__ = [
     "unhashed",
     "update_signature",
     "user_version",
+    "with_fingerprint",
 ]

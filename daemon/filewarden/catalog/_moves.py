@@ -9,10 +9,12 @@ import apsw
 from filewarden.catalog._dirs import dir_changed, mark_dir_dirty
 from filewarden.catalog._files import get_file
 from filewarden.catalog._journal import journal
+from filewarden.catalog._media import get_media, set_media
 from filewarden.catalog._records import (
     OFFLINE,
     PRESENT,
     FileRow,
+    Media,
     Signature,
     _rows,
     _value,
@@ -128,6 +130,7 @@ def retire_into(
     digest: bytes | None,
     now: float,
     detail: dict[str, Any],
+    media: Media | None = None,
 ) -> bool:
     """File ``keep`` is the file that ``take`` holds (a relink by content, an editor's save):
     ``keep`` gets its place and signature, and ``take``'s interim id is retired.
@@ -137,7 +140,8 @@ def retire_into(
     history, and journals a ``relink`` (it was missing) or a ``move``.
     Refused (False) unless both are still as the caller saw them (``keep``
     in the same state, ``take`` present where it was) and ``take`` has no
-    annotations of its own. ``digest``: ``take``'s content hash, if known.
+    annotations of its own. ``digest``: ``take``'s content hash, if known;
+    ``media``: its fingerprint, if read now (else the one stored goes along).
     """
     k, t = get_file(conn, keep.id), get_file(conn, take.id)
     if (
@@ -151,6 +155,7 @@ def retire_into(
         return False
     if _value(conn, "SELECT 1 FROM annotations WHERE file = ? LIMIT 1", (t.id,)) is not None:
         return False  # someone already gave the new file an identity of its own
+    media = media or get_media(conn, t.id)
     conn.execute("DELETE FROM files WHERE id = ?", (t.id,))
     conn.execute("DELETE FROM arrivals WHERE size = ? AND file = ?", (t.size, t.id))
     bump(conn, t.root, present=-1)
@@ -159,4 +164,7 @@ def retire_into(
     kind = "relink" if k.state != PRESENT else "move"
     move_file(conn, k, t.root, t.path, t.signature, now, kind=kind, detail=detail)
     conn.execute("UPDATE files SET hash = ? WHERE id = ?", (digest or t.hash, k.id))
+    held = digest or t.hash
+    if media is not None and held is not None:
+        set_media(conn, [(k.id, t.signature, held, media)])
     return True

@@ -73,6 +73,16 @@ def signature(st: os.stat_result) -> Signature:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Media:
+    """A photo's or song's fingerprint (see :mod:`filewarden.fingerprint`), and what
+    ``candidates`` compares: ``value`` None for a file of the format that does not parse."""
+
+    kind: str
+    value: bytes | None
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # duration, width, height, tags
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class JournalEntry:
     seq: int
     time: float

@@ -132,6 +132,28 @@ MIGRATIONS: tuple[str, ...] = (
     DROP INDEX files_unhashed;
     CREATE INDEX files_unhashed ON files(hash) WHERE hash IS NULL AND state = 'present';
     """,
+    # 8: media fingerprints (see fingerprint.py), read with the hash and
+    # valid while it is: a trigger drops a file's row when its hash goes.
+    # A row without a fingerprint is a file of a media format that did not
+    # parse. Rule 4 looks missing files up by fingerprint.
+    """
+    CREATE TABLE media (
+        file INTEGER PRIMARY KEY REFERENCES files(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL,
+        fingerprint BLOB,
+        duration REAL,
+        width INTEGER,
+        height INTEGER,
+        title TEXT,
+        artist TEXT,
+        album TEXT
+    );
+    CREATE INDEX media_fingerprint ON media(fingerprint) WHERE fingerprint IS NOT NULL;
+    CREATE TRIGGER media_follows_hash AFTER UPDATE OF hash ON files WHEN NEW.hash IS NULL
+    BEGIN
+        DELETE FROM media WHERE file = NEW.id;
+    END;
+    """,
 )
 
 

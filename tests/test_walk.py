@@ -193,24 +193,20 @@ def test_a_first_index_cut_short_still_builds_the_inode_index(tmp_path: Path, tr
 
 
 def test_opening_the_catalog_builds_the_indexes_a_crash_left_out(tmp_path: Path) -> None:
-    """Until then a lookup by inode finds nothing and a file's history is read by a scan."""
+    """Until then a lookup by inode finds nothing, not an error."""
     db = tmp_path / "catalog.db"
     conn = catalog.connect(db)
     assert catalog.begin_bulk(conn)
-    with conn:
-        seqs = [catalog.journal(conn, 1.0, "new", file, 1, b"f%d" % file) for file in (7, 8, 7)]
     conn.close()
     reader = Catalog(db).reader()
     try:
         assert indexes(reader) == set()
-        assert catalog.files_with_inode(reader, 1, 2) == []  # no index: nothing, not an error
-        assert [e.seq for e in catalog.history(reader, 7)] == [seqs[0], seqs[2]]
+        assert catalog.files_with_inode(reader, 1, 2) == []
     finally:
         reader.close()
     conn = catalog.connect(db)
     try:
         assert indexes(conn) == set(catalog.DEFERRED_INDEXES)
-        assert [e.seq for e in catalog.history(conn, 7)] == [seqs[0], seqs[2]]
     finally:
         conn.close()
 

@@ -255,7 +255,8 @@ def _as_nobody(sock: Path, request: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another uid")
 def test_purge_by_non_admin_is_refused(tmp_path: Path, tree: Path) -> None:
-    """A purge from a peer that is neither root nor in admin_group gets -32001 and deletes nothing."""
+    """A purge (or a relink) from a peer that is neither root nor in admin_group gets -32001
+    and changes nothing."""
     make_files(tree, 5)
     public = (
         Path(os.environ.get("TMPDIR", "/tmp"))
@@ -280,6 +281,16 @@ def test_purge_by_non_admin_is_refused(tmp_path: Path, tree: Path) -> None:
             assert answer["error"]["code"] == -32001
             with Client(sock) as c:
                 assert c.call("status")["totals"]["missing"] == 1
+                gone = c.call("list", {"state": "missing"})["files"][0]["id"]
+                other = c.call("lookup", {"path": str(tree / "d0000" / "f00001.txt")})["id"]
+            relink = {"missing_id": gone, "present_id": other}
+            answer = _as_nobody(
+                sock, {"jsonrpc": "2.0", "id": 3, "method": "relink", "params": relink}
+            )
+            assert answer["error"]["code"] == -32001
+            with Client(sock) as c:
+                assert c.call("file", {"id": gone})["state"] == "missing"
+                assert c.call("file", {"id": other})["state"] == "present"
         finally:
             assert proc.stop() == 0
     finally:

@@ -425,6 +425,11 @@ class Relinker:
                     done += self._copy_by_fingerprint(reader, gone, taken, roots)
         return done
 
+    def _window_start(self, gone: FileRow) -> float:
+        """The earliest a copy half of ``gone``'s move may have arrived."""
+        assert gone.missing_since is not None
+        return gone.missing_since - self.window
+
     def _copy_by_fingerprint(
         self, reader: apsw.Connection, gone: FileRow, taken: set[int], roots: Mapping[int, Root]
     ) -> int:
@@ -432,16 +437,20 @@ class Relinker:
         media = catalog.get_media(reader, gone.id)
         if media is None or media.value is None or gone.missing_since is None:
             return 0
-        since = gone.missing_since - self.window
+        since = self._window_start(gone)
         halves = [
             new
             for new in catalog.with_fingerprint(reader, media.kind, media.value, catalog.PRESENT)
             if new.id not in taken and _copy_half(new, gone, since)
         ]
-        if len(halves) > 1:
-            ids = [new.id for new in halves[:LISTED]]
-            ambiguous(_abs(gone, roots), "fingerprint", ids, "several copies arrived")
-        if len(halves) != 1 or halves[0].hash is None:
+        if not halves:
+            return 0
+        twins = catalog.with_fingerprint(reader, media.kind, media.value, catalog.MISSING)
+        if len(halves) > 1 or len(twins) > 1:
+            ids = [new.id for new in halves[:LISTED]] + [t.id for t in twins if t.id != gone.id]
+            ambiguous(_abs(gone, roots), "fingerprint", ids, "several files share the fingerprint")
+            return 0
+        if halves[0].hash is None:
             return 0
         if self._merge(gone, halves[0], halves[0].hash, 1, "only one", by="fingerprint"):
             taken.add(halves[0].id)
@@ -461,7 +470,7 @@ class Relinker:
         its hash, how many candidates there were and why it was chosen; None if none or
         several that cannot be told apart (logged, with at most ``LISTED`` of them)."""
         assert gone.hash is not None and gone.missing_since is not None
-        since = gone.missing_since - self.window
+        since = self._window_start(gone)
         group = copies.get(gone.hash)
         same = group.halves(gone, since, taken, LISTED) if group else []
         # Without a hash yet: read now (each once, in ``digests``), the latest

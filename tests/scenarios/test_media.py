@@ -158,3 +158,67 @@ def test_a_content_edit_is_a_new_file_and_a_person_may_relink_it(tmp_path: Path)
         history = live.call("file", {"id": ids["mp3"]})["history"]
         assert history[-1]["kind"] == "relink" and history[-1]["by"] == "admin"
         assert live.lookup(moved / "song.mp3")["id"] == ids["mp3"]  # type: ignore[index]
+
+
+@needs("lame", "eyeD3", "id3v2")
+def test_a_fingerprint_that_several_files_share_moves_no_id(tmp_path: Path) -> None:
+    """Two copies of one song, both gone while stopped, and a retagged one back: which of
+    the two it is nothing tells, so it is a new file and both stay missing (logged)."""
+    wav = media.wav(tmp_path / "a.wav", 500)
+    cover = media.jpeg(tmp_path / "cover.jpg", size=(80, 80), seed=5)
+    made: list[Path] = []
+
+    def make(roots: list[Path]) -> None:
+        made.append(media.mp3(roots[0] / "one.mp3", wav))
+        made.append(roots[0] / "two.mp3")
+        made[1].write_bytes(made[0].read_bytes())
+
+    with live_daemon(tmp_path, "watchdog", roots=1, before_start=make) as live:
+        ids = [int(fingerprinted(live, p)["id"]) for p in made]  # type: ignore[call-overload]
+    back = tmp_path / "root1" / "back.mp3"
+    back.write_bytes(made[0].read_bytes())
+    media.retag_mp3(back, cover)
+    for p in made:
+        p.unlink()
+    with live_daemon(tmp_path, "watchdog", roots=1) as live:
+        live.sync()
+        record = fingerprinted(live, back)
+        assert record["id"] not in ids
+        assert {f["id"] for f in live.files("missing")} == set(ids)
+        assert live.call("status")["hashing"]["relinked_by_fingerprint"] == 0
+        said = live.proc.seen("file.ambiguous")  # from the arrival, and from each departure
+        assert said and all(e["rule"] == "fingerprint" for e in said)
+        assert any(set(ids) <= set(e["candidates"]) for e in said)
+
+
+@needs("lame", "eyeD3", "id3v2")
+def test_a_song_copied_retagged_then_deleted_while_watched_keeps_its_id(tmp_path: Path) -> None:
+    """Copy, retag the copy, delete the original (a tagger that writes a new file): once
+    the copy is read, the delete finds it by fingerprint."""
+    wav = media.wav(tmp_path / "a.wav", 410)
+    cover = media.jpeg(tmp_path / "cover.jpg", size=(80, 80), seed=6)
+    song: list[Path] = []
+
+    def make(roots: list[Path]) -> None:
+        song.append(media.mp3(roots[0] / "song.mp3", wav))
+
+    with live_daemon(tmp_path, "watchdog", roots=1, before_start=make) as live:
+        old = fingerprinted(live, song[0])
+        live.call("annotate", {"id": old["id"], "key": "plays", "value": "7"})
+        copy = tmp_path / "root1" / "tagged" / "song.mp3"
+        copy.parent.mkdir()
+        staged = tmp_path / "outside" / "song.mp3"
+        staged.write_bytes(song[0].read_bytes())
+        media.retag_mp3(staged, cover)
+        staged.rename(copy)
+        live.sync()
+        fingerprinted(live, copy)
+        song[0].unlink()
+        live.sync()
+        record = wait_for(
+            lambda: (r := live.lookup(copy)) is not None and r["id"] == old["id"] and r, timeout=30
+        )
+        assert record["annotations"] == {"plays": "7"}
+        history = live.call("file", {"id": old["id"]})["history"]
+        assert history[-1]["kind"] == "relink" and history[-1]["by"] == "fingerprint"
+        assert live.files("missing") == []

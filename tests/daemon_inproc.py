@@ -99,7 +99,10 @@ class Live:
         return [tuple(r) for r in self.reader.execute(sql, params)]
 
     def journal(self) -> list[dict[str, Any]]:
-        return list(self.call("changes", {"since": 0})["changes"])
+        """Every entry the journal holds, as ``changes`` shapes them (read from its start,
+        which after a compaction no cursor may do: the feed would ask for a reset)."""
+        entries = catalog.journal_since(self.reader, 0, 1 << 30)
+        return [self.d.api._change(e) for e in entries]
 
     @contextmanager
     def writes_blocked(self) -> Iterator[Callable[[], None]]:

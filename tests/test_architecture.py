@@ -53,7 +53,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         },
     ),
     ("running", {"filewarden.scheduler", "filewarden.watch", "filewarden.health"}),
-    ("serving", {"filewarden.api", "filewarden.server"}),
+    ("serving", {"filewarden.api", "filewarden.server", "filewarden.metrics"}),
     (
         "process",
         {"filewarden.daemon", "filewarden.cli", "filewarden.__main__", "filewarden.testing"},

@@ -85,6 +85,7 @@ def test_example_config_lists_every_key_with_its_default() -> None:
         "hash": (config.HashConfig, parsed.hash),
         "identity": (config.IdentityConfig, parsed.identity),
         "retention": (config.RetentionConfig, parsed.retention),
+        "metrics": (config.MetricsConfig, parsed.metrics),
     }
     assert set(raw) == {*sections, "root"}
     defaults = config.parse({"root": [{"path": "/srv/photos"}]})
@@ -108,6 +109,8 @@ def test_defaults_without_sections() -> None:
     [
         ("[daemon]\nsocket_mode = '999'\n", "[daemon] socket_mode"),
         ("[daemon]\nstate_dirr = '/x'\n", "state_dirr: unknown key"),
+        ("[metrics]\nlisten = '9851'\n", "[metrics] listen"),
+        ("[metrics]\nlisten = 'localhost:99999'\n", "[metrics] listen"),
         ("[sweep]\ninterval = 'soon'\n", "[sweep] interval"),
         ("[sweep]\ninterval = 10\n", "[sweep] interval: must be a string"),
         ("[sweep]\nmount_check_interval = 'never'\n", "[sweep] mount_check_interval"),

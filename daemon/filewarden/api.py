@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import functools
 import os
 import threading
 import time
@@ -40,6 +41,8 @@ from filewarden.writer import Writer
 log = logs.get("filewarden.api")
 
 LIST_DEFAULT, LIST_MAX = 1000, 10_000
+LOOKUP_MANY = 10_000  # paths or ids in one bulk lookup
+MAX_WAIT = 300.0  # seconds a changes call may be held
 MAX_KEY, MAX_VALUE = 256, 65_536
 WORKER_CACHE_KIB = 2000  # page cache per server worker's read connection (catalog's default: 4 MB)
 
@@ -103,6 +106,8 @@ class Api:
         self.health = status
         self._local = threading.local()
         self._root_paths: dict[int, bytes] = {}
+        # The socket server's own counts (clients, calls held), once it is serving.
+        self.serving: Callable[[], dict[str, int]] | None = None
         self.methods: dict[str, Callable[[dict[str, Any], Peer], Any]] = {
             "status": self.status,
             "sync": self.sync,
@@ -117,9 +122,17 @@ class Api:
             "accept_root": self.accept_root,
             "candidates": self.candidates,
             "relink": self.relink,
+            "metrics": self.metrics,
         }
+        # The Prometheus text of one scrape (set by the daemon; None in bare tests).
+        self.scrape: Callable[[], str] | None = None
 
     # -- plumbing --------------------------------------------------------------
+
+    @functools.cached_property
+    def instance(self) -> str:
+        """The catalog's instance UUID (it never changes while the catalog exists)."""
+        return catalog.instance(self.reader())
 
     def reader(self) -> apsw.Connection:
         """This thread's read connection (one per server worker thread).
@@ -250,6 +263,7 @@ class Api:
             "pid": os.getpid(),
             "uptime_s": daemon["uptime_s"],
             "seq": catalog.last_seq(conn),
+            "instance": self.instance,
             "roots": roots,
             "totals": {"present": present, "missing": missing, "offline": offline},
             "jobs": daemon["jobs"],
@@ -259,6 +273,8 @@ class Api:
                 "fingerprints": catalog.media_coverage(conn),
             },
             "memory": daemon["memory"],
+            "watches": daemon["watches"],
+            "socket": self.serving() if self.serving is not None else None,
             "warnings": daemon["warnings"],
         }
 
@@ -273,10 +289,21 @@ class Api:
             raise RpcError(UNAVAILABLE, f"not in sync within {timeout:g} s")
         return {"seq": catalog.last_seq(self.reader())}
 
-    def lookup(self, params: dict[str, Any], peer: Peer) -> dict[str, Any] | None:
+    def lookup(self, params: dict[str, Any], peer: Peer) -> Any:
         check_params(
-            params, {"path": (str, False), "path_b64": (str, False), "verify": (bool, False)}
+            params,
+            {
+                "path": (str, False),
+                "path_b64": (str, False),
+                "verify": (bool, False),
+                "paths": (list, False),
+                "paths_b64": (list, False),
+                "ids": (list, False),
+            },
         )
+        many = [k for k in ("paths", "paths_b64", "ids") if params.get(k) is not None]
+        if many:
+            return self._lookup_many(params, many)
         found = self.resolve(protocol.path_param(params))
         if found is None:
             return None
@@ -287,6 +314,31 @@ class Api:
         else:
             row = catalog.file_at(self.reader(), root.id, rel)
         return self.record(row) if row is not None else None
+
+    def _lookup_many(self, params: dict[str, Any], given: builtins.list[str]) -> dict[str, Any]:
+        """Up to ``LOOKUP_MANY`` paths or ids at once: ``{files}``, a record or null each, in order."""
+        if len(given) > 1 or any(params.get(k) is not None for k in ("path", "path_b64")):
+            raise invalid_params("give one of path, path_b64, paths, paths_b64 or ids")
+        if params.get("verify"):
+            raise invalid_params("verify takes one path")
+        key = given[0]
+        items = params[key]
+        if len(items) > LOOKUP_MANY:
+            raise invalid_params(f"{key}: at most {LOOKUP_MANY:,} a call")
+        conn, swept = self.reader(), self._swept()
+        rows: builtins.list[FileRow | None] = []
+        for item in items:
+            if key == "ids":
+                if not isinstance(item, int) or isinstance(item, bool):
+                    raise invalid_params("ids must be integers")
+                rows.append(catalog.get_file(conn, item))
+                continue
+            if not isinstance(item, str):
+                raise invalid_params(f"{key} must be strings")
+            name = "path_b64" if key == "paths_b64" else "path"
+            found = self.resolve(protocol.path_param({name: item}))
+            rows.append(catalog.file_at(conn, found[0].id, found[1]) if found else None)
+        return {"files": [self.record(row, swept) if row else None for row in rows]}
 
     def _verify(self, root: Root, rel: bytes) -> int | None:
         """Stat the path now and record what is there (check on access)."""
@@ -378,26 +430,70 @@ class Api:
         return out
 
     def changes(self, params: dict[str, Any], peer: Peer) -> protocol.Encoded:
-        check_params(params, {"since": (int, True), "limit": (int, False)})
+        """The journal after ``since``; with ``wait`` (seconds) the server holds the call
+        until there is something (see :meth:`Server._wait_for_changes`)."""
+        check_params(
+            params,
+            {
+                "since": (int, True),
+                "limit": (int, False),
+                "wait": ((int, float), False),
+                "instance": (str, False),
+            },
+        )
+        wait = params.get("wait")
+        if wait is not None and not 0 <= wait <= MAX_WAIT:
+            raise invalid_params(f"wait must be 0 to {MAX_WAIT} seconds")
         conn = self.reader()
         seq = catalog.last_seq(conn)
+        since = int(params["since"])
+        oldest = catalog.oldest_seq(conn)
+        gone = catalog.compacted_through(conn)
+        reset = self.reset_required(since, params.get("instance"), gone, seq)
+        if reset:
+            return protocol.encode_object(
+                {
+                    "changes": protocol.encode_array(()),
+                    "seq": seq,
+                    "oldest_seq": oldest,
+                    "truncated": since < gone,
+                    "instance": self.instance,
+                    "reset_required": reset,
+                }
+            )
         entries = catalog.journal_since(
             conn,
             bounded(params, "since", 0, 1 << 62),
             bounded(params, "limit", LIST_DEFAULT, LIST_MAX),
         )
         changes = protocol.encode_array(self._change(entry) for entry in entries)
-        since = int(params["since"])
-        oldest = catalog.oldest_seq(conn)
         return protocol.encode_object(
             {
                 "changes": changes,
                 "seq": changes.last["seq"] if changes.count else seq,
-                # Compaction removed entries after ``since``: re-read with ``list``.
                 "oldest_seq": oldest,
-                "truncated": since + 1 < oldest,
+                "truncated": False,
+                "instance": self.instance,
+                "reset_required": None,
             }
         )
+
+    def reset_required(
+        self, since: int, instance: str | None, compacted: int, seq: int
+    ) -> str | None:
+        """Why a cursor cannot be served (the client re-reads with ``list``), or None.
+
+        Compaction removed entries after it; it was read from another
+        catalog (``instance``); or it is ahead of this journal (a catalog
+        restored from a backup).
+        """
+        if instance is not None and instance != self.instance:
+            return "another instance"
+        if since < compacted:
+            return "compacted"
+        if since > seq:
+            return "ahead of the journal"
+        return None
 
     def scan(self, params: dict[str, Any], peer: Peer) -> dict[str, Any]:
         check_params(params, {"root": (str, False), "wait": (bool, False)})
@@ -532,6 +628,13 @@ class Api:
             replaces_id=take.id,
         )
         return self.record(self._file_or_404(keep.id))
+
+    def metrics(self, params: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        """One scrape in the Prometheus text format (``filewarden metrics``)."""
+        check_params(params, {})
+        if self.scrape is None:
+            raise RpcError(UNAVAILABLE, "metrics are not set up")
+        return {"text": self.scrape(), "content_type": "text/plain; version=0.0.4"}
 
 
 def _fingerprint(media: catalog.Media | None) -> dict[str, Any] | None:

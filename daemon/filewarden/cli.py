@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from filewarden import __version__, config, logs
+from filewarden import __version__, client, config, logs
 from filewarden.client import Client, Unreachable
 from filewarden.errors import ConfigError, FilewardenError
 from filewarden.protocol import (
@@ -99,12 +99,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 def socket_path(args: argparse.Namespace) -> Path:
     """The socket a client command talks to: --socket, else the config's, else the per-user default."""
-    if args.socket:
-        return Path(args.socket)
-    file = config.find_config_file(args.config)
-    if file is not None:
-        return config.load(file).daemon.socket
-    return config.user_defaults().socket
+    return client.socket_path(args.socket or None, args.config)
 
 
 def _client(args: argparse.Namespace) -> Client:
@@ -155,7 +150,7 @@ def _table(rows: list[list[str]], header: list[str]) -> None:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     with _client(args) as c:
-        st = c.call("status")
+        st = c.status()
     if args.json:
         _print_json(st)
         return EXIT_OK
@@ -200,14 +195,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
         target = args.target
         record = None
         if target.isdigit() and not os.path.lexists(target):
-            record = c.call("file", {"id": int(target)})
+            record = c.file(int(target))
         else:
             path = os.path.abspath(target)
-            found = c.call("lookup", {"path": path})
+            found = c.lookup(path)
             if found is None:
                 print(f"filewarden: {_show(path)} is not in the catalog", file=sys.stderr)
                 return EXIT_NOT_FOUND
-            record = c.call("file", {"id": found["id"]})
+            record = c.file(found["id"])
     if args.json:
         _print_json(record)
         return EXIT_OK
@@ -238,7 +233,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print(f"annotation      {_show(key)} = {_show(value)}")
     print("history:")
     for entry in record["history"]:
-        old = f"  (from {_show(entry['old_path'])})" if entry.get("old_path") else ""
+        old = f"  (from {_show(entry.get('old_path') or '')})" if entry.get("old_path") else ""
         print(
             f"  {entry['seq']:>8}  {entry['time']}  {entry['kind']:8} {_show(entry['path'] or '')}{old}"
         )
@@ -315,12 +310,12 @@ def _cmd_offline(args: argparse.Namespace) -> int:
 
 def _cmd_changes(args: argparse.Namespace) -> int:
     with _client(args) as c:
-        result = c.call("changes", {"since": args.since, "limit": args.limit})
+        result = c.changes(args.since, limit=args.limit)
     if args.json:
         _print_json(result)
         return EXIT_OK
     for ch in result["changes"]:
-        old = f" (from {_show(ch['old_path'])})" if ch.get("old_path") else ""
+        old = f" (from {_show(ch.get('old_path') or '')})" if ch.get("old_path") else ""
         print(
             f"{ch['seq']:>8}  {ch['time']}  {ch['kind']:8} {ch['id'] if ch['id'] is not None else '-':>8}  "
             f"{_show(ch['path'] or '')}{old}"
@@ -332,7 +327,7 @@ def _cmd_changes(args: argparse.Namespace) -> int:
 def _cmd_annotate(args: argparse.Namespace) -> int:
     with _client(args) as c:
         if args.value is None and not args.delete:
-            record = c.call("file", {"id": args.id})
+            record = c.file(args.id)
             if args.key not in record["annotations"]:
                 print(f"filewarden: file {args.id} has no annotation {args.key!r}", file=sys.stderr)
                 return EXIT_NOT_FOUND
@@ -375,7 +370,7 @@ def _cmd_purge(args: argparse.Namespace) -> int:
 
 def _cmd_candidates(args: argparse.Namespace) -> int:
     with _client(args) as c:
-        result = c.call("candidates", {"id": args.id, "limit": args.limit})
+        result = c.candidates(args.id, limit=args.limit)
     if args.json:
         _print_json(result)
         return EXIT_OK
@@ -392,7 +387,7 @@ def _cmd_candidates(args: argparse.Namespace) -> int:
 
 def _cmd_relink(args: argparse.Namespace) -> int:
     with _client(args) as c:
-        record = c.call("relink", {"missing_id": args.missing_id, "present_id": args.present_id})
+        record = c.relink(args.missing_id, args.present_id)
     print(f"{record['id']}: {_show(record['path'])} (id {args.present_id} retired into it)")
     return EXIT_OK
 
@@ -406,7 +401,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
             jobs = c.call("scan", params)["jobs"]
             ids = {j["id"] for j in jobs}
             while True:
-                table = {j["id"]: j for j in c.call("jobs") if j["id"] in ids}
+                table = {j["id"]: j for j in c.jobs() if j["id"] in ids}
                 _progress(list(table.values()))
                 if all(j["state"] not in ("queued", "running") for j in table.values()):
                     break
@@ -445,7 +440,7 @@ def _progress(jobs: list[dict[str, object]]) -> None:
 
 def _cmd_accept_root(args: argparse.Namespace) -> int:
     with _client(args) as c:
-        result = c.call("accept_root", {"root": os.path.abspath(args.root)})
+        result = c.accept_root(os.path.abspath(args.root))
     if result["state"] == "online":
         print(f"{_show(result['root'])}: accepted; online")
         return EXIT_OK
@@ -454,6 +449,20 @@ def _cmd_accept_root(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return EXIT_FAILURE
+
+
+def _cmd_metrics(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        text = c.metrics()
+    if args.output:
+        # Whole or not at all, as node_exporter's textfile collector must read it.
+        tmp = f"{args.output}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, args.output)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
 
 
 def _cmd_sync(args: argparse.Namespace) -> int:
@@ -567,6 +576,12 @@ def build_parser() -> argparse.ArgumentParser:
         _cmd_accept_root,
     )
     p.add_argument("root", metavar="ROOT")
+    p = client("metrics", "Prometheus metrics, in the text format", _cmd_metrics)
+    p.add_argument(
+        "--output",
+        metavar="FILE",
+        help="write FILE atomically (e.g. for node_exporter's textfile collector)",
+    )
     p = client("sync", "wait until the catalog has every change made on disk before now", _cmd_sync)
     p.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS")
     return parser

@@ -94,6 +94,11 @@ class HashConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class MetricsConfig:
+    listen: tuple[str, int] | None = None  # serve /metrics over HTTP here; None: off
+
+
+@dataclasses.dataclass(frozen=True)
 class RetentionConfig:
     purge_missing_after: float | None = None  # None: missing files are kept until purged by hand
     journal_keep: float | None = 90 * 86400.0  # older journal entries go, except each file's latest
@@ -128,6 +133,7 @@ class Config:
     watch: WatchConfig = WatchConfig()
     hash: HashConfig = HashConfig()
     identity: IdentityConfig = IdentityConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
 
 def user_defaults() -> DaemonConfig:
@@ -184,7 +190,7 @@ def parse(data: Mapping[str, Any], *, source: Path | None = None) -> Config:
     where = f"{source}: " if source else ""
     _no_unknown(
         data,
-        {"daemon", "log", "sweep", "watch", "hash", "identity", "retention", "root"},
+        {"daemon", "log", "sweep", "watch", "hash", "identity", "retention", "metrics", "root"},
         where,
         "",
     )
@@ -239,6 +245,9 @@ def parse(data: Mapping[str, Any], *, source: Path | None = None) -> Config:
         match_window=sec.get("match_window", _duration_required, IdentityConfig().match_window),
     )
     sec.done()
+    sec = _Section(where, "metrics", data.get("metrics", {}))
+    metrics = MetricsConfig(listen=sec.get("listen", _listen, None))
+    sec.done()
     sec = _Section(where, "retention", data.get("retention", {}))
     retention = RetentionConfig(
         purge_missing_after=sec.get("purge_missing_after", _duration, None),
@@ -277,6 +286,7 @@ def parse(data: Mapping[str, Any], *, source: Path | None = None) -> Config:
         watch,
         hashing,
         identity,
+        metrics,
     )
 
 
@@ -330,6 +340,19 @@ def _no_unknown(table: Mapping[str, Any], known: set[str], where: str, name: str
             raise ConfigError(
                 f"{where}{prefix}{key}: unknown key (known: {', '.join(sorted(known))})"
             )
+
+
+def _listen(v: Any) -> tuple[str, int] | None:
+    """``"HOST:PORT"`` (``""`` or ``"off"``: off). Loopback is the point: metrics are not secret,
+    but the service's unit only opens loopback TCP (see systemd/)."""
+    if not isinstance(v, str):
+        raise ValueError('must be "HOST:PORT", e.g. "127.0.0.1:9851"')
+    if v in ("", "off"):
+        return None
+    host, sep, port = v.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f'{v!r} is not "HOST:PORT", e.g. "127.0.0.1:9851"')
+    return host.strip("[]"), int(port)
 
 
 def _str(v: Any) -> str:

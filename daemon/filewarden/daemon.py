@@ -30,6 +30,7 @@ from filewarden.health import Health, pin_malloc_threshold
 from filewarden.identity import Relinker
 from filewarden.jobs import JobTable
 from filewarden.live import Planner
+from filewarden.metrics import Metrics
 from filewarden.notify import Notifier, listen_socket
 from filewarden.purge import Retention
 from filewarden.roots import Root, RootSet
@@ -116,6 +117,7 @@ class Daemon:
             status=self.health,
         )
         self.server: Server | None = None
+        self.metrics: Metrics | None = None
         self.notifier = Notifier()
         self._reader: apsw.Connection | None = None
         self._signals = 0
@@ -142,6 +144,7 @@ class Daemon:
             root_id = self.writer.call(partial(catalog.ensure_root, path=path))
             self.roots.add(Root.make(root_id, rc))
         self._start_server()
+        self._start_metrics()
         self.relinker.start_at(catalog.last_seq(self._reader_conn()))
         self.watcher.start()
         for root in self.roots:
@@ -182,6 +185,18 @@ class Daemon:
         )
         self.server.start()
         self.health.needs("socket server stopped", self.server.alive)
+
+    def _start_metrics(self) -> None:
+        self.metrics = Metrics(self.api, self.writer.seq)
+        self.api.scrape = self.metrics.text
+        listen = self.config.metrics.listen
+        if listen is not None:
+            try:
+                self.metrics.serve(*listen)
+            except OSError as exc:
+                raise FilewardenError(
+                    f"[metrics] listen = {listen[0]}:{listen[1]}: {exc.strerror or exc}"
+                ) from None
 
     def run(self) -> int:
         """Start, serve until SIGTERM/SIGINT, stop. Returns the exit code."""
@@ -253,10 +268,12 @@ class Daemon:
         for name in ("log", "sweep", "hash", "retention", "identity"):
             if getattr(old, name) != getattr(new, name):
                 changes.append(f"[{name}] changed")
-        for name in ("daemon", "watch"):
+        for name in ("daemon", "watch", "metrics"):
             if getattr(old, name) != getattr(new, name):
                 changes.append(f"[{name}] changed: takes effect at the next restart")
-        self.config = dataclasses.replace(new, daemon=old.daemon, watch=old.watch)
+        self.config = dataclasses.replace(
+            new, daemon=old.daemon, watch=old.watch, metrics=old.metrics
+        )
         if old.log != new.log:
             logs.configure(new.log)
         self.hasher.apply(new.hash)
@@ -301,6 +318,8 @@ class Daemon:
         self.retention.stop()
         if self.server is not None:
             self.server.stop(timeout=1.0)
+        if self.metrics is not None:
+            self.metrics.close()
         self.watcher.stop(timeout=1.0)
         self.hasher.poke()  # it sees the stop at once instead of after its idle wait
         self.scheduler.wake()

@@ -20,6 +20,7 @@ from filewarden.hasher import Hasher
 from filewarden.identity import Relinker
 from filewarden.jobs import JobTable
 from filewarden.roots import Root, RootSet
+from filewarden.watch.limits import own_watches, sysctl
 from filewarden.writer import Writer
 
 OVERFLOW_SHOWN = 86400.0  # seconds a lost-events warning stays in status
@@ -65,6 +66,7 @@ class Health:
         self.started_at = time.time()
         self._threads: list[tuple[str, Callable[[], bool]]] = []
         self._overflows: dict[int, float] = {}  # root id → when its events were last lost
+        self.overflows = 0  # times events were lost, since the start
 
     def needs(self, trouble: str, alive: Callable[[], bool]) -> None:
         """``trouble`` is what is wrong when ``alive()`` says False (a part's thread ended)."""
@@ -72,6 +74,7 @@ class Health:
 
     def events_lost(self, root: Root) -> None:
         self._overflows[root.id] = time.time()
+        self.overflows += 1
 
     def unhealthy(self, watchdog_interval: float | None) -> str | None:
         """Why the service watchdog must not be pinged now, or None when all is well.
@@ -135,6 +138,11 @@ class Health:
             "jobs": [j.snapshot() for j in self.jobs.active()],
             "hashing": self.hashing(),
             "memory": memory(),
+            "watches": {
+                "used": own_watches(),
+                "limit": sysctl("max_user_watches"),
+                "overflows": self.overflows,
+            },
             "warnings": self.warnings(),
         }
 

@@ -162,6 +162,7 @@ EVENTS: tuple[Event, ...] = (
         " dropped, rehashed",
         "id action",
     ),
+    _e("metrics.listen", "info", "`/metrics` is served over HTTP (`[metrics] listen`)", "address"),
     _e("retention.purge", "info", "the retention policy purged files", "purged older_than_s"),
     _e(
         "retention.error",

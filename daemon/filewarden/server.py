@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from filewarden import logs, protocol
-from filewarden.api import Api, Peer
+from filewarden.api import MAX_WAIT, Api, Peer
 from filewarden.dirs import prepare_dir
 from filewarden.errors import FilewardenError
 from filewarden.protocol import INTERNAL_ERROR, METHOD_NOT_FOUND, RpcError
@@ -156,6 +156,22 @@ class Server:
         self._server: asyncio.base_events.Server | None = None
         self._clients: set[asyncio.Task[None]] = set()
         self.requests = 0
+        # Set (and replaced) at each commit that moved the journal: every
+        # client waiting for changes wakes once, on the loop, holding no thread.
+        self._journal_moved: asyncio.Event | None = None
+        self.waiting = 0  # changes calls held now
+        self.errors = 0  # error answers, ever
+        api.writer.listen(self._on_commit)
+        api.serving = self.stats
+
+    def stats(self) -> dict[str, int]:
+        """For ``status``: clients connected, ``changes`` calls held, requests and errors."""
+        return {
+            "clients": len(self._clients),
+            "waiting": self.waiting,
+            "requests": self.requests,
+            "errors": self.errors,
+        }
 
     def start(self) -> None:
         self._thread.start()
@@ -191,8 +207,45 @@ class Server:
 
         self.loop.create_task(settle())
 
+    def _on_commit(self, seq: int) -> None:
+        """Writer thread: hand the news to the loop (never blocks)."""
+        if self._journal_moved is not None and not self.loop.is_closed():
+            try:
+                self.loop.call_soon_threadsafe(self._wake_waiters)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+
+    def _wake_waiters(self) -> None:
+        moved, self._journal_moved = self._journal_moved, asyncio.Event()
+        if moved is not None:
+            moved.set()
+
+    async def _wait_for_changes(self, params: dict[str, Any]) -> None:
+        """Hold a ``changes`` call with ``wait`` until the journal moves past ``since``,
+        or the wait ends. Malformed params are left to the method to refuse."""
+        since, wait = params.get("since"), params.get("wait")
+        if not isinstance(since, int) or not isinstance(wait, int | float) or wait <= 0:
+            return
+        if params.get("instance") not in (None, self.api.instance):
+            return  # a reset to tell at once
+        deadline = self.loop.time() + min(float(wait), MAX_WAIT)
+        writer = self.api.writer
+        self.waiting += 1
+        try:
+            while since == writer.seq:
+                left = deadline - self.loop.time()
+                if left <= 0 or self._journal_moved is None:
+                    return
+                try:
+                    await asyncio.wait_for(self._journal_moved.wait(), left)
+                except TimeoutError:
+                    return
+        finally:
+            self.waiting -= 1
+
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
+        self._journal_moved = asyncio.Event()
 
         async def serve() -> None:
             self._server = await asyncio.start_unix_server(
@@ -287,20 +340,26 @@ class Server:
             request_id, method, params, notification = protocol.parse_request(line)
         except RpcError as exc:
             request_id = exc.data.get("id") if isinstance(exc.data, dict) else None
-            return protocol.error_response(request_id, RpcError(exc.code, exc.message))
+            return self._error(request_id, RpcError(exc.code, exc.message))
         handler = self.api.methods.get(method)
         if handler is None:
             error = RpcError(METHOD_NOT_FOUND, f"unknown method {method!r}")
-            return None if notification else protocol.error_response(request_id, error)
+            return None if notification else self._error(request_id, error)
         slow = method in WAITING_METHODS or (method == "lookup" and params.get("verify"))
+        if method == "changes" and params.get("wait"):
+            await self._wait_for_changes(params)
         try:
             result: Any = await self.loop.run_in_executor(
                 self._slow if slow else self._quick, handler, params, peer
             )
         except RpcError as exc:
-            return None if notification else protocol.error_response(request_id, exc)
+            return None if notification else self._error(request_id, exc)
         except Exception as exc:  # a bug answers -32603 and is logged; the server goes on
             log.exception("socket.error", method=method, error=f"{type(exc).__name__}: {exc}")
             error = RpcError(INTERNAL_ERROR, f"internal error: {type(exc).__name__}")
-            return None if notification else protocol.error_response(request_id, error)
+            return None if notification else self._error(request_id, error)
         return None if notification else protocol.response(request_id, result)
+
+    def _error(self, request_id: Any, error: RpcError) -> bytes:
+        self.errors += 1
+        return protocol.error_response(request_id, error)

@@ -80,11 +80,17 @@ class Writer:
         self._wal_pages = 0  # frames in the write-ahead log after the last commit
         self.checkpoints = 0
         self._checkpoint_error: str | None = None
+        # The journal's last seq once committed, and who is told when it moves
+        # (the socket server wakes the clients waiting for changes): once per
+        # commit, from this thread.
+        self.seq = 0
+        self._listeners: list[Callable[[int], None]] = []
 
     def start(self) -> None:
         """Open (and migrate) the catalog, then start taking jobs."""
         self.conn = catalog.connect(self.db_path)
         self.conn.set_wal_hook(self._after_commit)  # replaces SQLite's inline auto-checkpoint
+        self.seq = catalog.last_seq(self.conn)
         self._accepting = True
         self._thread.start()
 
@@ -112,6 +118,11 @@ class Writer:
     ) -> T:
         """Run ``job`` in the writer and wait for its committed result."""
         return self.submit(job, background=background).result(timeout)
+
+    def listen(self, listener: Callable[[int], None]) -> None:
+        """Call ``listener(seq)`` after each commit that moved the journal (writer thread;
+        it must not block)."""
+        self._listeners.append(listener)
 
     def waiting(self) -> tuple[int, int]:
         """How many ``(live, background)`` jobs are queued."""
@@ -244,3 +255,11 @@ class Writer:
                 future.set_result(value)
             else:
                 future.set_exception(value)
+        seq = catalog.last_seq(conn)
+        if seq != self.seq:
+            self.seq = seq
+            for listener in self._listeners:
+                try:
+                    listener(seq)
+                except Exception as exc:  # a listener's bug never stops the writer
+                    log.error("catalog.error", error=f"listener: {type(exc).__name__}: {exc}")

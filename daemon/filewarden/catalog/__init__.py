@@ -60,7 +60,9 @@ from filewarden.catalog._hashes import (
 )
 from filewarden.catalog._journal import (
     compact_journal,
+    compacted_through,
     history,
+    instance,
     journal,
     journal_since,
     journal_tail,
@@ -155,6 +157,7 @@ __all__ = [
     "candidates",
     "child_dirs",
     "compact_journal",
+    "compacted_through",
     "connect",
     "copy_candidates",
     "count_unhashed",
@@ -178,6 +181,7 @@ __all__ = [
     "has_files_outside",
     "history",
     "insert_files",
+    "instance",
     "iter_files",
     "join",
     "journal",

@@ -95,16 +95,36 @@ def compact_journal(conn: apsw.Connection, cutoff: float) -> int:
     """Drop journal entries older than ``cutoff``, except each file's latest and the very last.
 
     A program that keeps its own copy and asks for ``changes`` since a seq
-    that is gone is told so (``oldest_seq``) and re-reads with ``list``.
+    before the last entry removed is told so (``reset_required``,
+    :func:`compacted_through`) and re-reads with ``list``.
     Returns how many entries went.
     """
-    conn.execute(
+    removed = _rows(
+        conn,
         "DELETE FROM journal WHERE time < ? AND seq < (SELECT max(seq) FROM journal)"
-        " AND seq NOT IN (SELECT max(seq) FROM journal WHERE file IS NOT NULL GROUP BY file)",
+        " AND seq NOT IN (SELECT max(seq) FROM journal WHERE file IS NOT NULL GROUP BY file)"
+        " RETURNING seq",
         (cutoff,),
     )
-    return conn.changes()
+    if removed:
+        # A cursor before the last entry removed can no longer be served in full.
+        conn.execute(
+            "INSERT INTO meta(key, value) VALUES ('compacted_through', ?)"
+            " ON CONFLICT(key) DO UPDATE SET value = max(CAST(value AS INTEGER), excluded.value)",
+            (max(seq for (seq,) in removed),),
+        )
+    return len(removed)
+
+
+def compacted_through(conn: apsw.Connection) -> int:
+    """The last seq that compaction removed (0: none): a cursor before it missed entries."""
+    return int(_value(conn, "SELECT value FROM meta WHERE key = 'compacted_through'") or 0)
 
 
 def oldest_seq(conn: apsw.Connection) -> int:
     return int(_value(conn, "SELECT coalesce(min(seq), 0) FROM journal"))
+
+
+def instance(conn: apsw.Connection) -> str:
+    """The catalog's instance: a UUID made with it, never reused."""
+    return str(_value(conn, "SELECT value FROM meta WHERE key = 'instance'"))

@@ -154,6 +154,17 @@ MIGRATIONS: tuple[str, ...] = (
         DELETE FROM media WHERE file = NEW.id;
     END;
     """,
+    # 9: the catalog's instance, a random UUID made with it (or when this
+    # migration first ran): a client's cursor (a journal seq) means
+    # something only in the instance it was read from.
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+    INSERT INTO meta(key, value) SELECT 'instance',
+        lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2))) || '-4'
+        || substr(lower(hex(randomblob(2))), 2) || '-'
+        || substr('89ab', 1 + abs(random() % 4), 1) || substr(lower(hex(randomblob(2))), 2)
+        || '-' || lower(hex(randomblob(6)));
+    """,
 )
 
 

@@ -1,0 +1,238 @@
+"""Prometheus metrics: what ``status`` says, as numbers a monitoring system can alert on.
+
+Built on each scrape from the same sources as ``status`` (no second set of
+books), by a ``prometheus_client`` collector in a registry of the daemon's
+own. Counters of what the journal records (relinks by rule, purges, moves)
+are read from the journal since the daemon started, a few rows a scrape:
+they restart at zero with the daemon, as Prometheus counters may.
+
+Served three ways: the ``metrics`` socket method, ``filewarden metrics``
+(for node_exporter's textfile collector) and, when ``[metrics] listen`` is
+set, ``/metrics`` over HTTP.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import apsw
+from prometheus_client import CollectorRegistry, exposition
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from filewarden import catalog, logs
+
+log = logs.get("filewarden.metrics")
+
+
+class Source(Protocol):
+    """What the metrics read (:class:`filewarden.api.Api`)."""
+
+    def status(self, params: dict[str, Any], peer: Any) -> dict[str, Any]: ...
+    def jobs(self, params: dict[str, Any], peer: Any) -> list[dict[str, Any]]: ...
+    def reader(self) -> apsw.Connection: ...
+
+
+RULES = ("inode", "hash", "fingerprint", "admin")  # a relink's ``by``, each shown from 0
+# Journal kinds counted (each shown from 0).
+COUNTED = ("new", "move", "missing", "restore", "relink", "retire", "purge", "change")
+
+
+class Metrics:
+    """The daemon's collector; ``text()`` is one scrape in the Prometheus text format."""
+
+    def __init__(self, source: Source, start_seq: int) -> None:
+        self.source = source
+        self.registry = CollectorRegistry(auto_describe=False)
+        self._lock = threading.Lock()
+        self._seq = start_seq  # the journal read so far
+        self._journal: Counter[tuple[str, str]] = Counter()  # (kind, by) → entries since start
+        self.registry.register(self)
+        self._http: Any = None
+
+    def text(self) -> str:
+        return exposition.generate_latest(self.registry).decode()
+
+    def serve(self, host: str, port: int) -> None:
+        """Serve ``/metrics`` on ``host:port`` (a thread of prometheus_client's)."""
+        server, _ = exposition.start_http_server(port, host, registry=self.registry)
+        self._http = server
+        log.info("metrics.listen", address=f"{host}:{port}")
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+
+    def _count_journal(self, conn: apsw.Connection) -> None:
+        rows: list[tuple[Any, ...]] = conn.execute(
+            "SELECT kind, coalesce(json_extract(detail, '$.by'), ''), count(*), max(seq)"
+            " FROM journal WHERE seq > ? GROUP BY 1, 2",
+            (self._seq,),
+        ).fetchall()
+        for kind, by, count, top in rows:
+            self._journal[(str(kind), str(by))] += int(count)
+            self._seq = max(self._seq, int(top))
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            status = self.source.status({}, None)
+            conn = self.source.reader()
+            self._count_journal(conn)
+            journal = dict(self._journal)
+            swept = {
+                os.fsdecode(r.path): (r.last_sweep, r.last_full_sweep)
+                for r in catalog.all_roots(conn)
+            }
+        yield from _roots(status, swept)
+        yield from _sweeps(self.source.jobs({}, None))
+        yield from _daemon(status)
+        yield from _journal(journal, status)
+
+
+def _gauge(name: str, doc: str, labels: list[str] | None = None, **kw: Any) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, labels=labels, **kw)
+
+
+def _roots(
+    status: dict[str, Any], swept: dict[str, tuple[float | None, float | None]]
+) -> Iterator[Metric]:
+    files = _gauge(
+        "filewarden_files", "Files in the catalog, by root and state.", ["root", "state"]
+    )
+    online = _gauge(
+        "filewarden_root_online",
+        "1 while the root is online (mounted, marker and volume as expected), else 0.",
+        ["root"],
+    )
+    watched = _gauge(
+        "filewarden_root_watched",
+        "1 while the root is watched by its backend, 0 while it is polled.",
+        ["root", "backend"],
+    )
+    last = _gauge(
+        "filewarden_last_sweep_timestamp_seconds",
+        "When the root's last sweep of each kind ended (Unix time).",
+        ["root", "kind"],
+    )
+    for root in status["roots"]:
+        path = root["path"]
+        for state, count in root["files"].items():
+            files.add_metric([path, state], count)
+        online.add_metric([path], 1 if root["state"] == "online" else 0)
+        watched.add_metric([path, root["backend"]], 0 if root["mode"] == "poll" else 1)
+        for kind, when in zip(("any", "full"), swept.get(path, (None, None)), strict=True):
+            if when is not None:
+                last.add_metric([path, kind], when)
+    yield from (files, online, watched, last)
+
+
+def _sweeps(jobs: list[dict[str, Any]]) -> Iterator[Metric]:
+    took = _gauge(
+        "filewarden_sweep_duration_seconds",
+        "How long the last finished sweep of each kind took, by root.",
+        ["root", "kind"],
+    )
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for job in jobs:
+        if job["finished"] is None or job["started"] is None or job["root"] is None:
+            continue
+        key = (job["root"], job["kind"])
+        if key not in latest or job["finished"] > latest[key]["finished"]:
+            latest[key] = job
+    for (root, kind), job in sorted(latest.items()):
+        took.add_metric([root, kind], job["finished"] - job["started"])
+    yield took
+
+
+def _daemon(status: dict[str, Any]) -> Iterator[Metric]:
+    hashing, memory, watches = status["hashing"], status["memory"], status["watches"]
+    socket = status["socket"] or {}
+    yield _gauge(
+        "filewarden_hash_backlog_files", "Present files not hashed yet.", value=hashing["pending"]
+    )
+    yield _gauge("filewarden_journal_seq", "The journal's last seq.", value=status["seq"])
+    yield _gauge(
+        "filewarden_inotify_watches", "inotify watches this daemon holds.", value=watches["used"]
+    )
+    if watches["limit"] is not None:
+        yield _gauge(
+            "filewarden_inotify_watches_limit",
+            "fs.inotify.max_user_watches (for every process of the user together).",
+            value=watches["limit"],
+        )
+    yield CounterMetricFamily(
+        "filewarden_watch_overflows",
+        "Times the kernel's event queue overflowed (each followed by a full sweep).",
+        value=watches["overflows"],
+    )
+    yield _gauge(
+        "filewarden_socket_clients",
+        "Clients connected to the socket.",
+        value=socket.get("clients", 0),
+    )
+    yield _gauge(
+        "filewarden_socket_waiting",
+        "changes calls held open on the socket.",
+        value=socket.get("waiting", 0),
+    )
+    yield CounterMetricFamily(
+        "filewarden_socket_requests", "Socket requests answered.", value=socket.get("requests", 0)
+    )
+    yield CounterMetricFamily(
+        "filewarden_socket_errors",
+        "Socket requests answered with an error.",
+        value=socket.get("errors", 0),
+    )
+    yield _gauge(
+        "filewarden_resident_memory_bytes",
+        "The daemon's resident memory.",
+        value=memory["rss_kib"] * 1024,
+    )
+    yield _gauge(
+        "filewarden_sqlite_memory_bytes",
+        "SQLite's share of it, for every catalog connection together.",
+        value=memory["sqlite_kib"] * 1024,
+    )
+    yield _gauge(
+        "filewarden_up", "1: the daemon answers (its degraded state is in the warnings).", value=1
+    )
+
+
+def _journal(journal: dict[tuple[str, str], int], status: dict[str, Any]) -> Iterator[Metric]:
+    relinks = CounterMetricFamily(
+        "filewarden_relinks",
+        "Missing files found again since the daemon started, by rule (inode, hash,"
+        " fingerprint, admin).",
+        labels=["rule"],
+    )
+    changes = CounterMetricFamily(
+        "filewarden_journal_entries",
+        "Journal entries written since the daemon started, by kind.",
+        labels=["kind"],
+    )
+    by_kind: Counter[str] = Counter()
+    by_rule: Counter[str] = Counter(dict.fromkeys(RULES, 0))
+    for (kind, by), count in journal.items():
+        by_kind[kind] += count
+        if kind == "relink":
+            by_rule[by or "unknown"] += count
+    for rule, count in sorted(by_rule.items()):
+        relinks.add_metric([rule], count)
+    for kind in COUNTED:
+        changes.add_metric([kind], by_kind[kind])
+    yield relinks
+    yield changes
+    yield CounterMetricFamily(
+        "filewarden_purged_files",
+        "Missing files purged for good since the daemon started (by an admin or retention).",
+        value=by_kind["purge"],
+    )
+    missing = sum(r["files"]["missing"] for r in status["roots"])
+    yield _gauge(
+        "filewarden_missing_files", "Missing files under the configured roots.", value=missing
+    )

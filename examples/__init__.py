@@ -1,0 +1,1 @@
+"""Worked integrations of filewarden (see README, "The change feed")."""

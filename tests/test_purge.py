@@ -187,11 +187,14 @@ def test_purge_of_more_ids_than_one_chunk_handles_each_once(start: Start) -> Non
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({}, "give exactly one of ids, older_than or all: true"),
-        ({"all": False}, "give exactly one of ids, older_than or all: true"),
-        ({"ids": [1], "all": True}, "give exactly one of ids, older_than or all: true"),
-        ({"ids": [1], "older_than": "1d"}, "give exactly one of ids, older_than or all: true"),
-        ({"older_than": 5, "all": True}, "give exactly one of ids, older_than or all: true"),
+        ({}, "give exactly one of ids, older_than, all: true or root"),
+        ({"all": False}, "give exactly one of ids, older_than, all: true or root"),
+        ({"ids": [1], "all": True}, "give exactly one of ids, older_than, all: true or root"),
+        (
+            {"ids": [1], "older_than": "1d"},
+            "give exactly one of ids, older_than, all: true or root",
+        ),
+        ({"older_than": 5, "all": True}, "give exactly one of ids, older_than, all: true or root"),
         ({"ids": []}, "ids must be a non-empty array of integers"),
         ({"ids": [True]}, "ids must be a non-empty array of integers"),
         ({"ids": [1, "2"]}, "ids must be a non-empty array of integers"),

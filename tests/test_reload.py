@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,7 +13,9 @@ from typing import Any
 import pytest
 
 from filewarden import catalog, config, logs
+from filewarden.api import Peer
 from filewarden.daemon import Daemon
+from filewarden.protocol import RpcError
 from tests.conftest import logged, make_files, wait_for
 
 
@@ -227,3 +230,57 @@ def test_daemon_and_watch_changes_wait_for_a_restart_and_hashing_left_off_starts
         ]
         assert not d.hasher.is_alive()
         assert d.config.watch.backend == "watchdog"
+
+
+def test_a_removed_root_is_retired_keeps_its_ids_and_goes_only_with_purge_root(
+    tmp_path: Path,
+) -> None:
+    """status lists a root removed from the config under retired_roots (not in totals); put
+    back, it picks its files up with their ids; `purge --root` drops it and its files."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    make_files(a, 3)
+    make_files(b, 2)
+    cfg = write(tmp_path, *root(a), *root(b))
+    with running(config.load(cfg)) as d:
+        api = d.api
+        admin = Peer(os.getpid(), 0, 0, True)
+        ids = {(f.root, f.path): f.id for f in catalog.iter_files(api.reader())}
+        rated = next(i for (r, _), i in ids.items() if d.roots.get(r).config.path == a)  # type: ignore[union-attr]
+        api.annotate({"id": rated, "key": "rating", "value": "5"}, admin)
+        write(tmp_path, *root(b))
+        assert reload(d)["changes"] == [f"root {a} removed"]
+        status = api.status({}, admin)
+        assert status["totals"] == {"present": 2, "missing": 0, "offline": 0}
+        assert status["retired_roots"] == [
+            {"path": str(a), "files": {"present": 3, "missing": 0, "offline": 0}}
+        ]
+        with pytest.raises(RpcError) as configured:
+            api.purge({"root": str(b)}, admin)
+        assert configured.value.code == -32602
+        with pytest.raises(RpcError) as nobody:
+            api.purge({"root": str(a)}, Peer(os.getpid(), 65534, 65534, False))
+        assert nobody.value.code == -32001
+        # Back in the config: the same ids, the annotation with them.
+        write(tmp_path, *root(a), *root(b))
+        assert reload(d)["changes"] == [f"root {a} added"]
+        assert d.syncer.sync(30)
+        again = {(f.root, f.path): f.id for f in catalog.iter_files(api.reader())}
+        assert again == ids
+        assert api.file({"id": rated}, admin)["annotations"] == {"rating": "5"}
+        assert api.status({}, admin)["retired_roots"] == []
+        # Removed again and purged: its files go, with a purge entry each; b stays.
+        write(tmp_path, *root(b))
+        reload(d)
+        seq = catalog.last_seq(api.reader())
+        assert api.purge({"root": str(a)}, admin) == {"purged": 3, "refused": []}
+        purged = [e for e in catalog.journal_since(api.reader(), seq, 100) if e.kind == "purge"]
+        assert len(purged) == 3 and all(
+            e.detail == {"by_uid": 0, "root_retired": True} for e in purged
+        )
+        status = api.status({}, admin)
+        assert status["retired_roots"] == [] and status["totals"]["present"] == 2
+        left = {f.root for f in catalog.iter_files(api.reader())}
+        assert left == {r.id for r in d.roots}
+        with pytest.raises(RpcError) as unknown:
+            api.purge({"root": str(tmp_path / "never")}, admin)
+        assert unknown.value.code == -32002

@@ -256,7 +256,19 @@ class Api:
                     "warnings": watching["warnings"],
                 }
             )
-        present, missing, offline = catalog.totals(conn)
+        configured = {root.id for root in self.roots}
+        present = sum(r.present for i, r in rows.items() if i in configured)
+        missing = sum(r.missing for i, r in rows.items() if i in configured)
+        offline = sum(r.offline for i, r in rows.items() if i in configured)
+        # Roots removed from the config whose files are kept until `purge --root`.
+        retired = [
+            {
+                "path": os.fsdecode(r.path),
+                "files": {"present": r.present, "missing": r.missing, "offline": r.offline},
+            }
+            for i, r in rows.items()
+            if i not in configured and r.present + r.missing + r.offline
+        ]
         daemon = self.health.daemon()
         return {
             "version": __version__,
@@ -266,6 +278,7 @@ class Api:
             "instance": self.instance,
             "roots": roots,
             "totals": {"present": present, "missing": missing, "offline": offline},
+            "retired_roots": retired,
             "jobs": daemon["jobs"],
             "hashing": {
                 **daemon["hashing"],
@@ -537,18 +550,25 @@ class Api:
     def purge(self, params: dict[str, Any], peer: Peer) -> dict[str, Any]:
         check_params(
             params,
-            {"ids": (list, False), "older_than": ((str, int, float), False), "all": (bool, False)},
+            {
+                "ids": (list, False),
+                "older_than": ((str, int, float), False),
+                "all": (bool, False),
+                "root": (str, False),
+            },
         )
         if not peer.admin:
             raise RpcError(PERMISSION_DENIED, "purge is for root and members of admin_group")
         # `is`, not `in (None, False)`: 0 == False, and an older_than of 0 seconds is a value.
         chosen = [
             k
-            for k in ("ids", "older_than", "all")
+            for k in ("ids", "older_than", "all", "root")
             if params.get(k) is not None and params.get(k) is not False
         ]
         if len(chosen) != 1:
-            raise invalid_params("give exactly one of ids, older_than or all: true")
+            raise invalid_params("give exactly one of ids, older_than, all: true or root")
+        if chosen == ["root"]:
+            return self._purge_root(params["root"], peer)
         ids: list[int] | None = None
         cutoff: float | None = None
         if chosen == ["ids"]:
@@ -560,6 +580,21 @@ class Api:
         return purge_missing(
             self.writer, self.reader(), ids=ids, cutoff=cutoff, uid=peer.uid
         ).answer()
+
+    def _purge_root(self, text: str, peer: Peer) -> dict[str, Any]:
+        """Drop a root no longer configured, with every file it still has (admin only)."""
+        path = os.path.normpath(text.encode("utf-8", "surrogateescape"))
+        if self.roots.by_path(path) is not None:
+            raise invalid_params(f"{text} is a configured root; remove it from the config first")
+        row = next((r for r in catalog.all_roots(self.reader()) if r.path == path), None)
+        if row is None:
+            raise RpcError(NOT_FOUND, f"no root {text!r} in the catalog")
+        detail = {"by_uid": peer.uid, "root_retired": True}
+        purged = self._write(
+            partial(catalog.purge_root, root=row.id, now=time.time(), detail=detail), 600
+        )
+        log.info("root.purge", root=path, files=purged, by_uid=peer.uid)
+        return {"purged": purged, "refused": []}
 
     def accept_root(self, params: dict[str, Any], peer: Peer) -> dict[str, Any]:
         """Take the filesystem now mounted at a root as that root's volume (admin only)."""

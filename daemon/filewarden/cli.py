@@ -344,6 +344,8 @@ def _cmd_purge(args: argparse.Namespace) -> int:
     params: dict[str, object]
     if args.id:
         params = {"ids": args.id}
+    elif args.root:
+        params = {"root": os.path.abspath(args.root)}
     elif args.older_than:
         params = {"older_than": args.older_than}
     else:
@@ -353,6 +355,8 @@ def _cmd_purge(args: argparse.Namespace) -> int:
             what = (
                 f"files {', '.join(map(str, args.id))}"
                 if args.id
+                else f"the retired root {args.root} and every file it had"
+                if args.root
                 else f"every file missing for more than {args.older_than}"
                 if args.older_than
                 else "every missing file"
@@ -549,6 +553,9 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--id", type=int, nargs="+", metavar="N")
     which.add_argument("--older-than", metavar="DURATION", help='e.g. "30d"')
     which.add_argument("--all", action="store_true")
+    which.add_argument(
+        "--root", metavar="PATH", help="a root removed from the config: drop it and all its files"
+    )
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p = client(
         "candidates",

@@ -275,9 +275,13 @@ class Client:
         *,
         older_than: str | float | None = None,
         all: bool = False,
+        root: str | None = None,
     ) -> dict[str, Any]:
-        """Delete missing files for good (admin): these ids, those missing longer, or all."""
+        """Delete missing files for good (admin): these ids, those missing longer, or all;
+        or ``root``, a root removed from the config, with every file it still has."""
         params: dict[str, Any] = {}
+        if root is not None:
+            params["root"] = root
         if ids is not None:
             params["ids"] = list(ids)
         if older_than is not None:

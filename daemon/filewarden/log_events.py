@@ -57,6 +57,12 @@ EVENTS: tuple[Event, ...] = (
     ),
     _e("root.online", "info", "a root becomes usable", "root reason files was volume"),
     _e("root.offline", "warning", "a root becomes unusable", "root reason files"),
+    _e(
+        "root.purge",
+        "info",
+        "an admin dropped a root removed from the config, with its files",
+        "root files by_uid",
+    ),
     _e("root.accepted", "info", "an admin took a new volume as a root's", "root volume was"),
     _e(
         "root.error",

@@ -43,6 +43,7 @@ from filewarden.catalog._files import (
     present_digest,
     present_ids_under,
     purge,
+    purge_root,
     set_present,
     update_signature,
 )
@@ -206,6 +207,7 @@ __all__ = [
     "present_ids_under",
     "prune_arrivals",
     "purge",
+    "purge_root",
     "put_dir",
     "recount",
     "retire_into",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import marshal
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -329,3 +330,29 @@ def purge(
     bump(conn, row.root, missing=-1)
     journal(conn, now, "purge", file_id, row.root, row.path, detail=detail)
     return row
+
+
+def purge_root(conn: apsw.Connection, root: int, now: float, detail: dict[str, Any]) -> int:
+    """Delete every file of a root that is no longer configured, whatever its state, with
+    their annotations, listings and arrivals; journal a ``purge`` for each. Returns how many.
+
+    The root's row stays (old journal entries name it), with zero counts.
+    """
+    conn.execute(
+        "INSERT INTO journal(time, kind, file, root, path, detail)"
+        " SELECT ?, 'purge', id, root,"
+        " CAST(CASE WHEN dir = x'' THEN name ELSE dir || x'2f' || name END AS BLOB), ?"
+        " FROM files WHERE root = ? ORDER BY id",
+        (now, json.dumps(detail), root),
+    )
+    purged = conn.changes()
+    conn.execute(
+        "DELETE FROM arrivals WHERE file IN (SELECT id FROM files WHERE root = ?)", (root,)
+    )
+    conn.execute(
+        "DELETE FROM annotations WHERE file IN (SELECT id FROM files WHERE root = ?)", (root,)
+    )
+    conn.execute("DELETE FROM files WHERE root = ?", (root,))
+    conn.execute("DELETE FROM dirs WHERE root = ?", (root,))
+    conn.execute("UPDATE roots SET present = 0, missing = 0, offline = 0 WHERE id = ?", (root,))
+    return purged

@@ -6,9 +6,12 @@ import os
 import re
 import shutil
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +19,7 @@ import pytest
 
 from filewarden import catalog
 from filewarden.client import Client
-from filewarden.testing import DaemonProcess, NotifyListener
+from filewarden.testing import DaemonProcess, NotifyListener, write_config
 from tests.conftest import api_config, make_files, wait_for
 
 UNITS = Path(__file__).parent.parent / "systemd"
@@ -29,7 +32,12 @@ def installed_units(tmp_path: Path) -> list[Path]:
     """The units with ExecStart pointing at this installation (verify checks the binary exists)."""
     binary = shutil.which("filewarden") or str(Path(sys.executable).parent / "filewarden")
     out = []
-    for name in ("filewarden.service", "filewarden.socket"):
+    for name in (
+        "filewarden.service",
+        "filewarden.socket",
+        "filewarden-metrics.service",
+        "filewarden-metrics.socket",
+    ):
         text = (UNITS / name).read_text().replace("/usr/local/bin/filewarden", binary)
         (tmp_path / name).write_text(text)
         out.append(tmp_path / name)
@@ -63,6 +71,81 @@ def test_service_exposure_is_the_readme_figure(tmp_path: Path) -> None:
     assert match, out.stdout[-2000:]
     # README: "rates it 0.7". The margin is one rounding step of the figure.
     assert abs(float(match.group(1)) - 0.7) <= 0.05, match.group(0)
+
+
+@needs_systemd
+def test_the_metrics_proxy_unit_is_exposed_no_more_than_the_service(tmp_path: Path) -> None:
+    """Loopback TCP for /metrics is a second unit (systemd-socket-proxyd to the daemon's
+    Unix socket): the daemon keeps PrivateNetwork=yes, and both rate at most 1.0."""
+    units = installed_units(tmp_path)
+    scores = {}
+    for unit in (units[0], units[2]):
+        out = subprocess.run(
+            ["systemd-analyze", "security", "--offline=yes", str(unit)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        match = re.search(rf"Overall exposure level for {unit.name}: ([0-9.]+)", out.stdout)
+        assert match, out.stdout[-2000:]
+        scores[unit.name] = float(match.group(1))
+    assert all(score <= 1.0 for score in scores.values()), scores
+    service = (UNITS / "filewarden.service").read_text()
+    assert "PrivateNetwork=yes" in service and "RestrictAddressFamilies=AF_UNIX\n" in service
+    assert "ListenStream=127.0.0.1:" in (UNITS / "filewarden-metrics.socket").read_text()
+
+
+PROXYD = next(
+    (p for p in ("/lib/systemd/systemd-socket-proxyd", "/usr/lib/systemd/systemd-socket-proxyd")
+     if os.path.exists(p)),
+    None,
+)  # fmt: skip
+
+
+@pytest.mark.skipif(
+    PROXYD is None or shutil.which("systemd-socket-activate") is None,
+    reason="systemd-socket-proxyd or systemd-socket-activate not installed",
+)
+def test_metrics_on_a_unix_socket_reach_loopback_tcp_through_the_proxy(
+    tmp_path: Path, tree: Path
+) -> None:
+    """The daemon serves /metrics on a Unix socket; the real systemd-socket-proxyd,
+    handed a loopback listening socket as systemd would, carries a scrape to it."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    make_files(tree, 4)
+    metrics_sock = tmp_path / "run" / "metrics.sock"
+    setup = write_config(tmp_path, [tree], sections={"metrics": {"listen": f"unix:{metrics_sock}"}})
+    proc = setup.start()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proxy = subprocess.Popen(
+        ["systemd-socket-activate", "-l", f"127.0.0.1:{port}", str(PROXYD), str(metrics_sock)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        proc.wait_event("sweep.finish")
+        assert stat.S_IMODE(os.stat(metrics_sock).st_mode) == 0o660
+
+        def scrape() -> str | None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                    return str(r.read().decode())
+            except OSError:
+                return None  # the activator not listening yet
+
+        text = wait_for(scrape, timeout=30)
+        values = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+        assert values["filewarden_up"] == 1
+        with Client(setup.socket) as c:
+            assert values["filewarden_journal_seq"] == c.status()["seq"]
+    finally:
+        proxy.terminate()
+        proxy.wait(10)
+        assert proc.stop() == 0
+    assert not metrics_sock.exists()  # removed at the stop
 
 
 def test_service_file_has_what_the_contract_asks() -> None:

@@ -95,7 +95,9 @@ class HashConfig:
 
 @dataclasses.dataclass(frozen=True)
 class MetricsConfig:
-    listen: tuple[str, int] | None = None  # serve /metrics over HTTP here; None: off
+    # Serve /metrics over HTTP: (host, port), or ("unix", path) for a Unix
+    # socket (what systemd/filewarden-metrics.socket proxies); None: off.
+    listen: tuple[str, int | str] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -342,13 +344,17 @@ def _no_unknown(table: Mapping[str, Any], known: set[str], where: str, name: str
             )
 
 
-def _listen(v: Any) -> tuple[str, int] | None:
-    """``"HOST:PORT"`` (``""`` or ``"off"``: off). Loopback is the point: metrics are not secret,
-    but the service's unit only opens loopback TCP (see systemd/)."""
+def _listen(v: Any) -> tuple[str, int | str] | None:
+    """``"HOST:PORT"``, or ``"unix:/PATH"`` (``""`` or ``"off"``: off)."""
     if not isinstance(v, str):
-        raise ValueError('must be "HOST:PORT", e.g. "127.0.0.1:9851"')
+        raise ValueError('must be "HOST:PORT" or "unix:/PATH", e.g. "127.0.0.1:9851"')
     if v in ("", "off"):
         return None
+    if v.startswith("unix:"):
+        path = v.removeprefix("unix:")
+        if not os.path.isabs(path):
+            raise ValueError(f"{v!r}: the socket's path must be absolute")
+        return "unix", path
     host, sep, port = v.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f'{v!r} is not "HOST:PORT", e.g. "127.0.0.1:9851"')

@@ -13,10 +13,14 @@ set, ``/metrics`` over HTTP.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socketserver
+import stat
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Protocol
 
 import apsw
@@ -24,6 +28,7 @@ from prometheus_client import CollectorRegistry, exposition
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from filewarden import catalog, logs
+from filewarden.dirs import prepare_dir
 
 log = logs.get("filewarden.metrics")
 
@@ -56,16 +61,34 @@ class Metrics:
     def text(self) -> str:
         return exposition.generate_latest(self.registry).decode()
 
-    def serve(self, host: str, port: int) -> None:
-        """Serve ``/metrics`` on ``host:port`` (a thread of prometheus_client's)."""
-        server, _ = exposition.start_http_server(port, host, registry=self.registry)
+    def serve(self, host: str, port: int | str) -> None:
+        """Serve ``/metrics`` on ``host:port``, or on the Unix socket ``port`` when ``host``
+        is ``"unix"`` (a thread of its own either way)."""
+        if host == "unix":
+            path = str(port)
+            prepare_dir(Path(path).parent, 0o755)
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_ISSOCK(os.lstat(path).st_mode):
+                    os.unlink(path)  # left by a daemon that is gone
+            server: Any = _UnixHTTPServer(path, exposition.MetricsHandler.factory(self.registry))
+            os.chmod(path, 0o660)
+            threading.Thread(
+                target=server.serve_forever, name="filewarden-metrics", daemon=True
+            ).start()
+            address = f"unix:{path}"
+        else:
+            server, _ = exposition.start_http_server(int(port), host, registry=self.registry)
+            address = f"{host}:{port}"
         self._http = server
-        log.info("metrics.listen", address=f"{host}:{port}")
+        log.info("metrics.listen", address=address)
 
     def close(self) -> None:
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()
+            if isinstance(self._http, _UnixHTTPServer):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(str(self._http.server_address))
             self._http = None
 
     def _count_journal(self, conn: apsw.Connection) -> None:
@@ -92,6 +115,16 @@ class Metrics:
         yield from _sweeps(self.source.jobs({}, None))
         yield from _daemon(status)
         yield from _journal(journal, status)
+
+
+class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """HTTP on a Unix socket (systemd-socket-proxyd brings loopback TCP to it)."""
+
+    daemon_threads = True
+
+    def get_request(self) -> tuple[Any, Any]:
+        request, _ = super().get_request()
+        return request, ("unix", 0)  # BaseHTTPRequestHandler wants a (host, port)
 
 
 def _gauge(name: str, doc: str, labels: list[str] | None = None, **kw: Any) -> GaugeMetricFamily:

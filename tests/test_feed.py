@@ -3,18 +3,21 @@ served, bulk lookups, and a consumer that follows the journal across a daemon re
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import apsw
 import pytest
 
 from filewarden import catalog
-from filewarden.client import Change, Client, Reset, connect, iter_changes
+from filewarden.client import Change, Client, Reset, Unreachable, connect, iter_changes
 from filewarden.protocol import RpcError
 from filewarden.testing import DaemonProcess, Setup
 from tests.conftest import api_config, make_files, wait_for
@@ -31,8 +34,11 @@ class Feed:
 
     def held(self) -> int:
         """``changes`` calls the server holds now."""
+        return int(self.status_socket()["waiting"])
+
+    def status_socket(self) -> dict[str, int]:
         with self.client() as c:
-            return int(c.status()["socket"]["waiting"])
+            return dict(c.status()["socket"])
 
     def proc_threads(self) -> int:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -190,3 +196,121 @@ def test_iter_changes_follows_the_feed_across_a_daemon_restart(feed: Feed) -> No
         assert seqs[-1] <= c.status()["seq"]
         journal = c.changes(status["seq"], limit=10_000)["changes"]
     assert [e["seq"] for e in journal][: len(seqs)] == seqs  # nothing skipped
+
+
+def follow(feed: Feed, since: int, until: int, **filters: Any) -> list[Change | Reset]:
+    """What one subscription streams after ``since``, up to seq ``until`` (or a reset)."""
+    got: list[Change | Reset] = []
+    with feed.client() as c:
+        for item in c.subscribe(since, **filters):
+            got.append(item)
+            if isinstance(item, Reset) or item["seq"] >= until:
+                break
+    return got
+
+
+def test_ten_subscribers_and_a_hundred_held_calls_see_every_entry_once_in_order(
+    feed: Feed,
+) -> None:
+    with feed.client() as c:
+        seq = c.status()["seq"]
+    waiters = [feed.client(timeout=90) for _ in range(100)]
+    with ThreadPoolExecutor(120) as pool:
+        try:
+            held = [pool.submit(w.changes, seq, wait=60) for w in waiters]
+            started = threading.Barrier(11)
+
+            def subscriber() -> list[Change | Reset]:
+                with feed.client() as c:
+                    stream = c.subscribe(seq)
+                    started.wait(30)
+                    got: list[Change | Reset] = []
+                    for item in stream:
+                        got.append(item)
+                        if isinstance(item, Reset) or item["seq"] >= last_seq[0]:
+                            return got
+                    return got
+
+            last_seq = [1 << 62]
+            subs = [pool.submit(subscriber) for _ in range(10)]
+            started.wait(30)
+            wait_for(lambda: feed.held() == 100, timeout=30)
+            for n, path in enumerate(feed.files[:10]):
+                path.rename(path.with_name(f"renamed-{n}.txt"))
+            for n in range(10):
+                (feed.tree / f"new-{n}.txt").write_text(str(n))
+            with feed.client() as c:
+                c.sync()
+                journal = c.changes(seq, limit=10_000)["changes"]
+            last_seq[0] = journal[-1]["seq"]
+            (feed.tree / "last.txt").write_text("wakes a subscriber that read everything")
+            streams = [s.result(60) for s in subs]
+            assert all(h.result(60)["changes"] for h in held)
+        finally:
+            for w in waiters:
+                w.close()
+    want = [e["seq"] for e in journal]
+    assert len(want) >= 20
+    for stream in streams:
+        assert [e["seq"] for e in stream if not isinstance(e, Reset)][: len(want)] == want
+
+
+def test_a_subscription_filters_resumes_across_a_restart_and_ends_with_a_reset(
+    feed: Feed,
+) -> None:
+    with feed.client() as c:
+        status = c.status()
+    seq, instance = status["seq"], status["instance"]
+    (feed.tree / "fresh.txt").write_text("new")
+    with feed.client() as c:
+        c.sync()  # the new file's entry comes first
+    feed.files[0].rename(feed.tree / "moved.txt")
+    with feed.client() as c:
+        top = c.sync()
+    with feed.client() as c:
+        first = next(c.subscribe(seq, kinds=["move"]))  # the new file's entry is left out
+    assert not isinstance(first, Reset)
+    assert (first["kind"], first["path"]) == ("move", str(feed.tree / "moved.txt"))
+    # The daemon goes away: the subscription ends; a new one resumes from its cursor.
+    got: list[Change | Reset] = []
+    with feed.client() as c:
+        with pytest.raises(Unreachable):
+            for item in c.subscribe(seq, instance=instance):
+                got.append(item)
+                if not isinstance(item, Reset) and item["seq"] == top:
+                    assert feed.proc.stop() == 0
+    (feed.tree / "while-down.txt").write_text("down")
+    feed.proc = feed.setup.start()
+    feed.proc.wait_event("sweep.finish")
+    with feed.client() as c:
+        top = c.sync()
+    cursor = got[-1]["seq"]  # type: ignore[index]
+    got += follow(feed, cursor, top, instance=instance)
+    with feed.client() as c:
+        journal = [e["seq"] for e in c.changes(seq, limit=10_000)["changes"]]
+    assert [e["seq"] for e in got if not isinstance(e, Reset)] == journal
+    assert "while-down.txt" in {
+        Path(e["path"]).name for e in got if not isinstance(e, Reset) and e["path"]
+    }
+    # Another instance's cursor: a reset, and the stream ends.
+    (reset,) = follow(feed, top, top + 1, instance="0" * 36)
+    assert isinstance(reset, Reset) and reset.reason == "another instance"
+
+
+def test_a_subscriber_that_stops_reading_is_dropped(feed: Feed) -> None:
+    with feed.client() as c:
+        seq = c.status()["seq"]
+    lazy = socket.socket(socket.AF_UNIX)
+    lazy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    lazy.connect(str(feed.sock))
+    try:
+        lazy.sendall(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "subscribe",
+                                 "params": {"since": seq}}).encode() + b"\n")  # fmt: skip
+        wait_for(lambda: feed.status_socket()["subscribers"] == 1, timeout=30)
+        make_files(feed.tree / "storm", 3000, per_dir=1000)  # far more than it will read
+        with feed.client() as c:
+            c.sync()
+        # Its answers stopped draining: dropped after client_request_timeout (1 s here).
+        wait_for(lambda: feed.status_socket()["subscribers"] == 0, timeout=60)
+    finally:
+        lazy.close()

@@ -43,6 +43,7 @@ log = logs.get("filewarden.api")
 LIST_DEFAULT, LIST_MAX = 1000, 10_000
 LOOKUP_MANY = 10_000  # paths or ids in one bulk lookup
 MAX_WAIT = 300.0  # seconds a changes call may be held
+FEED_BATCH = 1000  # journal entries a subscription reads at a time
 MAX_KEY, MAX_VALUE = 256, 65_536
 WORKER_CACHE_KIB = 2000  # page cache per server worker's read connection (catalog's default: 4 MB)
 
@@ -491,6 +492,49 @@ class Api:
             }
         )
 
+    def subscription(self, params: dict[str, Any]) -> Subscription:
+        """What a ``subscribe`` asks for, checked (the server streams it)."""
+        check_params(
+            params,
+            {
+                "since": (int, True),
+                "instance": (str, False),
+                "root": (str, False),
+                "kinds": (list, False),
+            },
+        )
+        kinds = params.get("kinds")
+        if kinds is not None and not all(isinstance(k, str) for k in kinds):
+            raise invalid_params("kinds must be an array of journal kinds")
+        root = self._root_by_path(params["root"]).id if params.get("root") else None
+        return Subscription(
+            since=bounded(params, "since", 0, 1 << 62),
+            instance=self.instance,
+            asked_instance=params.get("instance"),
+            root=root,
+            kinds=frozenset(kinds) if kinds is not None else None,
+        )
+
+    def feed_batch(self, spec: Subscription, cursor: int) -> FeedBatch:
+        """The next entries after ``cursor`` that ``spec`` wants, the cursor after them
+        (past what the filters skipped), and whether more are waiting."""
+        conn = self.reader()
+        seq = catalog.last_seq(conn)
+        reset = self.reset_required(
+            cursor, spec.asked_instance, catalog.compacted_through(conn), seq
+        )
+        if reset is not None:
+            return FeedBatch([], seq, False, reset)
+        entries, last = [], cursor
+        for entry in catalog.journal_since(conn, cursor, FEED_BATCH):
+            last = entry.seq
+            if spec.kinds is not None and entry.kind not in spec.kinds:
+                continue
+            if spec.root is not None and spec.root not in (entry.root, entry.old_root):
+                continue
+            entries.append(self._change(entry))
+        return FeedBatch(entries, last, last < seq, None)
+
     def reset_required(
         self, since: int, instance: str | None, compacted: int, seq: int
     ) -> str | None:
@@ -670,6 +714,23 @@ class Api:
         if self.scrape is None:
             raise RpcError(UNAVAILABLE, "metrics are not set up")
         return {"text": self.scrape(), "content_type": "text/plain; version=0.0.4"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Subscription:
+    since: int
+    instance: str
+    asked_instance: str | None  # the instance the subscriber's cursor was read in
+    root: int | None
+    kinds: frozenset[str] | None
+
+
+@dataclasses.dataclass(frozen=True)
+class FeedBatch:
+    entries: builtins.list[dict[str, Any]]
+    seq: int  # the cursor after them
+    more: bool  # more entries wait after ``seq``
+    reset: str | None  # why the cursor cannot be served
 
 
 def _fingerprint(media: catalog.Media | None) -> dict[str, Any] | None:

@@ -257,6 +257,43 @@ class Client:
         timeout = None if self.timeout is None else self.timeout + wait
         return cast(Changes, self.call("changes", params, timeout=timeout))
 
+    def subscribe(
+        self,
+        since: int,
+        *,
+        instance: str | None = None,
+        root: str | None = None,
+        kinds: Iterable[str] | None = None,
+    ) -> Iterator[Change | Reset]:
+        """Stream the journal after ``since`` on this connection (it then carries nothing
+        else): each wanted entry as it is committed, in ``seq`` order, until a
+        :class:`Reset` (the last item) or the connection ends (:class:`Unreachable`)."""
+        params: dict[str, Any] = {"since": since}
+        if instance is not None:
+            params["instance"] = instance
+        if root is not None:
+            params["root"] = root
+        if kinds is not None:
+            params["kinds"] = list(kinds)
+        answer = self.call("subscribe", params)
+        self._sock.settimeout(None)  # entries come when they come
+        seq, instance = answer["seq"], answer["instance"]
+        while True:
+            try:
+                line = self._file.readline()
+            except OSError as exc:
+                raise Unreachable(f"lost the daemon at {self.path}: {exc}") from None
+            if not line:
+                raise Unreachable(f"the daemon at {self.path} ended the subscription at seq {seq}")
+            note = json.loads(line)
+            if note.get("method") == "reset":
+                params = note["params"]
+                yield Reset(params["reason"], params["seq"], params["instance"])
+                return
+            change: Change = note["params"]
+            seq = change["seq"]
+            yield change
+
     def annotate(self, file_id: int, key: str, value: str | None) -> FileRecord:
         return cast(FileRecord, self.call("annotate", {"id": file_id, "key": key, "value": value}))
 

@@ -213,6 +213,11 @@ def _daemon(status: dict[str, Any]) -> Iterator[Metric]:
         "changes calls held open on the socket.",
         value=socket.get("waiting", 0),
     )
+    yield _gauge(
+        "filewarden_socket_subscribers",
+        "Connections streaming the journal (subscribe).",
+        value=socket.get("subscribers", 0),
+    )
     yield CounterMetricFamily(
         "filewarden_socket_requests", "Socket requests answered.", value=socket.get("requests", 0)
     )

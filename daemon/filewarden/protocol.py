@@ -183,6 +183,11 @@ def encode_object(fields: Mapping[str, Any]) -> Encoded:
     return Encoded(parts)
 
 
+def notification(method: str, params: Any) -> bytes:
+    """A JSON-RPC notification line (no id): what a subscription streams."""
+    return _line({"jsonrpc": "2.0", "method": method, "params": params})
+
+
 def response(request_id: Any, result: Any) -> bytes:
     return _line({"jsonrpc": "2.0", "id": request_id, "result": result})
 

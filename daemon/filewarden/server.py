@@ -160,6 +160,7 @@ class Server:
         # client waiting for changes wakes once, on the loop, holding no thread.
         self._journal_moved: asyncio.Event | None = None
         self.waiting = 0  # changes calls held now
+        self.subscribers = 0  # connections streaming the journal now
         self.errors = 0  # error answers, ever
         api.writer.listen(self._on_commit)
         api.serving = self.stats
@@ -169,6 +170,7 @@ class Server:
         return {
             "clients": len(self._clients),
             "waiting": self.waiting,
+            "subscribers": self.subscribers,
             "requests": self.requests,
             "errors": self.errors,
         }
@@ -322,7 +324,65 @@ class Server:
                 )
                 return
             if line.strip():
+                if b'"subscribe"' in line and await self._subscribe(reader, writer, line):
+                    return  # a subscription holds the connection to its end
                 await self._answer(writer, line, peer)
+
+    async def _subscribe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, line: bytes
+    ) -> bool:
+        """Stream the journal as ``change`` notifications, in seq order; False if ``line``
+        is not a ``subscribe`` request after all.
+
+        Flow control is the socket's: a subscriber that stops reading is
+        dropped once its answers stop draining (``client_request_timeout``),
+        and resumes from its cursor. A cursor that cannot be served ends the
+        subscription with a ``reset`` notification.
+        """
+        try:
+            request_id, method, params, _ = protocol.parse_request(line)
+        except RpcError:
+            return False
+        if method != "subscribe":
+            return False
+        self.requests += 1
+        try:
+            spec = await self.loop.run_in_executor(self._quick, self.api.subscription, params)
+        except RpcError as exc:
+            await self._send(writer, self._error(request_id, exc))
+            return True
+        await self._send(
+            writer,
+            protocol.response(
+                request_id, {"subscribed": True, "seq": spec.since, "instance": spec.instance}
+            ),
+        )
+        self.subscribers += 1
+        # What the subscriber sends is read and let go; its end ends the subscription.
+        gone = asyncio.ensure_future(_read_to_end(reader))
+        cursor = spec.since
+        try:
+            while not gone.done():
+                moved = self._journal_moved
+                batch = await self.loop.run_in_executor(
+                    self._quick, self.api.feed_batch, spec, cursor
+                )
+                if batch.reset is not None:
+                    note = {"reason": batch.reset, "seq": batch.seq, "instance": spec.instance}
+                    await self._send(writer, protocol.notification("reset", note))
+                    return True
+                for entry in batch.entries:
+                    await self._send(writer, protocol.notification("change", entry))
+                cursor = batch.seq
+                if batch.more or moved is None:
+                    continue
+                news = asyncio.ensure_future(moved.wait())
+                await asyncio.wait({gone, news}, return_when=asyncio.FIRST_COMPLETED)
+                news.cancel()
+        finally:
+            self.subscribers -= 1
+            gone.cancel()
+        return True
 
     async def _answer(self, writer: asyncio.StreamWriter, line: bytes, peer: Peer) -> None:
         reply = await self._dispatch(line, peer)
@@ -363,3 +423,9 @@ class Server:
     def _error(self, request_id: Any, error: RpcError) -> bytes:
         self.errors += 1
         return protocol.error_response(request_id, error)
+
+
+async def _read_to_end(reader: asyncio.StreamReader) -> None:
+    """Read and drop what a subscriber sends, until it closes its end."""
+    while await reader.read(READ_CHUNK):
+        pass

@@ -29,6 +29,12 @@ events. Reported: p50 and p99 of each (median over the runs) and the
 daemon's ratio to each. Hashing is off in the daemon (``--hash`` turns it
 on, and then the measurement waits for the first hashing pass to end).
 
+``--feed`` measures what an app following the feed waits for: from
+``os.rename()`` to the ``move`` notification on a ``subscribe`` connection,
+beside watchman's subscription PDU in the same run. ``--crowd`` keeps 100
+clients holding ``changes`` calls and 9 more subscribed (all following the
+journal) while the renames are measured.
+
 ``--importing`` (hashing on) renames while the hasher works: before the
 renames, a fresh import (10,000 small files and ``--import-large`` 2 MB
 ones) is made beside the tree and moved into it at once, as a downloaded
@@ -63,7 +69,8 @@ from _measure import (
     stop,
 )
 from _watchman import WatchmanServer
-from filewarden.testing import Setup
+from filewarden.client import Client, Reset, Unreachable
+from filewarden.testing import DaemonProcess, Setup
 from filewarden.watch.limits import count_dirs, own_watches
 from filewarden.watch.watchdog_backend import EVENT_FILTER
 
@@ -256,9 +263,12 @@ def measure_daemon(
     timeout: float,
     hash_enabled: bool,
     importing: int = 0,
+    feed: bool = False,
+    load: bool = False,
 ) -> tuple[list[float], dict[str, float]]:
     daemon = start(setup)
     imported = tree / "import"
+    crowd: Crowd | None = None
     try:
         daemon.wait_event("sweep.finish", timeout=1800)
         with connect(daemon) as c:
@@ -280,9 +290,14 @@ def measure_daemon(
                 rec = c.call("lookup", {"path": src})
                 assert rec is not None, src
                 ids[src] = rec["id"]
-            lat = []
+            lat: list[float] = []
             wrong = late = 0
-            for src, dst in renames:
+            seq = int(c.call("status")["seq"])
+            if load:
+                crowd = Crowd(daemon, seq)
+            if feed:
+                lat, late, wrong = measure_feed(daemon, seq, renames, ids, timeout)
+            for src, dst in [] if feed else renames:
                 os.rename(src, dst)
                 t0 = time.perf_counter()
                 deadline = t0 + timeout
@@ -297,6 +312,8 @@ def measure_daemon(
                         if rec is not None:
                             wrong += 1
                         break
+            if crowd is not None:
+                crowd.stop()
             delete_import_s = 0.0
             if importing:
                 unhashed_at_end = int(c.call("status")["hashing"]["pending"])
@@ -316,10 +333,14 @@ def measure_daemon(
         moves = sum(1 for r in logged if r.get("event") == "file.move")
         overflows = sum(1 for r in logged if r.get("event") == "watcher.overflow")
     finally:
+        if crowd is not None:
+            crowd.stop()
         stop(daemon)
         undo_leftovers(renames)
         shutil.rmtree(imported, ignore_errors=True)
+    extra = crowd.counts() if crowd is not None else {}
     return lat, {
+        **extra,
         # With --importing: files the hasher had still to do when the renames ended
         # (above 0: it was busy throughout).
         "unhashed_at_end": unhashed_at_end,
@@ -331,6 +352,94 @@ def measure_daemon(
         "overflows": overflows,
         "ids_back_at_start": moved_back,
     }
+
+
+def measure_feed(
+    daemon: DaemonProcess, seq: int, renames: Renames, ids: dict[str, int], timeout: float
+) -> tuple[list[float], int, int]:
+    """Rename -> the ``move`` notification of a subscription (``subscribe``): what an app
+    following the feed waits for."""
+    lat: list[float] = []
+    late = wrong = 0
+    assert daemon.socket is not None
+    sub = Client(daemon.socket, timeout=timeout)
+    try:
+        stream = sub.subscribe(seq, kinds=["move"])
+        for src, dst in renames:
+            os.rename(src, dst)
+            t0 = time.perf_counter()
+            entry = next(stream)
+            now = time.perf_counter()
+            if isinstance(entry, Reset) or entry["path"] != dst or entry["id"] != ids[src]:
+                wrong += 1
+            elif now - t0 > timeout:
+                late += 1
+            else:
+                lat.append(now - t0)
+    finally:
+        sub.close()
+    return lat, late, wrong
+
+
+class Crowd:
+    """100 clients holding ``changes`` calls and 9 more subscribed, all following the
+    journal while the renames are measured."""
+
+    def __init__(
+        self, daemon: DaemonProcess, seq: int, waiting: int = 100, subscribed: int = 9
+    ) -> None:
+        assert daemon.socket is not None
+        self.sock = daemon.socket
+        self.halt = threading.Event()
+        self.answers = 0
+        self.notes = 0
+        self._lock = threading.Lock()
+        self._subs: list[Client] = []
+        self.threads = [
+            threading.Thread(target=self._wait, args=(seq,), daemon=True) for _ in range(waiting)
+        ] + [
+            threading.Thread(target=self._follow, args=(seq,), daemon=True)
+            for _ in range(subscribed)
+        ]
+        for t in self.threads:
+            t.start()
+        with Client(self.sock) as c:  # every one of them in place before the first rename
+            while (
+                c.call("status")["socket"]["waiting"] < waiting
+                or c.call("status")["socket"]["subscribers"] < subscribed
+            ):
+                self.halt.wait(0.05)
+
+    def _wait(self, seq: int) -> None:
+        with Client(self.sock, timeout=60) as c:
+            while not self.halt.is_set():
+                answer = c.changes(seq, wait=2)
+                seq = answer["seq"]
+                with self._lock:
+                    self.answers += 1
+
+    def _follow(self, seq: int) -> None:
+        sub = Client(self.sock)
+        with self._lock:
+            self._subs.append(sub)
+        try:
+            for _ in sub.subscribe(seq):
+                with self._lock:
+                    self.notes += 1
+        except (Unreachable, OSError, ValueError):
+            pass  # closed at the end
+
+    def stop(self) -> None:
+        if self.halt.is_set():
+            return
+        self.halt.set()
+        for sub in self._subs:
+            sub.interrupt()
+        for t in self.threads:
+            t.join(10)
+
+    def counts(self) -> dict[str, float]:
+        return {"crowd_changes_answers": self.answers, "crowd_notifications": self.notes}
 
 
 def main() -> None:
@@ -352,6 +461,16 @@ def main() -> None:
     )
     parser.add_argument(
         "--timeout", type=float, default=5.0, help="seconds one rename may take to show"
+    )
+    parser.add_argument(
+        "--feed",
+        action="store_true",
+        help="filewarden's latency is rename -> its `move` notification on a subscription",
+    )
+    parser.add_argument(
+        "--crowd",
+        action="store_true",
+        help="while measuring, 100 clients hold `changes` calls and 9 more are subscribed",
     )
     args = parser.parse_args()
     args.hash = args.hash or args.importing
@@ -399,6 +518,8 @@ def main() -> None:
             args.timeout,
             args.hash,
             args.import_large if args.importing else 0,
+            feed=args.feed,
+            load=args.crowd,
         )
         lowered = limits.take()
         if lowered:
@@ -422,7 +543,9 @@ def main() -> None:
     )
     print(f"{'what':42} {'p50':>10} {'p99':>10}")
     labels = {
-        "filewarden": f"filewarden ({args.backend}), rename -> lookup",
+        "filewarden": f"filewarden ({args.backend}), rename -> "
+        + ("notification" if args.feed else "lookup")
+        + (", crowd" if args.crowd else ""),
         "watchdog": "raw watchdog, rename -> handler",
         "watchman": f"watchman (settle {args.watchman_settle_ms} ms), rename -> PDU",
     }

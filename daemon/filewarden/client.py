@@ -22,6 +22,7 @@ code) or :class:`Unreachable` (no daemon, or the connection was lost).
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import os
@@ -340,6 +341,11 @@ class Client:
     def metrics(self) -> str:
         """One scrape in the Prometheus text format."""
         return str(self.call("metrics")["text"])
+
+    def interrupt(self) -> None:
+        """End what this connection waits for (a subscription), from another thread."""
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         self._file.close()

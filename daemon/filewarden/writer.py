@@ -19,8 +19,8 @@ checks, retention) runs only when no live job waits, in transactions of
 its own, and gives way between two of its jobs as soon as a live job
 arrives: what is done so far is committed and the rest waits for the next
 turn. A live job therefore waits at worst for the one background job that
-is running, that transaction's commit and, when the log has grown far
-past its threshold, a checkpoint.
+is running, that transaction's commit and, when the log has crossed its
+threshold, a checkpoint.
 """
 
 from __future__ import annotations
@@ -44,9 +44,6 @@ T = TypeVar("T")
 MAX_BATCH_JOBS = 256
 MAX_BATCH_SECONDS = 0.25
 CHECKPOINT_PAGES = 1000  # SQLite's own auto-checkpoint threshold
-# Live jobs waiting put a due checkpoint off, until the log is this much
-# bigger than the threshold (a storm must not grow it without bound).
-CHECKPOINT_PUT_OFF = 8
 BACKGROUND_TURN_SECONDS = 1.0
 
 Job = tuple[Callable[[apsw.Connection], Any], "Future[Any]"]
@@ -149,8 +146,6 @@ class Writer:
         """Copy the log back if it has grown (PASSIVE: never waits for readers)."""
         if self._wal_pages < CHECKPOINT_PAGES:
             return
-        if self._live and self._wal_pages < CHECKPOINT_PAGES * CHECKPOINT_PUT_OFF:
-            return  # after the live jobs that wait
         self._wal_pages = 0
         try:
             conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)

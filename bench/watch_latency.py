@@ -47,6 +47,7 @@ to ``sync`` returning (``delete_import_s``).
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import random
 import shutil
@@ -55,6 +56,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import _args
 import _tree
@@ -383,63 +385,74 @@ def measure_feed(
 
 class Crowd:
     """100 clients holding ``changes`` calls and 9 more subscribed, all following the
-    journal while the renames are measured."""
+    journal while the renames are measured: in a process of their own, so that their
+    reading costs the measuring client nothing."""
 
     def __init__(
         self, daemon: DaemonProcess, seq: int, waiting: int = 100, subscribed: int = 9
     ) -> None:
         assert daemon.socket is not None
-        self.sock = daemon.socket
-        self.halt = threading.Event()
-        self.answers = 0
-        self.notes = 0
-        self._lock = threading.Lock()
-        self._subs: list[Client] = []
-        self.threads = [
-            threading.Thread(target=self._wait, args=(seq,), daemon=True) for _ in range(waiting)
-        ] + [
-            threading.Thread(target=self._follow, args=(seq,), daemon=True)
-            for _ in range(subscribed)
-        ]
-        for t in self.threads:
-            t.start()
-        with Client(self.sock) as c:  # every one of them in place before the first rename
-            while (
-                c.call("status")["socket"]["waiting"] < waiting
-                or c.call("status")["socket"]["subscribers"] < subscribed
-            ):
-                self.halt.wait(0.05)
-
-    def _wait(self, seq: int) -> None:
-        with Client(self.sock, timeout=60) as c:
-            while not self.halt.is_set():
-                answer = c.changes(seq, wait=2)
-                seq = answer["seq"]
-                with self._lock:
-                    self.answers += 1
-
-    def _follow(self, seq: int) -> None:
-        sub = Client(self.sock)
-        with self._lock:
-            self._subs.append(sub)
-        try:
-            for _ in sub.subscribe(seq):
-                with self._lock:
-                    self.notes += 1
-        except (Unreachable, OSError, ValueError):
-            pass  # closed at the end
+        ctx = multiprocessing.get_context("spawn")
+        self.halt = ctx.Event()
+        self.results: Any = ctx.Queue()
+        self.proc = ctx.Process(
+            target=_crowd,
+            args=(str(daemon.socket), seq, waiting, subscribed, self.halt, self.results),
+        )
+        self.proc.start()
+        self.got: dict[str, float] = {}
+        with Client(daemon.socket) as c:  # every one of them in place before the first rename
+            while True:
+                sock = c.call("status")["socket"]
+                if sock["waiting"] >= waiting and sock["subscribers"] >= subscribed:
+                    break
+                time.sleep(0.05)
 
     def stop(self) -> None:
         if self.halt.is_set():
             return
         self.halt.set()
-        for sub in self._subs:
-            sub.interrupt()
-        for t in self.threads:
-            t.join(10)
+        self.got = self.results.get(timeout=60)
+        self.proc.join(30)
 
     def counts(self) -> dict[str, float]:
-        return {"crowd_changes_answers": self.answers, "crowd_notifications": self.notes}
+        return self.got
+
+
+def _crowd(sock: str, seq: int, waiting: int, subscribed: int, halt: Any, results: Any) -> None:
+    """The crowd's process: its threads follow the journal until ``halt``."""
+    lock = threading.Lock()
+    counts = {"crowd_changes_answers": 0, "crowd_notifications": 0}
+    subs: list[Client] = []
+
+    def wait(since: int) -> None:
+        with Client(sock, timeout=60) as c:
+            while not halt.is_set():
+                since = c.changes(since, wait=2)["seq"]
+                with lock:
+                    counts["crowd_changes_answers"] += 1
+
+    def follow(since: int) -> None:
+        sub = Client(sock)
+        with lock:
+            subs.append(sub)
+        try:
+            for _ in sub.subscribe(since):
+                with lock:
+                    counts["crowd_notifications"] += 1
+        except (Unreachable, OSError, ValueError):
+            pass  # interrupted at the end
+
+    threads = [threading.Thread(target=wait, args=(seq,)) for _ in range(waiting)]
+    threads += [threading.Thread(target=follow, args=(seq,)) for _ in range(subscribed)]
+    for t in threads:
+        t.start()
+    halt.wait()
+    for sub in subs:
+        sub.interrupt()
+    for t in threads:
+        t.join(10)
+    results.put(counts)
 
 
 def main() -> None:

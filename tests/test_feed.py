@@ -51,12 +51,12 @@ class Feed:
 def feed(tmp_path: Path, tree: Path) -> Iterator[Feed]:
     files = make_files(tree, 20, per_dir=10)
     setup = api_config(tmp_path, [tree], backend="watchdog", socket=tmp_path / "run" / "fw.sock")
-    proc = setup.start()
+    feed = Feed(tree, files, setup, setup.start())
     try:
-        proc.wait_event("sweep.finish")
-        yield Feed(tree, files, setup, proc)
+        feed.proc.wait_event("sweep.finish")
+        yield feed
     finally:
-        proc.stop()
+        feed.proc.stop()  # the one running now: a test may have restarted it
 
 
 def test_a_held_changes_call_answers_at_the_commit_not_at_the_end_of_its_wait(feed: Feed) -> None:

@@ -44,6 +44,7 @@ LIST_DEFAULT, LIST_MAX = 1000, 10_000
 LOOKUP_MANY = 10_000  # paths or ids in one bulk lookup
 MAX_WAIT = 300.0  # seconds a changes call may be held
 FEED_BATCH = 1000  # journal entries a subscription reads at a time
+ANSWERS_KEPT = 64  # distinct changes answers shared until the next commit
 MAX_KEY, MAX_VALUE = 256, 65_536
 WORKER_CACHE_KIB = 2000  # page cache per server worker's read connection (catalog's default: 4 MB)
 
@@ -107,6 +108,11 @@ class Api:
         self.health = status
         self._local = threading.local()
         self._root_paths: dict[int, bytes] = {}
+        # changes answers since the last commit, by params (see cached_changes).
+        self._answers: dict[tuple[Any, ...], protocol.Encoded] = {}
+        self._batches: dict[tuple[Any, ...], FeedBatch] = {}  # the same, for subscriptions
+        self._answers_seq = -1
+        self._answers_lock = threading.Lock()
         # The socket server's own counts (clients, calls held), once it is serving.
         self.serving: Callable[[], dict[str, int]] | None = None
         self.methods: dict[str, Callable[[dict[str, Any], Peer], Any]] = {
@@ -458,6 +464,7 @@ class Api:
         wait = params.get("wait")
         if wait is not None and not 0 <= wait <= MAX_WAIT:
             raise invalid_params(f"wait must be 0 to {MAX_WAIT} seconds")
+        committed = self.writer.seq  # before reading: a commit meanwhile makes the answer stale
         conn = self.reader()
         seq = catalog.last_seq(conn)
         since = int(params["since"])
@@ -481,7 +488,7 @@ class Api:
             bounded(params, "limit", LIST_DEFAULT, LIST_MAX),
         )
         changes = protocol.encode_array(self._change(entry) for entry in entries)
-        return protocol.encode_object(
+        answer = protocol.encode_object(
             {
                 "changes": changes,
                 "seq": changes.last["seq"] if changes.count else seq,
@@ -491,6 +498,27 @@ class Api:
                 "reset_required": None,
             }
         )
+        self._remember(changes_key(params), committed, answer)
+        return answer
+
+    def cached_changes(self, params: dict[str, Any]) -> protocol.Encoded | None:
+        """The answer another caller with the same ``changes`` params got since the last
+        commit, or None. Checked on the server's loop, touching no connection: a hundred
+        clients following the journal cost one read per commit, not a hundred."""
+        key = changes_key(params)
+        with self._answers_lock:
+            if key is None or self._answers_seq != self.writer.seq:
+                return None
+            return self._answers.get(key)
+
+    def _remember(self, key: tuple[Any, ...] | None, seq: int, answer: protocol.Encoded) -> None:
+        with self._answers_lock:
+            if self._answers_seq != seq:
+                self._answers.clear()
+                self._batches.clear()
+                self._answers_seq = seq
+            if key is not None and len(self._answers) < ANSWERS_KEPT:
+                self._answers[key] = answer
 
     def subscription(self, params: dict[str, Any]) -> Subscription:
         """What a ``subscribe`` asks for, checked (the server streams it)."""
@@ -518,6 +546,11 @@ class Api:
     def feed_batch(self, spec: Subscription, cursor: int) -> FeedBatch:
         """The next entries after ``cursor`` that ``spec`` wants, the cursor after them
         (past what the filters skipped), and whether more are waiting."""
+        committed = self.writer.seq
+        key = ("feed", cursor, spec.root, spec.kinds, spec.asked_instance)
+        with self._answers_lock:
+            if self._answers_seq == committed and key in self._batches:
+                return self._batches[key]  # another subscriber at the same cursor read it
         conn = self.reader()
         seq = catalog.last_seq(conn)
         reset = self.reset_required(
@@ -533,7 +566,15 @@ class Api:
             if spec.root is not None and spec.root not in (entry.root, entry.old_root):
                 continue
             entries.append(self._change(entry))
-        return FeedBatch(entries, last, last < seq, None)
+        batch = FeedBatch(entries, last, last < seq, None)
+        with self._answers_lock:
+            if self._answers_seq != committed:
+                self._answers.clear()
+                self._batches.clear()
+                self._answers_seq = committed
+            if len(self._batches) < ANSWERS_KEPT:
+                self._batches[key] = batch
+        return batch
 
     def reset_required(
         self, since: int, instance: str | None, compacted: int, seq: int
@@ -714,6 +755,14 @@ class Api:
         if self.scrape is None:
             raise RpcError(UNAVAILABLE, "metrics are not set up")
         return {"text": self.scrape(), "content_type": "text/plain; version=0.0.4"}
+
+
+def changes_key(params: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """What makes two ``changes`` calls the same answer (None: not one to share)."""
+    since, limit, instance = params.get("since"), params.get("limit"), params.get("instance")
+    if not isinstance(since, int) or not isinstance(limit, int | None):
+        return None
+    return since, limit, instance if isinstance(instance, str) else None
 
 
 @dataclasses.dataclass(frozen=True)

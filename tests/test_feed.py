@@ -66,8 +66,8 @@ def test_a_held_changes_call_answers_at_the_commit_not_at_the_end_of_its_wait(fe
         assert empty["changes"] == [] and empty["seq"] == seq and empty["reset_required"] is None
         with ThreadPoolExecutor(1) as pool:
             held = pool.submit(lambda: feed.client().changes(seq, wait=60))
-            time.sleep(0.2)  # the call is held: nothing is answered yet
-            assert not held.done()
+            wait_for(lambda: feed.held() == 1, timeout=30)  # held by the server...
+            assert not held.done()  # ...and not answered
             t0 = time.monotonic()
             feed.files[0].rename(feed.tree / "renamed.txt")
             answer = held.result(30)

@@ -80,3 +80,6 @@ def live_daemon(
 def live(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Live]:
     with live_daemon(tmp_path, request.param) as d:
         yield d
+
+
+from tests.scenarios.drives import drive  # noqa: E402, F401 - the fixture, for every scenario

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,21 +15,10 @@ from examples.media_server import MediaServer
 from filewarden.testing import Live
 from tests.conftest import wait_for
 from tests.scenarios.conftest import live_daemon
-from tests.scenarios.test_offline import Volume, make_volume
+from tests.scenarios.drives import Volume
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a filesystem")
 MARKER = {"marker": ".library"}
-
-
-@pytest.fixture
-def drive(tmp_path: Path) -> Iterator[Volume]:
-    vol = make_volume(tmp_path, "drive", tmp_path / "root1")
-    vol.mount()
-    try:
-        yield vol
-    finally:
-        while vol.mounted:
-            vol.unmount(lazy=True)
 
 
 def shown(app: MediaServer) -> dict[int, dict[str, Any]]:

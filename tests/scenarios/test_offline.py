@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,45 +12,9 @@ from filewarden.client import Client
 from filewarden.testing import DaemonProcess, Live
 from tests.conftest import make_files, wait_for
 from tests.scenarios.conftest import live_daemon
+from tests.scenarios.drives import Volume, make_volume
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts filesystems")
-
-
-class Volume:
-    """An ext4 image: a drive that can be plugged (mounted) and unplugged."""
-
-    def __init__(self, image: Path, mount_point: Path) -> None:
-        self.image, self.mount_point = image, mount_point
-
-    def mount(self) -> None:
-        subprocess.run(["mount", "-o", "loop", str(self.image), str(self.mount_point)], check=True)
-
-    def unmount(self, *, lazy: bool = False) -> None:
-        subprocess.run(["umount", *(["-l"] if lazy else []), str(self.mount_point)], check=True)
-
-    @property
-    def mounted(self) -> bool:
-        return os.path.ismount(self.mount_point)
-
-
-def make_volume(tmp: Path, name: str, mount_point: Path, size_mb: int = 64) -> Volume:
-    image = tmp / f"{name}.img"
-    with open(image, "wb") as f:
-        f.truncate(size_mb << 20)
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-N", "200000", str(image)], check=True)
-    mount_point.mkdir(exist_ok=True)
-    return Volume(image, mount_point)
-
-
-@pytest.fixture
-def drive(tmp_path: Path) -> Iterator[Volume]:
-    vol = make_volume(tmp_path, "drive", tmp_path / "root1")
-    vol.mount()
-    try:
-        yield vol
-    finally:
-        while vol.mounted:
-            vol.unmount(lazy=True)
 
 
 def root_state(live: Live, root: Path) -> dict[str, object]:

@@ -392,7 +392,9 @@ def test_purge_exit_codes_and_what_it_says(
     with pytest.raises(SystemExit) as usage:
         main(["purge", "--socket", str(live.sock)])
     assert usage.value.code == 2
-    assert "one of the arguments --id --older-than --all is required" in capsys.readouterr().err
+    assert (
+        "one of the arguments --id --older-than --all --root is required" in capsys.readouterr().err
+    )
 
 
 def test_purge_asks_first_on_a_terminal(

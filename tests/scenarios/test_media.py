@@ -189,6 +189,10 @@ def test_a_fingerprint_that_several_files_share_moves_no_id(tmp_path: Path) -> N
         said = live.proc.seen("file.ambiguous")  # from the arrival, and from each departure
         assert said and all(e["rule"] == "fingerprint" for e in said)
         assert any(set(ids) <= set(e["candidates"]) for e in said)
+        # ...and listed: candidates names the copy, with its fingerprint as evidence.
+        for gone in ids:
+            found = live.call("candidates", {"id": gone})["candidates"]
+            assert found[0]["id"] == record["id"] and "fingerprint" in found[0]["evidence"]
 
 
 @needs("lame", "eyeD3", "id3v2")

@@ -88,8 +88,10 @@ def candidates(
 ) -> list[tuple[FileRow, list[str]]]:
     """Present files that may be what ``gone`` became, best first, each with why.
 
-    Evidence: the same stem (name without extension), the same title and
-    artist, the same duration (within a second) or the same dimensions.
+    Evidence: the same fingerprint (a match rule 4 left alone: several
+    files share it), the same stem (name without extension), the same
+    title and artist, the same duration (within a second) or the same
+    dimensions.
     Only files with a media row are weighed, and at most ``limit`` returned.
     """
     stem = gone.name.rsplit(b".", 1)[0]
@@ -98,13 +100,15 @@ def candidates(
     found: list[tuple[FileRow, list[str]]] = []
     for r in _rows(
         conn,
-        f"SELECT {cols}, {', '.join('m.' + k for k in _EXTRA)} FROM media m"
-        " JOIN files f ON f.id = m.file WHERE f.state = 'present' AND f.id != ?"
-        " AND (f.name = ? OR substr(f.name, 1, ?) = ?"
+        f"SELECT {cols}, {', '.join('m.' + k for k in _EXTRA)}, m.kind, m.fingerprint"
+        " FROM media m JOIN files f ON f.id = m.file WHERE f.state = 'present' AND f.id != ?"
+        " AND ((m.fingerprint = ? AND m.kind = ?) OR f.name = ? OR substr(f.name, 1, ?) = ?"
         " OR (m.title IS NOT NULL AND m.title = ? AND m.artist IS ?)"
         " OR abs(m.duration - ?) <= 1.0 OR (m.width = ? AND m.height = ?))",
         (
             gone.id,
+            media.value if media is not None else None,
+            media.kind if media is not None else None,
             gone.name,
             len(stem) + 1,
             stem + b".",
@@ -115,8 +119,18 @@ def candidates(
             extra.get("height"),
         ),
     ):
-        row, got = FileRow(*r[:15]), dict(zip(_EXTRA, r[15:], strict=True))
+        row, got = FileRow(*r[:15]), dict(zip(_EXTRA, r[15:21], strict=True))
         why = []
+        if (
+            media is not None
+            and media.value is not None
+            and (r[21], r[22])
+            == (
+                media.kind,
+                media.value,
+            )
+        ):
+            why.append("fingerprint")  # what rule 4 would have taken, had it been alone
         if row.name.rsplit(b".", 1)[0] == stem:
             why.append("stem")
         if extra.get("title") is not None and (got["title"], got["artist"]) == (

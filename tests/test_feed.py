@@ -314,3 +314,37 @@ def test_a_subscriber_that_stops_reading_is_dropped(feed: Feed) -> None:
         wait_for(lambda: feed.status_socket()["subscribers"] == 0, timeout=60)
     finally:
         lazy.close()
+
+
+def test_a_subscription_whose_cursor_compaction_passed_gets_a_reset_and_goes_on_after_a_relist(
+    feed: Feed,
+) -> None:
+    with feed.client() as c:
+        since = c.status()["seq"]
+    feed.files[2].rename(feed.tree / "a.txt")
+    with feed.client() as c:
+        c.sync()
+    feed.files[3].rename(feed.tree / "b.txt")  # a file's latest entry is kept; its older ones go
+    (feed.tree / "a.txt").rename(feed.tree / "c.txt")
+    with feed.client() as c:
+        top = c.sync()
+    conn = apsw.Connection(str(feed.setup.state_dir / "catalog.db"))
+    try:
+        conn.set_busy_timeout(10_000)
+        with conn:
+            assert catalog.compact_journal(conn, time.time() + 1) > 0
+    finally:
+        conn.close()
+    (reset,) = follow(feed, since, top)
+    assert isinstance(reset, Reset) and reset.reason == "compacted" and reset.seq >= top
+    # Re-listed, the subscriber goes on from the reset's seq and misses nothing after it.
+    with feed.client() as c:
+        listed = {f["path"]: f["id"] for f in c.iter_files()}
+    assert str(feed.tree / "c.txt") in listed
+    (feed.tree / "after.txt").write_text("after")
+    with feed.client() as c:
+        newest = c.sync()
+    later = follow(feed, reset.seq, newest)
+    assert [(e["kind"], e["path"]) for e in later if not isinstance(e, Reset)] == [
+        ("new", str(feed.tree / "after.txt"))
+    ]

@@ -10,7 +10,7 @@ from pathlib import Path
 import xxhash
 
 from filewarden import catalog
-from filewarden.hasher import Hasher, _store, hash_file
+from filewarden.hasher import Hasher, hash_file, store
 from tests.conftest import Harness, logged, wait_for
 
 
@@ -112,7 +112,7 @@ def test_a_stored_hash_that_disagrees_with_its_unchanged_file_is_dropped_and_red
     with logged() as events:
         # The hasher walks unhashed rows only: hand it the row as if it had raced a relink.
         results = [(row.id, row.signature, got[0])]
-        assert harness.writer.call(partial(_store, results=results)) == 0
+        assert harness.writer.call(partial(store, results=results)) == 0
     assert [e["event"] for e in events] == ["hash.mismatch"]
     assert events[0]["log_level"] == "error" and events[0]["id"] == row.id
     assert harness.at(p).hash is None  # type: ignore[union-attr]

@@ -513,12 +513,16 @@ class Api:
 
     def _remember(self, key: tuple[Any, ...] | None, seq: int, answer: protocol.Encoded) -> None:
         with self._answers_lock:
-            if self._answers_seq != seq:
-                self._answers.clear()
-                self._batches.clear()
-                self._answers_seq = seq
+            self._answers_after(seq)
             if key is not None and len(self._answers) < ANSWERS_KEPT:
                 self._answers[key] = answer
+
+    def _answers_after(self, seq: int) -> None:
+        """(Lock held.) What was shared belongs to commit ``seq``: anything older goes."""
+        if self._answers_seq != seq:
+            self._answers.clear()
+            self._batches.clear()
+            self._answers_seq = seq
 
     def subscription(self, params: dict[str, Any]) -> Subscription:
         """What a ``subscribe`` asks for, checked (the server streams it)."""
@@ -568,10 +572,7 @@ class Api:
             entries.append(self._change(entry))
         batch = FeedBatch(entries, last, last < seq, None)
         with self._answers_lock:
-            if self._answers_seq != committed:
-                self._answers.clear()
-                self._batches.clear()
-                self._answers_seq = committed
+            self._answers_after(committed)
             if len(self._batches) < ANSWERS_KEPT:
                 self._batches[key] = batch
         return batch

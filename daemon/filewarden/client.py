@@ -278,7 +278,7 @@ class Client:
             params["kinds"] = list(kinds)
         answer = self.call("subscribe", params)
         self._sock.settimeout(None)  # entries come when they come
-        seq, instance = answer["seq"], answer["instance"]
+        seq = answer["seq"]
         while True:
             try:
                 line = self._file.readline()

@@ -56,8 +56,6 @@ import mutagen
 import mutagen.flac
 import xxhash
 
-KINDS = ("flac", "flac-frames", "mp3", "ogg", "mp4", "jpeg", "png")
-
 
 class Unfit(ValueError):
     """The file is not a whole file of the format its first bytes name."""

@@ -145,7 +145,7 @@ def lower_priority() -> None:
             pass
 
 
-def _store(
+def store(
     conn: apsw.Connection,
     results: list[tuple[int, Signature, bytes]],
     media: Sequence[tuple[int, Signature, bytes, Media]] = (),
@@ -255,7 +255,7 @@ class Hasher(threading.Thread):
                 size += row.size
             if results:
                 stored = self.writer.call(
-                    partial(_store, results=results, media=media), background=True
+                    partial(store, results=results, media=media), background=True
                 )
                 self.hashed += stored
                 self.bytes += size

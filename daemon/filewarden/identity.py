@@ -355,7 +355,7 @@ class Relinker:
             found = [(row.id, got.signature, got.media)] if got.media is not None else []
             self.writer.submit(
                 partial(
-                    hasher._store,
+                    hasher.store,
                     results=[(row.id, got.signature, got.digest)],
                     media=[(i, s, got.digest, m) for i, s, m in found],
                 ),

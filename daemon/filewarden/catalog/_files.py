@@ -17,6 +17,7 @@ from filewarden.catalog._records import (
     FILE_COLS,
     MISSING,
     OFFLINE,
+    PATH_SQL,
     PRESENT,
     DirRow,
     FileRow,
@@ -179,10 +180,8 @@ def insert_files(
         start += rows
     count = conn.total_changes() - changes
     if count:
-        # CAST: || on BLOBs yields TEXT, and journal paths are BLOBs like every path.
         conn.execute(
-            "INSERT INTO journal(time, kind, file, root, path)"
-            " SELECT ?, 'new', id, root, CAST(CASE WHEN dir = x'' THEN name ELSE dir || x'2f' || name END AS BLOB)"
+            f"INSERT INTO journal(time, kind, file, root, path) SELECT ?, 'new', id, root, {PATH_SQL}"
             " FROM files WHERE id > ? ORDER BY id",
             (now, after),
         )
@@ -340,9 +339,7 @@ def purge_root(conn: apsw.Connection, root: int, now: float, detail: dict[str, A
     """
     conn.execute(
         "INSERT INTO journal(time, kind, file, root, path, detail)"
-        " SELECT ?, 'purge', id, root,"
-        " CAST(CASE WHEN dir = x'' THEN name ELSE dir || x'2f' || name END AS BLOB), ?"
-        " FROM files WHERE root = ? ORDER BY id",
+        f" SELECT ?, 'purge', id, root, {PATH_SQL}, ? FROM files WHERE root = ? ORDER BY id",
         (now, json.dumps(detail), root),
     )
     purged = conn.changes()

@@ -12,6 +12,7 @@ from filewarden.catalog._journal import journal
 from filewarden.catalog._media import get_media, set_media
 from filewarden.catalog._records import (
     OFFLINE,
+    PATH_SQL,
     PRESENT,
     FileRow,
     Media,
@@ -94,7 +95,7 @@ def move_prefix(
         conn.execute(
             "INSERT INTO journal(time, kind, file, root, path, old_root, old_path)"
             " SELECT ?, 'move', id, ?, CAST(? || substr(dir, ?) || x'2f' || name AS BLOB), ?,"
-            f" CAST(CASE WHEN dir = x'' THEN name ELSE dir || x'2f' || name END AS BLOB)"
+            f" {PATH_SQL}"
             f" FROM files WHERE root = ? AND {cond} ORDER BY id",
             (now, dst_root, dst, cut, src_root if src_root != dst_root else None, src_root, *args),
         )

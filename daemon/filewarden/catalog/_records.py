@@ -120,6 +120,11 @@ def _value(conn: apsw.Connection, sql: str, params: tuple[Any, ...] = ()) -> Any
     return rows[0][0] if rows else None
 
 
+# A row's root-relative path in SQL (:func:`join`). CAST: || on BLOBs yields
+# TEXT, and paths are BLOBs everywhere.
+PATH_SQL = "CAST(CASE WHEN dir = x'' THEN name ELSE dir || x'2f' || name END AS BLOB)"
+
+
 def join(dir: bytes, name: bytes) -> bytes:
     """The root-relative path of ``name`` in ``dir``."""
     return dir + b"/" + name if dir else name

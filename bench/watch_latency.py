@@ -33,7 +33,10 @@ on, and then the measurement waits for the first hashing pass to end).
 ``os.rename()`` to the ``move`` notification on a ``subscribe`` connection,
 beside watchman's subscription PDU in the same run. ``--crowd`` keeps 100
 clients holding ``changes`` calls and 9 more subscribed (all following the
-journal) while the renames are measured.
+journal) while the renames are measured: 109 threads of the client library
+in a process of their own. ``--lean-crowd`` is the same crowd as one thread
+over raw sockets and epoll, as an event-driven app server holds its
+connections: the crowd's own CPU then weighs less on the shared cores.
 
 ``--importing`` (hashing on) renames while the hasher works: before the
 renames, a fresh import (10,000 small files and ``--import-large`` 2 MB
@@ -267,6 +270,7 @@ def measure_daemon(
     importing: int = 0,
     feed: bool = False,
     load: bool = False,
+    lean: bool = False,
 ) -> tuple[list[float], dict[str, float]]:
     daemon = start(setup)
     imported = tree / "import"
@@ -296,7 +300,7 @@ def measure_daemon(
             wrong = late = 0
             seq = int(c.call("status")["seq"])
             if load:
-                crowd = Crowd(daemon, seq)
+                crowd = Crowd(daemon, seq, lean=lean)
             if feed:
                 lat, late, wrong = measure_feed(daemon, seq, renames, ids, timeout)
             for src, dst in [] if feed else renames:
@@ -389,14 +393,19 @@ class Crowd:
     reading costs the measuring client nothing."""
 
     def __init__(
-        self, daemon: DaemonProcess, seq: int, waiting: int = 100, subscribed: int = 9
+        self,
+        daemon: DaemonProcess,
+        seq: int,
+        waiting: int = 100,
+        subscribed: int = 9,
+        lean: bool = False,
     ) -> None:
         assert daemon.socket is not None
         ctx = multiprocessing.get_context("spawn")
         self.halt = ctx.Event()
         self.results: Any = ctx.Queue()
         self.proc = ctx.Process(
-            target=_crowd,
+            target=_lean_crowd if lean else _crowd,
             args=(str(daemon.socket), seq, waiting, subscribed, self.halt, self.results),
         )
         self.proc.start()
@@ -455,6 +464,58 @@ def _crowd(sock: str, seq: int, waiting: int, subscribed: int, halt: Any, result
     results.put(counts)
 
 
+def _lean_crowd(
+    sock: str, seq: int, waiting: int, subscribed: int, halt: Any, results: Any
+) -> None:
+    """The crowd as one thread over raw sockets and epoll, as an event-driven app
+    server would hold its connections: its own CPU (and the wake-ups of a hundred
+    threads) then stands less for the daemon's."""
+    import selectors
+    import socket
+
+    counts = {"crowd_changes_answers": 0, "crowd_notifications": 0}
+    sel = selectors.DefaultSelector()
+
+    def ask(conn: socket.socket, since: int) -> None:
+        line = {"jsonrpc": "2.0", "id": 1, "method": "changes"}
+        line["params"] = {"since": since, "wait": 2}  # type: ignore[assignment]
+        conn.sendall(json.dumps(line).encode() + b"\n")
+
+    conns = []
+    for i in range(waiting + subscribed):
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.connect(sock)
+        if i < waiting:
+            ask(conn, seq)
+        else:
+            request = {"jsonrpc": "2.0", "id": 1, "method": "subscribe", "params": {"since": seq}}
+            conn.sendall(json.dumps(request).encode() + b"\n")
+        conn.setblocking(False)
+        sel.register(conn, selectors.EVENT_READ, [i < waiting, b""])
+        conns.append(conn)
+    while not halt.is_set():
+        for key, _ in sel.select(0.2):
+            conn, state = key.fileobj, key.data
+            try:
+                data = conn.recv(1 << 20)  # type: ignore[union-attr]
+            except BlockingIOError:
+                continue
+            if not data:
+                sel.unregister(conn)
+                continue
+            lines = (state[1] + data).split(b"\n")
+            state[1] = lines.pop()
+            for line in lines:
+                if state[0]:
+                    counts["crowd_changes_answers"] += 1
+                    ask(conn, json.loads(line)["result"]["seq"])  # type: ignore[arg-type]
+                else:
+                    counts["crowd_notifications"] += 1
+    for conn in conns:
+        conn.close()
+    results.put(counts)
+
+
 def main() -> None:
     parser = _args.parser(__doc__, files=100_000, dirs=1_000, runs=3, backend=True, hashing=True)
     parser.add_argument("--renames", type=int, default=1_000)
@@ -484,6 +545,11 @@ def main() -> None:
         "--crowd",
         action="store_true",
         help="while measuring, 100 clients hold `changes` calls and 9 more are subscribed",
+    )
+    parser.add_argument(
+        "--lean-crowd",
+        action="store_true",
+        help="the crowd as one epoll thread over raw sockets, not 109 threads of the client",
     )
     args = parser.parse_args()
     args.hash = args.hash or args.importing
@@ -532,7 +598,8 @@ def main() -> None:
             args.hash,
             args.import_large if args.importing else 0,
             feed=args.feed,
-            load=args.crowd,
+            load=args.crowd or args.lean_crowd,
+            lean=args.lean_crowd,
         )
         lowered = limits.take()
         if lowered:
@@ -558,7 +625,7 @@ def main() -> None:
     labels = {
         "filewarden": f"filewarden ({args.backend}), rename -> "
         + ("notification" if args.feed else "lookup")
-        + (", crowd" if args.crowd else ""),
+        + (", lean crowd" if args.lean_crowd else ", crowd" if args.crowd else ""),
         "watchdog": "raw watchdog, rename -> handler",
         "watchman": f"watchman (settle {args.watchman_settle_ms} ms), rename -> PDU",
     }

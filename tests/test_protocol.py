@@ -39,6 +39,21 @@ def test_response_splices_encoded_values() -> None:
     }
 
 
+@pytest.mark.parametrize("request_id", [7, "r-\u00e9", None, 2.5])
+def test_a_shared_answer_gives_each_caller_the_same_line_but_its_id(request_id: Any) -> None:
+    """One encoded answer sent to many callers (a crowd woken by one commit): each line is
+    exactly what encoding it afresh gives, names that are not UTF-8 included."""
+    entry = {"seq": 3, "path": "/m/caf\udce9.flac", "kind": "move"}
+    shared = protocol.encode_object({"changes": protocol.encode_array([entry]), "seq": 3})
+    for _ in range(3):  # the same object, answered again and again
+        line = protocol.response(request_id, shared)
+        plain = {"jsonrpc": "2.0", "id": request_id, "result": {"changes": [entry], "seq": 3}}
+        assert line == json.dumps(plain, separators=(",", ":")).encode("ascii") + b"\n"
+    note = protocol.notification("change", entry)
+    plain = {"jsonrpc": "2.0", "method": "change", "params": entry}
+    assert note == json.dumps(plain, separators=(",", ":")).encode("ascii") + b"\n"
+
+
 def test_encode_array_holds_one_chunk_of_records_at_a_time() -> None:
     """Encoding 10,000 records from a generator peaks near their text, not near the records."""
 

@@ -314,6 +314,47 @@ def test_pipelined_requests_answered_in_order(running: Running) -> None:
     assert [a["result"]["path"] for a in answers] == [str(p) for p in paths]
 
 
+def test_pipelined_requests_of_every_way_keep_their_order(running: Running) -> None:
+    """Requests the loop answers itself (a lookup, a changes call held or shared) and
+    requests answered by worker threads (status, list, a verifying lookup), sent in one
+    write: answered in the order sent. A held call holds the ones after it."""
+    seq = running.call("status")["seq"]
+    path = str(running.files[0])
+    asks: list[tuple[str, dict[str, Any]]] = [
+        ("lookup", {"path": path}),
+        ("status", {}),
+        ("changes", {"since": 0, "limit": 5}),
+        ("changes", {"since": 0, "limit": 5}),  # the same: the answer just read
+        ("lookup", {"path": path, "verify": True}),
+        ("changes", {"since": seq, "wait": 0.3}),  # nothing comes: held to its end
+        ("lookup", {"path": "relative"}),  # an error, in its place
+        ("list", {"limit": 2}),
+        ("lookup", {"path": path}),
+    ]
+    data = b"".join(
+        json.dumps({"jsonrpc": "2.0", "id": i, "method": m, "params": p}).encode() + b"\n"
+        for i, (m, p) in enumerate(asks * 3)
+    )
+    t0 = time.monotonic()
+    answers = raw(running.sock, data, read_lines=len(asks) * 3)
+    assert time.monotonic() - t0 >= 0.9  # three held calls, one after the other
+    assert [a["id"] for a in answers] == list(range(len(asks) * 3))
+    for i, answer in enumerate(answers):
+        method, params = asks[i % len(asks)]
+        if params.get("path") == "relative":
+            assert answer["error"]["code"] == -32602
+        elif method == "lookup":
+            assert answer["result"]["path"] == path
+        elif method == "changes" and "wait" in params:
+            assert answer["result"]["changes"] == [] and answer["result"]["seq"] == seq
+        elif method == "changes":
+            assert [c["seq"] for c in answer["result"]["changes"]] == [1, 2, 3, 4, 5]
+        elif method == "list":
+            assert len(answer["result"]["files"]) == 2
+        else:
+            assert answer["result"]["seq"] == seq
+
+
 def test_hundred_clients_hundred_requests_each(running: Running) -> None:
     """100 concurrent clients doing 100 requests each all get correct answers."""
     expected = {str(p): running.call("lookup", {"path": str(p)})["id"] for p in running.files}

@@ -782,6 +782,12 @@ class FeedBatch:
     more: bool  # more entries wait after ``seq``
     reset: str | None  # why the cursor cannot be served
 
+    @functools.cached_property
+    def lines(self) -> bytes:
+        """The entries as ``change`` notification lines, encoded once for every
+        subscriber the batch is shared with."""
+        return b"".join(protocol.notification("change", entry) for entry in self.entries)
+
 
 def _fingerprint(media: catalog.Media | None) -> dict[str, Any] | None:
     """A record's fingerprint: kind and value (hex; null for a file that did not parse)."""

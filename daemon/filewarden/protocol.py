@@ -120,7 +120,10 @@ class Encoded:
 
     @property
     def text(self) -> bytes:
-        return b"".join(self.parts)
+        """The whole text, joined once: a shared answer is sent to many callers."""
+        if len(self.parts) != 1:
+            self.parts[:] = [b"".join(self.parts)]
+        return self.parts[0]
 
 
 def _dumps(value: Any) -> bytes:
@@ -185,11 +188,12 @@ def encode_object(fields: Mapping[str, Any]) -> Encoded:
 
 def notification(method: str, params: Any) -> bytes:
     """A JSON-RPC notification line (no id): what a subscription streams."""
-    return _line({"jsonrpc": "2.0", "method": method, "params": params})
+    return b'{"jsonrpc":"2.0","method":%b,"params":%b}\n' % (_dumps(method), _dumps(params))
 
 
 def response(request_id: Any, result: Any) -> bytes:
-    return _line({"jsonrpc": "2.0", "id": request_id, "result": result})
+    text = result.text if isinstance(result, Encoded) else _dumps(result)
+    return b'{"jsonrpc":"2.0","id":%b,"result":%b}\n' % (_dumps(request_id), text)
 
 
 def error_response(request_id: Any, error: RpcError) -> bytes:

@@ -477,11 +477,11 @@ def _lean_crowd(
     sel = selectors.DefaultSelector()
 
     def ask(conn: socket.socket, since: int) -> None:
-        line = {"jsonrpc": "2.0", "id": 1, "method": "changes"}
-        line["params"] = {"since": since, "wait": 2}  # type: ignore[assignment]
+        params = {"since": since, "wait": 2}
+        line = {"jsonrpc": "2.0", "id": 1, "method": "changes", "params": params}
         conn.sendall(json.dumps(line).encode() + b"\n")
 
-    conns = []
+    conns: dict[int, socket.socket] = {}
     for i in range(waiting + subscribed):
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         conn.connect(sock)
@@ -492,12 +492,12 @@ def _lean_crowd(
             conn.sendall(json.dumps(request).encode() + b"\n")
         conn.setblocking(False)
         sel.register(conn, selectors.EVENT_READ, [i < waiting, b""])
-        conns.append(conn)
+        conns[conn.fileno()] = conn
     while not halt.is_set():
         for key, _ in sel.select(0.2):
-            conn, state = key.fileobj, key.data
+            conn, state = conns[key.fd], key.data
             try:
-                data = conn.recv(1 << 20)  # type: ignore[union-attr]
+                data = conn.recv(1 << 20)
             except BlockingIOError:
                 continue
             if not data:
@@ -508,10 +508,10 @@ def _lean_crowd(
             for line in lines:
                 if state[0]:
                     counts["crowd_changes_answers"] += 1
-                    ask(conn, json.loads(line)["result"]["seq"])  # type: ignore[arg-type]
+                    ask(conn, json.loads(line)["result"]["seq"])
                 else:
                     counts["crowd_notifications"] += 1
-    for conn in conns:
+    for conn in conns.values():
         conn.close()
     results.put(counts)
 

@@ -35,6 +35,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "filewarden.watch.hints",
             "filewarden.watch.limits",
             "filewarden.fingerprint",
+            "filewarden.report",
         },
     ),
     ("catalog", {"filewarden.catalog", "filewarden.writer"}),
@@ -53,7 +54,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         },
     ),
     ("running", {"filewarden.scheduler", "filewarden.watch", "filewarden.health"}),
-    ("serving", {"filewarden.api", "filewarden.server", "filewarden.metrics"}),
+    ("serving", {"filewarden.api", "filewarden.server", "filewarden.metrics", "filewarden.web"}),
     (
         "process",
         {"filewarden.daemon", "filewarden.cli", "filewarden.__main__", "filewarden.testing"},

@@ -86,6 +86,7 @@ def test_example_config_lists_every_key_with_its_default() -> None:
         "identity": (config.IdentityConfig, parsed.identity),
         "retention": (config.RetentionConfig, parsed.retention),
         "metrics": (config.MetricsConfig, parsed.metrics),
+        "web": (config.WebConfig, parsed.web),
     }
     assert set(raw) == {*sections, "root"}
     defaults = config.parse({"root": [{"path": "/srv/photos"}]})

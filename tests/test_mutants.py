@@ -64,9 +64,9 @@ BREAKS = [
     ),
     Break(
         "missing --csv writes CRLF rows",
-        "cli.py",
-        'out = csv.writer(sys.stdout, lineterminator="\\r\\n")',
-        'out = csv.writer(sys.stdout, lineterminator="\\n")',
+        "report.py",
+        'writer = csv.writer(out, lineterminator="\\r\\n")',
+        'writer = csv.writer(out, lineterminator="\\n")',
         ("tests/test_cli.py::test_missing_csv_round_trips_hostile_names",),
     ),
     Break(

@@ -291,6 +291,18 @@ def test_purge_by_non_admin_is_refused(tmp_path: Path, tree: Path) -> None:
             with Client(sock) as c:
                 assert c.call("file", {"id": gone})["state"] == "missing"
                 assert c.call("file", {"id": other})["state"] == "present"
+            # The web page: a reader's token for anyone who may read; an admin's, and
+            # revoking one, for admins only.
+            ask = {"jsonrpc": "2.0", "id": 4, "method": "web_token", "params": {"role": "admin"}}
+            assert _as_nobody(sock, ask)["error"]["code"] == -32001
+            ask["params"] = {"role": "reader"}
+            made = _as_nobody(sock, ask)["result"]
+            assert made["role"] == "reader" and len(made["token"]) >= 40
+            ask["params"] = {"revoke": made["id"]}
+            assert _as_nobody(sock, ask)["error"]["code"] == -32001
+            with Client(sock) as c:
+                [token] = c.call("web_token", {"list": True})["tokens"]
+                assert token["revoked"] is None and "token" not in token
         finally:
             assert proc.stop() == 0
     finally:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import functools
+import hashlib
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -130,6 +132,7 @@ class Api:
             "candidates": self.candidates,
             "relink": self.relink,
             "metrics": self.metrics,
+            "web_token": self.web_token,
         }
         # The Prometheus text of one scrape (set by the daemon; None in bare tests).
         self.scrape: Callable[[], str] | None = None
@@ -750,12 +753,82 @@ class Api:
         )
         return self.record(self._file_or_404(keep.id))
 
+    def web_token(self, params: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        """Make a token for the web page (``role`` reader or admin; an admin's only for an
+        admin of the socket), list the tokens, or revoke one (admin only)."""
+        check_params(
+            params,
+            {
+                "role": (str, False),
+                "label": (str, False),
+                "revoke": (int, False),
+                "list": (bool, False),
+            },
+        )
+        if params.get("list"):
+            return {"tokens": [_token(t) for t in catalog.list_tokens(self.reader())]}
+        if params.get("revoke") is not None:
+            if not peer.admin:
+                raise RpcError(PERMISSION_DENIED, "revoking a token is for admins")
+            done = self._write(
+                partial(catalog.revoke_token, token_id=params["revoke"], now=time.time())
+            )
+            if not done:
+                raise RpcError(NOT_FOUND, f"no live token with id {params['revoke']}")
+            log.info("web.token", action="revoke", token=params["revoke"], by_uid=peer.uid)
+            return {"revoked": params["revoke"]}
+        role = params.get("role", "reader")
+        if role not in ("reader", "admin"):
+            raise invalid_params("role must be reader or admin")
+        if role == "admin" and not peer.admin:
+            raise RpcError(
+                PERMISSION_DENIED, "an admin token is for root and members of admin_group"
+            )
+        secret = secrets.token_urlsafe(32)
+        label = params.get("label") or f"uid {peer.uid}"
+        token_id = self._write(
+            partial(
+                catalog.add_token,
+                digest=token_digest(secret),
+                role=role,
+                label=label,
+                now=time.time(),
+            )
+        )
+        log.info("web.token", action="make", token=token_id, role=role, by_uid=peer.uid)
+        return {"id": token_id, "role": role, "label": label, "token": secret}
+
+    def missing_view(
+        self, chosen: catalog.MissingFilter, sort: str, descending: bool, offset: int, limit: int
+    ) -> tuple[builtins.list[dict[str, Any]], int]:
+        """A page of missing files as records, and how many ``chosen`` picks in all."""
+        conn, swept = self.reader(), self._swept()
+        rows = catalog.missing_page(
+            conn, chosen, sort=sort, descending=descending, offset=offset, limit=limit
+        )
+        return [self.record(r, swept) for r in rows], catalog.missing_count(conn, chosen)
+
     def metrics(self, params: dict[str, Any], peer: Peer) -> dict[str, Any]:
         """One scrape in the Prometheus text format (``filewarden metrics``)."""
         check_params(params, {})
         if self.scrape is None:
             raise RpcError(UNAVAILABLE, "metrics are not set up")
         return {"text": self.scrape(), "content_type": "text/plain; version=0.0.4"}
+
+
+def token_digest(secret: str) -> bytes:
+    """What the catalog keeps of a web token."""
+    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).digest()
+
+
+def _token(t: catalog.Token) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "role": t.role,
+        "label": t.label,
+        "created": protocol.rfc3339(t.created),
+        "revoked": protocol.rfc3339(t.revoked),
+    }
 
 
 def changes_key(params: Mapping[str, Any]) -> tuple[Any, ...] | None:

@@ -7,7 +7,6 @@ Exit codes (the contract): 0 ok, 1 failure, 2 usage or config error,
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import os
@@ -28,6 +27,7 @@ from filewarden.protocol import (
     PERMISSION_DENIED,
     RpcError,
 )
+from filewarden.report import human_size, missing_csv
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_DENIED, EXIT_NOT_FOUND = 0, 1, 2, 3, 4, 5
 
@@ -124,17 +124,6 @@ def _show(text: str) -> str:
         c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
         for c in text
     )
-
-
-def _size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("B", "K", "M", "G", "T"):
-        if value < 1024 or unit == "T":
-            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
-        value /= 1024
-    return str(n)
 
 
 def _table(rows: list[list[str]], header: list[str]) -> None:
@@ -257,9 +246,6 @@ def _all_files(
         after = page["next_after_id"]
 
 
-CSV_FIELDS = ["id", "root", "path", "size", "hash", "missing_since", "missing_reason", "last_seen"]
-
-
 def _cmd_missing(args: argparse.Namespace) -> int:
     with _client(args) as c:
         files = _all_files(
@@ -269,19 +255,16 @@ def _cmd_missing(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(files)
     elif args.csv:
-        # RFC 4180: CRLF rows, quotes doubled; names that are not UTF-8 keep
-        # their raw bytes (stdout uses surrogateescape), so they round-trip.
-        out = csv.writer(sys.stdout, lineterminator="\r\n")
-        out.writerow(CSV_FIELDS)
-        for f in files:
-            out.writerow(["" if f[k] is None else f[k] for k in CSV_FIELDS])
+        # Names that are not UTF-8 keep their raw bytes (stdout uses
+        # surrogateescape), so they round-trip.
+        sys.stdout.write(missing_csv(files))
     else:
         rows = [
             [
                 str(f["missing_since"]),
                 str(f["missing_reason"]),
                 str(f["id"]),
-                _size(f["size"]),  # type: ignore[arg-type]
+                human_size(f["size"]),  # type: ignore[arg-type]
                 _show(str(f["path"])),
             ]
             for f in files
@@ -304,7 +287,7 @@ def _cmd_offline(args: argparse.Namespace) -> int:
     for root, group in sorted(by_root.items()):
         print(f"{_show(root)}: {len(group)} offline")
         for f in group:
-            print(f"  {f['id']:>8}  {_size(f['size']):>7}  {_show(str(f['path']))}")  # type: ignore[arg-type]
+            print(f"  {f['id']:>8}  {human_size(f['size']):>7}  {_show(str(f['path']))}")  # type: ignore[arg-type]
     return EXIT_OK
 
 
@@ -469,6 +452,25 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_web_token(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        if args.list:
+            rows = [
+                [str(t["id"]), t["role"], t["created"], t["revoked"] or "-", _show(t["label"])]
+                for t in c.web_tokens()
+            ]
+            _table(rows, ["ID", "ROLE", "CREATED", "REVOKED", "LABEL"])
+        elif args.revoke is not None:
+            c.revoke_web_token(args.revoke)
+            print(f"token {args.revoke} revoked")
+        else:
+            made = c.web_token("admin" if args.admin else "reader", args.label)
+            print(made["token"])
+            if sys.stderr.isatty():
+                print(f"(token {made['id']}, {made['role']}: shown once)", file=sys.stderr)
+    return EXIT_OK
+
+
 def _cmd_sync(args: argparse.Namespace) -> int:
     with _client(args) as c:
         result = c.call("sync", {"timeout_s": args.timeout})
@@ -589,6 +591,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="write FILE atomically (e.g. for node_exporter's textfile collector)",
     )
+    p = client(
+        "web-token",
+        "print a new token for the web page (reader; --admin for an admin's), list or revoke them",
+        _cmd_web_token,
+    )
+    p.add_argument("--admin", action="store_true", help="a token that may remove files (admins)")
+    p.add_argument("--label", help="what the token is for (shown on the page and in --list)")
+    p.add_argument("--list", action="store_true", help="every token made")
+    p.add_argument("--revoke", type=int, metavar="ID", help="revoke a token (admins)")
     p = client("sync", "wait until the catalog has every change made on disk before now", _cmd_sync)
     p.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS")
     return parser

@@ -342,6 +342,20 @@ class Client:
         """One scrape in the Prometheus text format."""
         return str(self.call("metrics")["text"])
 
+    def web_token(self, role: str = "reader", label: str | None = None) -> dict[str, Any]:
+        """A new token for the web page: ``{id, role, label, token}`` (the token is shown once)."""
+        params: dict[str, Any] = {"role": role}
+        if label:
+            params["label"] = label
+        return cast(dict[str, Any], self.call("web_token", params))
+
+    def web_tokens(self) -> list[dict[str, Any]]:
+        """Every token made, revoked ones too: ``{id, role, label, created, revoked}``."""
+        return cast(list[dict[str, Any]], self.call("web_token", {"list": True})["tokens"])
+
+    def revoke_web_token(self, token_id: int) -> None:
+        self.call("web_token", {"revoke": token_id})
+
     def interrupt(self) -> None:
         """End what this connection waits for (a subscription), from another thread."""
         with contextlib.suppress(OSError):

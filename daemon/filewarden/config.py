@@ -101,6 +101,16 @@ class MetricsConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class WebConfig:
+    # The web page, on the HTTP listener of [metrics] (127.0.0.1:9851 when that
+    # is not set).
+    enabled: bool = False
+
+
+DEFAULT_HTTP = ("127.0.0.1", 9851)
+
+
+@dataclasses.dataclass(frozen=True)
 class RetentionConfig:
     purge_missing_after: float | None = None  # None: missing files are kept until purged by hand
     journal_keep: float | None = 90 * 86400.0  # older journal entries go, except each file's latest
@@ -136,6 +146,13 @@ class Config:
     hash: HashConfig = HashConfig()
     identity: IdentityConfig = IdentityConfig()
     metrics: MetricsConfig = MetricsConfig()
+    web: WebConfig = WebConfig()
+
+    def http_listen(self) -> tuple[str, int | str] | None:
+        """Where the HTTP listener (``/metrics``, and the web page if enabled) listens."""
+        if self.metrics.listen is not None:
+            return self.metrics.listen
+        return DEFAULT_HTTP if self.web.enabled else None
 
 
 def user_defaults() -> DaemonConfig:
@@ -192,7 +209,18 @@ def parse(data: Mapping[str, Any], *, source: Path | None = None) -> Config:
     where = f"{source}: " if source else ""
     _no_unknown(
         data,
-        {"daemon", "log", "sweep", "watch", "hash", "identity", "retention", "metrics", "root"},
+        {
+            "daemon",
+            "log",
+            "sweep",
+            "watch",
+            "hash",
+            "identity",
+            "retention",
+            "metrics",
+            "web",
+            "root",
+        },
         where,
         "",
     )
@@ -250,6 +278,9 @@ def parse(data: Mapping[str, Any], *, source: Path | None = None) -> Config:
     sec = _Section(where, "metrics", data.get("metrics", {}))
     metrics = MetricsConfig(listen=sec.get("listen", _listen, None))
     sec.done()
+    sec = _Section(where, "web", data.get("web", {}))
+    web = WebConfig(enabled=sec.get("enabled", _bool, False))
+    sec.done()
     sec = _Section(where, "retention", data.get("retention", {}))
     retention = RetentionConfig(
         purge_missing_after=sec.get("purge_missing_after", _duration, None),
@@ -289,6 +320,7 @@ def parse(data: Mapping[str, Any], *, source: Path | None = None) -> Config:
         hashing,
         identity,
         metrics,
+        web,
     )
 
 

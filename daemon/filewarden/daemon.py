@@ -10,6 +10,7 @@ of SIGTERM.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import signal
 import threading
@@ -38,6 +39,7 @@ from filewarden.scheduler import Scheduler
 from filewarden.server import AdminCheck, Server, bind_unix_socket
 from filewarden.watch import Watcher
 from filewarden.watch.sync import Syncer
+from filewarden.web import Web
 from filewarden.writer import Writer
 
 log = logs.get("filewarden.daemon")
@@ -189,10 +191,13 @@ class Daemon:
     def _start_metrics(self) -> None:
         self.metrics = Metrics(self.api, self.writer.seq)
         self.api.scrape = self.metrics.text
-        listen = self.config.metrics.listen
+        listen = self.config.http_listen()
         if listen is not None:
+            pages = Web(self.api) if self.config.web.enabled else None
+            if pages is not None and listen[0] != "unix" and not _loopback(listen[0]):
+                log.warning("web.insecure", address=f"{listen[0]}:{listen[1]}")
             try:
-                self.metrics.serve(*listen)
+                self.metrics.serve(*listen, pages=pages)
             except OSError as exc:
                 raise FilewardenError(
                     f"[metrics] listen = {listen[0]}:{listen[1]}: {exc.strerror or exc}"
@@ -268,11 +273,11 @@ class Daemon:
         for name in ("log", "sweep", "hash", "retention", "identity"):
             if getattr(old, name) != getattr(new, name):
                 changes.append(f"[{name}] changed")
-        for name in ("daemon", "watch", "metrics"):
+        for name in ("daemon", "watch", "metrics", "web"):
             if getattr(old, name) != getattr(new, name):
                 changes.append(f"[{name}] changed: takes effect at the next restart")
         self.config = dataclasses.replace(
-            new, daemon=old.daemon, watch=old.watch, metrics=old.metrics
+            new, daemon=old.daemon, watch=old.watch, metrics=old.metrics, web=old.web
         )
         if old.log != new.log:
             logs.configure(new.log)
@@ -416,3 +421,13 @@ class Daemon:
         """A dead backend is restarted (with backoff) and its roots swept: events may be lost."""
         for root in self.watcher.revive():
             self.scheduler.request(root, full=True)
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name) is this machine's loopback."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

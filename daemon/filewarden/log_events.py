@@ -168,7 +168,21 @@ EVENTS: tuple[Event, ...] = (
         " dropped, rehashed",
         "id action",
     ),
-    _e("metrics.listen", "info", "`/metrics` is served over HTTP (`[metrics] listen`)", "address"),
+    _e(
+        "metrics.listen",
+        "info",
+        "`/metrics` (and the web page, with `[web] enabled`) is served over HTTP",
+        "address web",
+    ),
+    _e(
+        "web.insecure",
+        "warning",
+        "the web page listens on an address that is not loopback, without TLS: put it"
+        " behind a reverse proxy that adds TLS (see README)",
+        "address",
+    ),
+    _e("web.token", "info", "a web token was made or revoked", "action token role by_uid"),
+    _e("web.remove", "info", "missing files were removed from the web page", "token asked purged"),
     _e("retention.purge", "info", "the retention policy purged files", "purged older_than_s"),
     _e(
         "retention.error",

@@ -14,14 +14,18 @@ set, ``/metrics`` over HTTP.
 from __future__ import annotations
 
 import contextlib
+import http.server
 import os
+import socket
 import socketserver
 import stat
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from email.message import Message
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import apsw
 from prometheus_client import CollectorRegistry, exposition
@@ -61,26 +65,30 @@ class Metrics:
     def text(self) -> str:
         return exposition.generate_latest(self.registry).decode()
 
-    def serve(self, host: str, port: int | str) -> None:
+    def serve(self, host: str, port: int | str, pages: Pages | None = None) -> None:
         """Serve ``/metrics`` on ``host:port``, or on the Unix socket ``port`` when ``host``
-        is ``"unix"`` (a thread of its own either way)."""
+        is ``"unix"`` (threads of its own either way); every other path is ``pages``'s
+        (the web page), or ``/metrics`` too when there are none."""
+        handler = type("Handler", (_Front,), {"registry": self.registry, "pages": pages})
+        server: Any
         if host == "unix":
             path = str(port)
             prepare_dir(Path(path).parent, 0o755)
             with contextlib.suppress(FileNotFoundError):
                 if stat.S_ISSOCK(os.lstat(path).st_mode):
                     os.unlink(path)  # left by a daemon that is gone
-            server: Any = _UnixHTTPServer(path, exposition.MetricsHandler.factory(self.registry))
+            server = _UnixHTTPServer(path, handler)
             os.chmod(path, 0o660)
-            threading.Thread(
-                target=server.serve_forever, name="filewarden-metrics", daemon=True
-            ).start()
             address = f"unix:{path}"
         else:
-            server, _ = exposition.start_http_server(int(port), host, registry=self.registry)
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            server = type("Server", (_TCPHTTPServer,), {"address_family": family})(
+                (host, int(port)), handler
+            )
             address = f"{host}:{port}"
+        threading.Thread(target=server.serve_forever, name="filewarden-http", daemon=True).start()
         self._http = server
-        log.info("metrics.listen", address=address)
+        log.info("metrics.listen", address=address, web=pages is not None)
 
     def close(self) -> None:
         if self._http is not None:
@@ -115,6 +123,72 @@ class Metrics:
         yield from _sweeps(self.source.jobs({}, None))
         yield from _daemon(status)
         yield from _journal(journal, status)
+
+
+# The web page: (method, path, query, headers, body) → (status, headers, body).
+Pages = Callable[
+    [str, str, str, Message, bytes], tuple[int, list[tuple[str, str]], bytes | Iterator[bytes]]
+]
+MAX_BODY = 1 << 20  # bytes of a request's body (a form with a page of ids)
+
+
+class _Front(http.server.BaseHTTPRequestHandler):
+    """``/metrics`` in the format the scraper asks for; the rest is the web page's."""
+
+    registry: CollectorRegistry
+    pages: Pages | None
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_HEAD(self) -> None:
+        self._serve("HEAD")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def _serve(self, method: str) -> None:
+        url = urlsplit(self.path)
+        if method != "POST" and (url.path == "/metrics" or self.pages is None):
+            encoder, content_type = exposition.choose_encoder(self.headers.get("Accept", ""))
+            status, headers = 200, [("Content-Type", content_type)]
+            body: bytes | Iterator[bytes] = encoder(self.registry)
+        elif self.pages is None:
+            status, headers, body = 405, [("Allow", "GET, HEAD")], b""
+        else:
+            length = int(self.headers.get("Content-Length") or 0)
+            if not 0 <= length <= MAX_BODY:
+                self.send_error(413, "request body over 1 MiB")
+                return
+            data = self.rfile.read(length)
+            status, headers, body = self.pages(method, url.path, url.query, self.headers, data)
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        if isinstance(body, bytes):
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if method != "HEAD":
+                self.wfile.write(body)
+            return
+        self.end_headers()  # a stream (server-sent events): it ends with the connection
+        try:
+            for chunk in body:
+                self.wfile.write(chunk)
+                self.wfile.flush()
+        except OSError:
+            pass  # the page went away
+        finally:
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # the daemon's own log says what matters
+
+
+class _TCPHTTPServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
 
 
 class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):

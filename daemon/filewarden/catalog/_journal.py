@@ -128,3 +128,28 @@ def oldest_seq(conn: apsw.Connection) -> int:
 def instance(conn: apsw.Connection) -> str:
     """The catalog's instance: a UUID made with it, never reused."""
     return str(_value(conn, "SELECT value FROM meta WHERE key = 'instance'"))
+
+
+def journal_by_day(conn: apsw.Connection, since: float) -> list[tuple[int, str, int, int]]:
+    """``(day, kind, entries, files)`` for the entries from ``since`` (unix seconds) on,
+    ``day`` counted from the epoch (UTC) and ``files`` the sum of the entries' ``files``
+    (a root's ``offline`` and ``online``). Entries are in time order, so the first one
+    to count is found by bisecting ``seq``, not by a scan."""
+    low = int(_value(conn, "SELECT min(seq) FROM journal") or 0)
+    high = int(_value(conn, "SELECT max(seq) FROM journal") or 0) + 1
+    while low < high:
+        mid = (low + high) // 2
+        at = _value(conn, "SELECT time FROM journal WHERE seq >= ? ORDER BY seq LIMIT 1", (mid,))
+        if at is not None and at < since:
+            low = mid + 1
+        else:
+            high = mid
+    return [
+        (int(day), str(kind), int(count), int(files or 0))
+        for day, kind, count, files in _rows(
+            conn,
+            "SELECT CAST(time / 86400 AS INTEGER), kind, count(*),"
+            " sum(json_extract(detail, '$.files')) FROM journal WHERE seq >= ? GROUP BY 1, 2",
+            (low,),
+        )
+    ]

@@ -165,6 +165,22 @@ MIGRATIONS: tuple[str, ...] = (
         || substr('89ab', 1 + abs(random() % 4), 1) || substr(lower(hex(randomblob(2))), 2)
         || '-' || lower(hex(randomblob(6)));
     """,
+    # 10: the web page's access tokens, kept as their SHA-256 (a token is 256
+    # random bits: a slow hash would guard nothing more), revoked, not deleted;
+    # and the missing files by reason, for its list (filtered, counted, and the
+    # reasons there are, without reading every missing file's row).
+    """
+    CREATE INDEX files_missing_reason ON files(missing_reason, missing_since)
+        WHERE state = 'missing';
+    CREATE TABLE web_tokens (
+        id INTEGER PRIMARY KEY,
+        digest BLOB NOT NULL UNIQUE,
+        role TEXT NOT NULL CHECK (role IN ('reader', 'admin')),
+        label TEXT NOT NULL,
+        created REAL NOT NULL,
+        revoked REAL
+    );
+    """,
 )
 
 

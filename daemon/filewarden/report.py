@@ -1,0 +1,39 @@
+"""How file records are written for people: the missing list as CSV, sizes in units.
+
+Shared by the command line and the web page, so that an export from either
+is the same bytes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+# The columns of the missing list's CSV, in order.
+CSV_FIELDS = ["id", "root", "path", "size", "hash", "missing_since", "missing_reason", "last_seen"]
+
+
+def missing_csv(files: Iterable[Mapping[str, Any]]) -> str:
+    """RFC 4180 CSV of file records with a header row: CRLF rows, quotes doubled; names
+    that are not UTF-8 stay lone surrogates, written back as their bytes by the caller
+    (``surrogateescape``)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_FIELDS)
+    for f in files:
+        writer.writerow(["" if f[k] is None else f[k] for k in CSV_FIELDS])
+    return out.getvalue()
+
+
+def human_size(n: int | None) -> str:
+    """``1.5M``; ``-`` when unknown."""
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "K", "M", "G", "T"):
+        if value < 1024 or unit == "T":
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    return str(n)

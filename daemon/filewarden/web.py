@@ -538,10 +538,8 @@ class Web:
         """The journal after ``since`` as server-sent events, one ``change`` event an
         entry, until the page goes away; a comment every 15 s tells a closed one."""
         since = _int(req.one(req.query, "since", "0"), 0, 1 << 62)
-        with self._moved:
-            if self._streams >= MAX_STREAMS:
-                raise Refused(503, "too many live pages open; close one")
-            self._streams += 1
+        if self._streams >= MAX_STREAMS:
+            raise Refused(503, "too many live pages open; close one")
         spec = self.api.subscription({"since": since})
         return Response(
             200,
@@ -551,7 +549,11 @@ class Web:
         )
 
     def _stream(self, spec: Subscription) -> Iterator[bytes]:
+        # Counted once it runs: a stream never started (the page went away first)
+        # has nothing to give back.
         cursor = spec.since
+        with self._moved:
+            self._streams += 1
         try:
             yield b"retry: 2000\n\n"
             while True:

@@ -16,7 +16,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from typing import Any, Protocol
 
@@ -798,15 +798,16 @@ class Api:
         log.info("web.token", action="make", token=token_id, role=role, by_uid=peer.uid)
         return {"id": token_id, "role": role, "label": label, "token": secret}
 
-    def missing_view(
+    def missing_records(
         self, chosen: catalog.MissingFilter, sort: str, descending: bool, offset: int, limit: int
-    ) -> tuple[builtins.list[dict[str, Any]], int]:
-        """A page of missing files as records, and how many ``chosen`` picks in all."""
+    ) -> Iterator[dict[str, Any]]:
+        """The missing files ``chosen`` picks, as records, read as they are consumed
+        (``limit`` -1: every one); ``catalog.missing_count`` says how many there are."""
         conn, swept = self.reader(), self._swept()
-        rows = catalog.missing_page(
+        for row in catalog.missing_page(
             conn, chosen, sort=sort, descending=descending, offset=offset, limit=limit
-        )
-        return [self.record(r, swept) for r in rows], catalog.missing_count(conn, chosen)
+        ):
+            yield self.record(row, swept)
 
     def metrics(self, params: dict[str, Any], peer: Peer) -> dict[str, Any]:
         """One scrape in the Prometheus text format (``filewarden metrics``)."""

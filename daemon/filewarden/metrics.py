@@ -171,9 +171,9 @@ class _Front(http.server.BaseHTTPRequestHandler):
             if method != "HEAD":
                 self.wfile.write(body)
             return
-        self.end_headers()  # a stream (server-sent events): it ends with the connection
+        self.end_headers()  # a stream (events, an export): it ends with the connection
         try:
-            for chunk in body:
+            for chunk in body if method != "HEAD" else ():
                 self.wfile.write(chunk)
                 self.wfile.flush()
         except OSError:

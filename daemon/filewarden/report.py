@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 # The columns of the missing list's CSV, in order.
@@ -19,12 +19,22 @@ def missing_csv(files: Iterable[Mapping[str, Any]]) -> str:
     """RFC 4180 CSV of file records with a header row: CRLF rows, quotes doubled; names
     that are not UTF-8 stay lone surrogates, written back as their bytes by the caller
     (``surrogateescape``)."""
+    return "".join(missing_csv_chunks(files))
+
+
+def missing_csv_chunks(files: Iterable[Mapping[str, Any]], rows: int = 1000) -> Iterator[str]:
+    """The same text, ``rows`` records at a time (an export of a million files is
+    sent as it is read, never held whole)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(CSV_FIELDS)
-    for f in files:
+    for i, f in enumerate(files, 1):
         writer.writerow(["" if f[k] is None else f[k] for k in CSV_FIELDS])
-    return out.getvalue()
+        if i % rows == 0:
+            yield out.getvalue()
+            out.seek(0)
+            out.truncate()
+    yield out.getvalue()
 
 
 def human_size(n: int | None) -> str:

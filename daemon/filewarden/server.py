@@ -310,17 +310,28 @@ class Server:
         a wake, however fast the journal moves, and never polls."""
         return self._held_wake_due and 0 < self.api.writer.seq - since <= NEAR_HEAD
 
-    def _quick_changes(self, conn: Connection, line: bytes) -> bool:
+    def _on_loop_if_quick(self, conn: Connection, line: bytes) -> bool:
+        """Serve ``line`` on the loop if it is a request the loop answers itself (see
+        :meth:`_quick_changes` and :meth:`_quick_lookup`); False: the general way."""
+        try:
+            request_id, method, params, notification = protocol.parse_request(line)
+        except RpcError:
+            return False  # refused the general way, with its error
+        if notification:
+            return False
+        if method == "changes":
+            return self._quick_changes(conn, request_id, params)
+        if method == "lookup":
+            return self._quick_lookup(conn, request_id, params)
+        return False
+
+    def _quick_changes(self, conn: Connection, request_id: Any, params: dict[str, Any]) -> bool:
         """Serve a well-formed ``changes`` call on the loop, with no task and no thread:
         hold it (``wait``, nothing new yet), or answer it from the answer another
         caller got since the last commit. False: not one of those (the request takes
         the general way, :meth:`_dispatch`). A crowd of apps following the journal
         costs the loop a parse and a write a call, no more."""
-        try:
-            request_id, method, params, notification = protocol.parse_request(line)
-        except RpcError:
-            return False
-        if method != "changes" or notification or not _plain_changes(params):
+        if not _plain_changes(params):
             return False
         if params.get("instance") not in (None, self.api.instance):
             return False  # a reset to tell: the general way
@@ -339,16 +350,12 @@ class Server:
         conn.transport.write(protocol.response(request_id, shared))
         return True
 
-    def _quick_lookup(self, conn: Connection, line: bytes) -> bool:
+    def _quick_lookup(self, conn: Connection, request_id: Any, params: dict[str, Any]) -> bool:
         """Answer a ``lookup`` of one path on the loop: an indexed read of a few
         pages, cheaper than the hop to a worker thread and back (a client polling for
         a rename's new path waits on that hop). ``verify`` (which reads the file) and
         bulk lookups take the general way, as does anything malformed."""
-        try:
-            request_id, method, params, notification = protocol.parse_request(line)
-        except RpcError:
-            return False
-        if method != "lookup" or notification or not _LOOKUP_ONE.issuperset(params):
+        if not _LOOKUP_ONE.issuperset(params):
             return False
         if conn.backed_up():
             return False
@@ -650,9 +657,9 @@ class Connection(asyncio.Protocol):
         server = self.server
         while not self.busy and self.lines and not self.closed:
             line = self.lines.popleft()
-            if b'"changes"' in line and server._quick_changes(self, line):
-                continue
-            if b'"lookup"' in line and server._quick_lookup(self, line):
+            if (b'"changes"' in line or b'"lookup"' in line) and server._on_loop_if_quick(
+                self, line
+            ):
                 continue
             self.busy = True
             self.task = self.loop.create_task(self._serve(line))

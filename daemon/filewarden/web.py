@@ -17,10 +17,12 @@ so no path can inject markup or break a line.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import hmac
 import html
+import http.cookies
 import json
 import secrets
 import threading
@@ -33,7 +35,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from filewarden import catalog, logs
 from filewarden.api import Api, Peer, Subscription, token_digest
 from filewarden.protocol import RpcError
-from filewarden.report import human_size, missing_csv
+from filewarden.report import human_size, missing_csv_chunks
 
 log = logs.get("filewarden.web")
 
@@ -69,10 +71,6 @@ class Request:
 
     def form(self) -> dict[str, list[str]]:
         return parse_qs(self.body.decode("utf-8", "surrogateescape"), keep_blank_values=True)
-
-    def one(self, fields: Mapping[str, list[str]], key: str, default: str = "") -> str:
-        values = fields.get(key)
-        return values[0] if values else default
 
 
 @dataclasses.dataclass
@@ -189,7 +187,7 @@ class Web:
         if not viewer.by_cookie:
             return
         self._same_origin(req)
-        given = req.one(req.form(), "csrf")
+        given = _one(req.form(), "csrf")
         if not hmac.compare_digest(given, self.csrf(viewer)):
             raise Refused(403, "the form's CSRF token is missing or stale: reload the page")
 
@@ -206,7 +204,7 @@ class Web:
         if req.method != "POST":
             return Response(200, self._login_form(""))
         self._same_origin(req)
-        secret = req.one(req.form(), "token").strip()
+        secret = _one(req.form(), "token").strip()
         if not secret or catalog.token_by_digest(self.api.reader(), token_digest(secret)) is None:
             return Response(401, self._login_form("this token is not known or was revoked"))
         return self._redirect("/", cookie=secret)
@@ -320,17 +318,18 @@ class Web:
         )
 
     def _order(self, req: Request) -> tuple[str, bool]:
-        sort = req.one(req.query, "sort", "missing_since")
+        sort = _one(req.query, "sort", "missing_since")
         if sort not in catalog.SORTS:
             raise Refused(400, f"sort by one of {', '.join(catalog.SORTS)}")
-        return sort, req.one(req.query, "order", "desc") != "asc"
+        return sort, _one(req.query, "order", "desc") != "asc"
 
     def missing(self, req: Request, viewer: Viewer) -> Response:
         chosen, kept = self._filter(req.query)
         sort, descending = self._order(req)
-        offset = _int(req.one(req.query, "offset", "0"), 0, 1 << 40)
-        per = _int(req.one(req.query, "per", str(PAGE)), 1, PAGES_MAX)
-        files, total = self.api.missing_view(chosen, sort, descending, offset, per)
+        offset = _int(_one(req.query, "offset", "0"), 0, 1 << 40)
+        per = _int(_one(req.query, "per", str(PAGE)), 1, PAGES_MAX)
+        files = list(self.api.missing_records(chosen, sort, descending, offset, per))
+        total = catalog.missing_count(self.api.reader(), chosen)
         counted = f"more than {catalog.COUNT_CAP:,}" if total > catalog.COUNT_CAP else f"{total:,}"
         here = {**kept, "sort": sort, "order": "desc" if descending else "asc", "per": str(per)}
         admin = viewer.token.role == "admin"
@@ -403,13 +402,13 @@ class Web:
     def missing_export(self, req: Request, viewer: Viewer) -> Response:
         chosen, _ = self._filter(req.query)
         sort, descending = self._order(req)
-        files, _ = self.api.missing_view(chosen, sort, descending, 0, -1)
-        text = missing_csv(files)
+        files = self.api.missing_records(chosen, sort, descending, 0, -1)
         return Response(
             200,
-            text.encode("utf-8", "surrogateescape"),
+            b"",
             content_type="text/csv; charset=utf-8",
             headers=[("Content-Disposition", "attachment; filename=missing.csv")],
+            stream=(c.encode("utf-8", "surrogateescape") for c in missing_csv_chunks(files)),
         )
 
     def remove(self, req: Request, viewer: Viewer) -> Response:
@@ -417,7 +416,7 @@ class Web:
             raise Refused(403, "removing files needs an admin token")
         fields = req.form()
         chosen, kept = self._filter(fields)
-        if req.one(fields, "remove") == "all":
+        if _one(fields, "remove") == "all":
             ids = catalog.missing_ids(self.api.reader(), chosen)
         else:
             ids = [_int(i, 1, 1 << 62) for i in fields.get("ids", [])]
@@ -446,11 +445,11 @@ class Web:
             "<table id=offline><tr><th>root</th><th>state</th><th>why</th>"
             f"<th>offline since</th><th>files offline</th></tr>{rows}</table>"
         ]
-        after = _int(req.one(req.query, "after", "0"), 0, 1 << 62)
+        after = _int(_one(req.query, "after", "0"), 0, 1 << 62)
         for r in away:
             if not r["files"]["offline"]:
                 continue
-            mine = req.one(req.query, "root") == r["path"]
+            mine = _one(req.query, "root") == r["path"]
             page = self.api.list(
                 {
                     "state": "offline",
@@ -480,13 +479,13 @@ class Web:
 
     def file(self, req: Request, viewer: Viewer) -> Response:
         peer = _peer(viewer)
-        if req.one(req.query, "path"):
-            found = self.api.lookup({"path": req.one(req.query, "path")}, peer)
+        if _one(req.query, "path"):
+            found = self.api.lookup({"path": _one(req.query, "path")}, peer)
             if found is None:
                 raise Refused(404, "no file is known at that path")
             file_id = int(found["id"])
         else:
-            file_id = _int(req.one(req.query, "id"), 1, 1 << 62)
+            file_id = _int(_one(req.query, "id"), 1, 1 << 62)
         rec = self.api.file({"id": file_id}, peer)
         fields = "".join(
             f"<tr><th>{k}</th><td>{shown(str(rec[k]))}</td></tr>"
@@ -537,7 +536,7 @@ class Web:
     def events(self, req: Request, viewer: Viewer) -> Response:
         """The journal after ``since`` as server-sent events, one ``change`` event an
         entry, until the page goes away; a comment every 15 s tells a closed one."""
-        since = _int(req.one(req.query, "since", "0"), 0, 1 << 62)
+        since = _int(_one(req.query, "since", "0"), 0, 1 << 62)
         if self._streams >= MAX_STREAMS:
             raise Refused(503, "too many live pages open; close one")
         spec = self.api.subscription({"since": since})
@@ -577,6 +576,8 @@ class Web:
                 self._streams -= 1
 
     def _on_commit(self, seq: int) -> None:
+        if not self._streams:
+            return  # no live page open: nothing for the writer's thread to do
         with self._moved:
             self._moved.notify_all()
 
@@ -677,12 +678,17 @@ def _peer(viewer: Viewer) -> Peer:
     return Peer(0, -1, -1, viewer.token.role == "admin")
 
 
+def _one(fields: Mapping[str, list[str]], key: str, default: str = "") -> str:
+    """The first value of a query's or form's field."""
+    values = fields.get(key)
+    return values[0] if values else default
+
+
 def _cookie(headers: Message, name: str) -> str:
-    for part in (headers.get("Cookie") or "").split(";"):
-        key, _, value = part.strip().partition("=")
-        if key == name:
-            return value
-    return ""
+    jar = http.cookies.SimpleCookie()
+    with contextlib.suppress(http.cookies.CookieError):
+        jar.load(headers.get("Cookie") or "")
+    return jar[name].value if name in jar else ""
 
 
 def _int(text: str, low: int, high: int) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 
 import apsw
 
@@ -63,17 +64,19 @@ def missing_page(
     descending: bool = True,
     offset: int = 0,
     limit: int = 50,
-) -> list[FileRow]:
+) -> Iterator[FileRow]:
     """One page of the missing files ``chosen`` picks, in ``sort`` order (then by id).
 
     The newest first (the default) walks the ``files_missing`` index: the
     first page of a million missing files reads a page's rows, not a million.
+    Rows are read as they are consumed (``limit`` -1: all of them, for an export).
     """
     where, params = chosen.where()
     way = "DESC" if descending else "ASC"
     order = ", ".join(f"{column} {way}" for column in SORTS[sort])
     sql = f"SELECT {FILE_COLS} FROM files WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?"
-    return [FileRow(*r) for r in conn.execute(sql, (*params, limit, offset))]
+    for r in conn.execute(sql, (*params, limit, offset)):
+        yield FileRow(*r)
 
 
 def missing_count(conn: apsw.Connection, chosen: MissingFilter, cap: int = COUNT_CAP) -> int:

@@ -122,10 +122,19 @@ def api_config(
     """The socket and CLI tests' config: short client timeouts, more ``[daemon]`` keys.
 
     They default to the poll backend: what they check (lookup with verify,
-    scan counts) must not race a watcher that got there first.
+    scan counts) must not race a watcher that got there first. The hasher is
+    off: its ``hash`` entries would land, whenever it got to each file, among
+    the journal entries these tests count (it has tests of its own).
     """
     timeouts = {"client_request_timeout": "1s", "client_idle_timeout": "3s"}
-    return write_config(tmp, roots, backend=backend, socket=socket, daemon={**timeouts, **daemon})
+    return write_config(
+        tmp,
+        roots,
+        backend=backend,
+        socket=socket,
+        daemon={**timeouts, **daemon},
+        sections={"hash": {"enabled": False}},
+    )
 
 
 def make_files(base: Path, count: int, per_dir: int = 10) -> list[Path]:

@@ -47,7 +47,18 @@ class Source(Protocol):
 
 RULES = ("inode", "hash", "fingerprint", "admin")  # a relink's ``by``, each shown from 0
 # Journal kinds counted (each shown from 0).
-COUNTED = ("new", "move", "missing", "restore", "relink", "retire", "purge", "change")
+COUNTED = (
+    "new",
+    "move",
+    "missing",
+    "restore",
+    "relink",
+    "retire",
+    "purge",
+    "change",
+    "hash",
+    "annotate",
+)
 
 
 class Metrics:
@@ -123,6 +134,7 @@ class Metrics:
         yield from _sweeps(self.source.jobs({}, None))
         yield from _daemon(status)
         yield from _journal(journal, status)
+        yield from _ship(status)
 
 
 # The web page: (method, path, query, headers, body) → (status, headers, body).
@@ -347,4 +359,31 @@ def _journal(journal: dict[tuple[str, str], int], status: dict[str, Any]) -> Ite
     missing = sum(r["files"]["missing"] for r in status["roots"])
     yield _gauge(
         "filewarden_missing_files", "Missing files under the configured roots.", value=missing
+    )
+
+
+def _ship(status: dict[str, Any]) -> Iterator[Metric]:
+    """The shipper's lag, once one has reported (``filewarden ship``)."""
+    ship = status.get("ship")
+    if ship is None:
+        return
+    yield _gauge(
+        "filewarden_ship_lag_entries",
+        "Journal entries not yet committed to the fleet's PostgreSQL.",
+        value=ship["lag_entries"],
+    )
+    yield _gauge(
+        "filewarden_ship_lag_seconds",
+        "How long the oldest of them has waited (0: none wait).",
+        value=ship["lag_seconds"],
+    )
+    yield _gauge(
+        "filewarden_ship_error",
+        "1 while the shipper reports that it cannot ship.",
+        value=1 if ship["error"] else 0,
+    )
+    yield _gauge(
+        "filewarden_ship_report_age_seconds",
+        "Seconds since the shipper last reported (it reports at least every 30 s).",
+        value=ship["reported_s_ago"],
     )

@@ -7,11 +7,21 @@ table of recent copies.
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Collection, Sequence
 
 import apsw
 
-from filewarden.catalog._records import FILE_COLS, FileRow, Row, Signature, _rows, _value
+from filewarden.catalog._records import (
+    FILE_COLS,
+    PATH_SQL,
+    FileRow,
+    Row,
+    Signature,
+    _rows,
+    _value,
+)
 
 
 def unhashed(conn: apsw.Connection, after_id: int, limit: int) -> list[FileRow]:
@@ -35,9 +45,13 @@ _SAME = "id = ? AND size = ? AND mtime_ns = ? AND ctime_ns = ? AND device = ? AN
 
 
 def set_hashes(
-    conn: apsw.Connection, results: Sequence[tuple[int, Signature, bytes]]
+    conn: apsw.Connection,
+    results: Sequence[tuple[int, Signature, bytes]],
+    now: float | None = None,
 ) -> tuple[int, list[int]]:
-    """Store ``(id, signature, digest)`` hashes, each if the file is still what was hashed.
+    """Store ``(id, signature, digest)`` hashes, each if the file is still what was hashed,
+    and journal a ``hash`` for each one stored (a fleet's copy of the catalog finds
+    files by content through it).
 
     Returns how many were stored, and the ids whose row already held
     another hash for the same signature. A file cannot change without its
@@ -45,12 +59,21 @@ def set_hashes(
     dropped here, to be hashed again. A row that no longer has the
     signature (the file changed or went) is left alone.
     """
-    before = conn.total_changes()
-    conn.executemany(
-        f"UPDATE files SET hash = ? WHERE {_SAME} AND hash IS NULL",
-        [(digest, file_id, *sig) for file_id, sig, digest in results],
-    )
-    if conn.total_changes() - before == len(results):
+    new = [
+        int(r[0])
+        for r in conn.executemany(
+            f"UPDATE files SET hash = ? WHERE {_SAME} AND hash IS NULL RETURNING id",
+            [(digest, file_id, *sig) for file_id, sig, digest in results],
+        )
+    ]
+    if new:
+        conn.execute(
+            "INSERT INTO journal(time, kind, file, root, path, detail)"
+            f" SELECT ?, 'hash', id, root, {PATH_SQL}, json_object('hash', lower(hex(hash)))"
+            " FROM files WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
+            (time.time() if now is None else now, json.dumps(new)),
+        )
+    if len(new) == len(results):
         return len(results), []  # the usual case: every one stored in one statement
     stored, mismatched = 0, []
     for file_id, sig, digest in results:

@@ -26,6 +26,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import socket
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -50,6 +51,10 @@ __all__ = [
     "iter_changes",
     "socket_path",
 ]
+
+
+# The end of a `list` answer: {"jsonrpc":"2.0","id":N,"result":{"files":[...],"next_after_id":N}}
+_NEXT_AFTER = re.compile(rb'"next_after_id":\s*(null|\d+)\s*\}\s*\}\s*$')
 
 
 class Unreachable(FilewardenError):
@@ -164,23 +169,38 @@ class Client:
 
         ``timeout`` (seconds) replaces the connection's for this call (a long ``wait``).
         """
+        if timeout is not None:
+            self._sock.settimeout(timeout)
+        try:
+            self._send(method, params)
+            reply = self._receive()
+        finally:
+            if timeout is not None:
+                self._sock.settimeout(self.timeout)
+        return self._result(reply)
+
+    def _send(self, method: str, params: dict[str, Any] | None) -> int:
         request_id = next(self._ids)
         line = json.dumps(
             {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params or {}},
             ensure_ascii=True,
         )
-        if timeout is not None:
-            self._sock.settimeout(timeout)
         try:
             self._sock.sendall(line.encode("ascii") + b"\n")
+        except OSError as exc:
+            raise Unreachable(f"lost the daemon at {self.path}: {exc.strerror or exc}") from None
+        return request_id
+
+    def _receive(self) -> bytes:
+        try:
             reply = self._file.readline()
         except OSError as exc:
             raise Unreachable(f"lost the daemon at {self.path}: {exc.strerror or exc}") from None
-        finally:
-            if timeout is not None:
-                self._sock.settimeout(self.timeout)
         if not reply:
             raise Unreachable(f"the daemon at {self.path} closed the connection")
+        return reply
+
+    def _result(self, reply: bytes) -> Any:
         answer = json.loads(reply)
         if "error" in answer:
             error = answer["error"]
@@ -241,10 +261,38 @@ class Client:
         self, state: str | None = None, *, root: str | None = None
     ) -> Iterator[FileRecord]:
         """Every file (of ``state``, under ``root``), page by page (``list``)."""
-        after: int | None = 0
-        while after is not None:
-            files, after = self.list_files(state, root=root, limit=10_000, after_id=after)
-            yield from files
+        for page in self.iter_pages(state, root=root):
+            yield from page
+
+    def iter_pages(
+        self, state: str | None = None, *, root: str | None = None
+    ) -> Iterator[list[FileRecord]]:
+        """Every file, a ``list`` page (10,000) at a time, each page asked for before the one
+        before it is parsed: its ``next_after_id`` is read from the answer's end, so the
+        daemon builds a page while this side decodes the last."""
+        params: dict[str, Any] = {"limit": 10_000, "after_id": 0}
+        if state:
+            params["state"] = state
+        if root:
+            params["root"] = root
+        self._send("list", params)
+        asked = 1  # answers on their way
+        try:
+            while asked:
+                line = self._receive()
+                asked -= 1
+                ahead = _NEXT_AFTER.search(line[-64:])
+                if ahead is not None and ahead.group(1) != b"null":
+                    self._send("list", {**params, "after_id": int(ahead.group(1))})
+                    asked += 1
+                page = self._result(line)
+                if ahead is None and page["next_after_id"] is not None:  # shaped otherwise
+                    self._send("list", {**params, "after_id": page["next_after_id"]})
+                    asked += 1
+                yield page["files"]
+        finally:
+            for _ in range(asked):  # left before the end: the next call must find its own answer
+                self._receive()
 
     def changes(
         self, since: int, *, limit: int = 1000, wait: float = 0.0, instance: str | None = None
@@ -362,6 +410,9 @@ class Client:
             self._sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
+        """Close the connection; a call waiting on it in another thread ends (Unreachable)."""
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
         self._file.close()
         self._sock.close()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime
+import functools
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -249,8 +250,14 @@ def parse_request(line: bytes) -> tuple[Any, str, dict[str, Any], bool]:
 # --- values ---------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)
 def rfc3339(ts: float | None) -> str | None:
-    """Unix seconds as an RFC 3339 UTC string (milliseconds), or None."""
+    """Unix seconds as an RFC 3339 UTC string (milliseconds), or None.
+
+    Remembered: a page of records repeats few times (the files a sweep batch
+    found share its moment, and present files their root's last sweep), and
+    formatting was a quarter of ``list``'s time.
+    """
     if ts is None:
         return None
     moment = datetime.datetime.fromtimestamp(ts, datetime.UTC)

@@ -86,6 +86,18 @@ def get_file(conn: apsw.Connection, file_id: int) -> FileRow | None:
     return FileRow(*rows[0]) if rows else None
 
 
+def files_by_id(conn: apsw.Connection, ids: Sequence[int]) -> dict[int, FileRow]:
+    """The rows of many ids in one query (those that exist)."""
+    return {
+        int(r[0]): FileRow(*r)
+        for r in _rows(
+            conn,
+            f"SELECT {FILE_COLS} FROM files WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(ids)),),
+        )
+    }
+
+
 def file_at(conn: apsw.Connection, root: int, path: bytes) -> FileRow | None:
     """The file at ``path``: the present one, else the most recently missing (or offline) one."""
     dir, name = split(path)

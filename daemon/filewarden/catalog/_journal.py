@@ -130,6 +130,26 @@ def instance(conn: apsw.Connection) -> str:
     return str(_value(conn, "SELECT value FROM meta WHERE key = 'instance'"))
 
 
+LAG_CAP = 10_000_000
+
+
+def journal_lag(conn: apsw.Connection, cursor: int) -> tuple[int, float | None]:
+    """How many entries follow ``cursor`` (counted up to LAG_CAP), and the time of the
+    first of them (None: none follow)."""
+    count = _value(
+        conn,
+        "SELECT count(*) FROM (SELECT 1 FROM journal WHERE seq > ? LIMIT ?)",
+        (cursor, LAG_CAP),
+    )
+    first = _value(conn, "SELECT time FROM journal WHERE seq > ? ORDER BY seq LIMIT 1", (cursor,))
+    return int(count), first
+
+
+def host(conn: apsw.Connection) -> str:
+    """The host's identity in a fleet: a UUID made once, kept with the catalog."""
+    return str(_value(conn, "SELECT value FROM meta WHERE key = 'host'"))
+
+
 def journal_by_day(conn: apsw.Connection, since: float) -> list[tuple[int, str, int, int]]:
     """``(day, kind, entries, files)`` for the entries from ``since`` (unix seconds) on,
     ``day`` counted from the epoch (UTC) and ``files`` the sum of the entries' ``files``

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,6 +40,21 @@ def get_media(conn: apsw.Connection, file_id: int) -> Media | None:
         return None
     kind, value, *extra = rows[0]
     return Media(kind, value, {k: v for k, v in zip(_EXTRA, extra, strict=True) if v is not None})
+
+
+def media_of(conn: apsw.Connection, ids: Sequence[int]) -> dict[int, Media]:
+    """The media rows of many files at once (a page of records), for those that have one."""
+    return {
+        int(file_id): Media(
+            kind, value, {k: v for k, v in zip(_EXTRA, extra, strict=True) if v is not None}
+        )
+        for file_id, kind, value, *extra in _rows(
+            conn,
+            f"SELECT file, kind, fingerprint, {', '.join(_EXTRA)} FROM media"
+            " WHERE file IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(ids)),),
+        )
+    }
 
 
 def with_fingerprint(conn: apsw.Connection, kind: str, value: bytes, state: str) -> list[FileRow]:

@@ -181,6 +181,16 @@ MIGRATIONS: tuple[str, ...] = (
         revoked REAL
     );
     """,
+    # 11: the host's identity in a fleet (see ship.py), a random UUID made
+    # once: where the catalog is made anew, its instance changes and the
+    # host keeps its name only if [ship] host says so.
+    """
+    INSERT INTO meta(key, value) SELECT 'host',
+        lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2))) || '-4'
+        || substr(lower(hex(randomblob(2))), 2) || '-'
+        || substr('89ab', 1 + abs(random() % 4), 1) || substr(lower(hex(randomblob(2))), 2)
+        || '-' || lower(hex(randomblob(6)));
+    """,
 )
 
 

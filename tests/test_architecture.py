@@ -54,7 +54,17 @@ LAYERS: list[tuple[str, set[str]]] = [
         },
     ),
     ("running", {"filewarden.scheduler", "filewarden.watch", "filewarden.health"}),
-    ("serving", {"filewarden.api", "filewarden.server", "filewarden.metrics", "filewarden.web"}),
+    (
+        "serving",
+        {
+            "filewarden.api",
+            "filewarden.server",
+            "filewarden.metrics",
+            "filewarden.web",
+            "filewarden.ship",
+            "filewarden.fleet",
+        },
+    ),
     (
         "process",
         {"filewarden.daemon", "filewarden.cli", "filewarden.__main__", "filewarden.testing"},

@@ -35,6 +35,27 @@ class Break(NamedTuple):
 
 BREAKS = [
     Break(
+        "a batch of the journal and the host's cursor commit in one transaction",
+        "ship.py",
+        'last = int(entries[-1]["seq"])\nwith self.pg.transaction(), self.pg.cursor() as cur:',
+        "with self.pg.cursor() as cur:",
+        ("tests/test_fleet.py::test_a_shipper_killed_mid_batch_resumes_exactly",),
+    ),
+    Break(
+        "a file the catalog no longer has leaves the fleet's tables",
+        "ship.py",
+        "if gone:",
+        "if False:",
+        ("tests/test_fleet.py::test_three_hosts_ship_and_the_fleet_answers_as_their_catalogs",),
+    ),
+    Break(
+        "an outage is logged once, not once a retry",
+        "ship.py",
+        "if side not in self._down:",
+        "if True:",
+        ("tests/test_fleet.py::test_postgres_killed_mid_stream_loses_and_doubles_nothing",),
+    ),
+    Break(
         "a web write made with the cookie needs the page's CSRF token",
         "web.py",
         "if not hmac.compare_digest(given, self.csrf(viewer)):",

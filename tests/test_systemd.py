@@ -37,6 +37,7 @@ def installed_units(tmp_path: Path) -> list[Path]:
         "filewarden.socket",
         "filewarden-metrics.service",
         "filewarden-metrics.socket",
+        "filewarden-ship.service",
     ):
         text = (UNITS / name).read_text().replace("/usr/local/bin/filewarden", binary)
         (tmp_path / name).write_text(text)
@@ -46,7 +47,7 @@ def installed_units(tmp_path: Path) -> list[Path]:
 
 @needs_systemd
 def test_units_verify(tmp_path: Path) -> None:
-    """systemd-analyze verify passes on both units."""
+    """systemd-analyze verify passes on every unit."""
     out = subprocess.run(
         ["systemd-analyze", "verify", *map(str, installed_units(tmp_path))],
         capture_output=True,
@@ -93,6 +94,44 @@ def test_the_metrics_proxy_unit_is_exposed_no_more_than_the_service(tmp_path: Pa
     service = (UNITS / "filewarden.service").read_text()
     assert "PrivateNetwork=yes" in service and "RestrictAddressFamilies=AF_UNIX\n" in service
     assert "ListenStream=127.0.0.1:" in (UNITS / "filewarden-metrics.socket").read_text()
+
+
+@needs_systemd
+def test_the_shipper_unit_is_the_only_one_with_a_network(tmp_path: Path) -> None:
+    """`filewarden ship` talks to PostgreSQL over TCP, so its unit allows AF_INET and
+    AF_INET6 and no more, writes nowhere, and rates at most 1.1; the daemon's unit keeps
+    PrivateNetwork=yes and AF_UNIX only (0.7)."""
+    units = installed_units(tmp_path)
+    service, ship = units[0], units[-1]
+    assert ship.name == "filewarden-ship.service"
+    scores = {}
+    for unit in (service, ship):
+        out = subprocess.run(
+            ["systemd-analyze", "security", "--offline=yes", str(unit)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        match = re.search(rf"Overall exposure level for {unit.name}: ([0-9.]+)", out.stdout)
+        assert match, out.stdout[-2000:]
+        scores[unit.name] = float(match.group(1))
+    assert abs(scores["filewarden.service"] - 0.7) <= 0.05, scores
+    assert scores["filewarden-ship.service"] <= 1.1, scores
+    lines = (UNITS / "filewarden.service").read_text().splitlines()
+    assert "PrivateNetwork=yes" in lines and "RestrictAddressFamilies=AF_UNIX" in lines
+    shipper = (UNITS / "filewarden-ship.service").read_text().splitlines()
+    families = [line for line in shipper if line.startswith("RestrictAddressFamilies=")]
+    assert families == ["RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6"], families
+    assert not any(line.startswith("PrivateNetwork=") for line in shipper)
+    assert "ProtectSystem=strict" in shipper
+    writable = ("ReadWritePaths=", "StateDirectory=", "CacheDirectory=", "LogsDirectory=")
+    assert not [line for line in shipper if line.startswith(writable)]
+    execs = [line for line in shipper if line.startswith("ExecStart=")]
+    assert len(execs) == 1 and execs[0].split()[1:3] == ["ship", "--config"], execs
+    assert execs[0].split()[0].endswith("/filewarden"), execs
+    # It must outlive a restart of the daemon: wanted, not required.
+    assert "Wants=filewarden.service" in shipper and "After=filewarden.service" in shipper
+    assert not any(line.startswith(("Requires=", "BindsTo=", "PartOf=")) for line in shipper)
 
 
 PROXYD = next(

@@ -91,7 +91,7 @@ def page(tmp_path: Path, tree: Path) -> Iterator[Page]:
         proc.wait_event("sweep.finish")
         for f in files[:25]:  # 25 missing files to look through
             f.unlink()
-        with Client(setup.socket) as c:  # type: ignore[arg-type]
+        with Client(setup.socket) as c:
             c.sync()
             reader = c.web_token("reader", "a reader")["token"]
             admin = c.web_token("admin", "an admin")["token"]

@@ -16,7 +16,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
 from typing import Any, Protocol
 
@@ -133,7 +133,10 @@ class Api:
             "relink": self.relink,
             "metrics": self.metrics,
             "web_token": self.web_token,
+            "ship_report": self.ship_report,
         }
+        # What the shipper (`filewarden ship`) last told of itself (see ship_report).
+        self._shipped: dict[str, Any] | None = None
         # The Prometheus text of one scrape (set by the daemon; None in bare tests).
         self.scrape: Callable[[], str] | None = None
 
@@ -143,6 +146,11 @@ class Api:
     def instance(self) -> str:
         """The catalog's instance UUID (it never changes while the catalog exists)."""
         return catalog.instance(self.reader())
+
+    @functools.cached_property
+    def host(self) -> str:
+        """The host's UUID in a fleet (made once with the catalog)."""
+        return catalog.host(self.reader())
 
     def reader(self) -> apsw.Connection:
         """This thread's read connection (one per server worker thread).
@@ -185,13 +193,28 @@ class Api:
         # An excluded path still answers with what the catalog holds there.
         return listing.resolve(os.path.normpath(path), self.roots, keep_excluded=True)
 
+    def records(self, rows: Iterable[FileRow | None]) -> Iterator[dict[str, Any] | None]:
+        """Records of many rows (None stays None), with three queries for all of them:
+        their roots' sweeps, annotations and fingerprints (a page of ``list``)."""
+        rows = builtins.list(rows)
+        conn, swept = self.reader(), self._swept()
+        ids = [row.id for row in rows if row is not None]
+        notes, media = catalog.annotations_of(conn, ids), catalog.media_of(conn, ids)
+        for row in rows:
+            yield None if row is None else self.record(row, swept, notes, media)
+
     def record(
-        self, row: FileRow, swept: Mapping[int, float | None] | None = None
+        self,
+        row: FileRow,
+        swept: Mapping[int, float | None] | None = None,
+        notes: Mapping[int, dict[str, str]] | None = None,
+        media: Mapping[int, catalog.Media] | None = None,
     ) -> dict[str, Any]:
         """A file record as the contract shapes it.
 
-        ``swept`` maps root ids to their last sweep (read once per call when
-        many records are built).
+        ``swept`` maps root ids to their last sweep, ``notes`` and ``media``
+        ids to their annotations and fingerprints (read once for many
+        records: see :meth:`records`).
         """
         conn = self.reader()
         root_path = self.root_path(row.root)
@@ -217,8 +240,12 @@ class Api:
             "last_seen": protocol.rfc3339(last_seen),
             "missing_since": protocol.rfc3339(row.missing_since),
             "missing_reason": row.missing_reason,
-            "annotations": catalog.get_annotations(conn, row.id),
-            "fingerprint": _fingerprint(catalog.get_media(conn, row.id)),
+            "annotations": (
+                catalog.get_annotations(conn, row.id) if notes is None else notes.get(row.id, {})
+            ),
+            "fingerprint": _fingerprint(
+                catalog.get_media(conn, row.id) if media is None else media.get(row.id)
+            ),
         }
 
     def _swept(self) -> dict[int, float | None]:
@@ -286,6 +313,7 @@ class Api:
             "uptime_s": daemon["uptime_s"],
             "seq": catalog.last_seq(conn),
             "instance": self.instance,
+            "host": self.host,
             "roots": roots,
             "totals": {"present": present, "missing": missing, "offline": offline},
             "retired_roots": retired,
@@ -298,8 +326,60 @@ class Api:
             "memory": daemon["memory"],
             "watches": daemon["watches"],
             "socket": self.serving() if self.serving is not None else None,
+            "ship": self.ship_lag(conn),
             "warnings": daemon["warnings"],
         }
+
+    def ship_lag(self, conn: apsw.Connection) -> dict[str, Any] | None:
+        """The shipper's last report and how far behind the journal it is now (None: no
+        shipper has reported since the daemon started). Counted here, not taken from the
+        report, so that a shipper that stopped shows a lag that grows."""
+        shipped = self._shipped
+        if shipped is None:
+            return None
+        cursor = shipped["cursor"] if shipped["instance"] == self.instance else 0
+        behind = catalog.journal_lag(conn, cursor)
+        return {
+            "target": shipped["target"],
+            "host": shipped["host"],
+            "cursor": shipped["cursor"],
+            "lag_entries": behind[0],
+            "lag_seconds": round(max(0.0, time.time() - behind[1]), 3) if behind[1] else 0.0,
+            "reported": protocol.rfc3339(shipped["at"]),
+            "reported_s_ago": round(time.time() - shipped["at"], 3),
+            "error": shipped["error"],
+        }
+
+    def ship_report(self, params: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        """The shipper says where it is: the ``cursor`` it committed (in ``instance``), where
+        to (``target``), and its ``error`` while it cannot ship. Admin only: the figure
+        feeds alerts."""
+        check_params(
+            params,
+            {
+                "host": (str, True),
+                "instance": (str, True),
+                "cursor": (int, True),
+                "target": (str, True),
+                "error": (str, False),
+            },
+        )
+        if not peer.admin:
+            raise RpcError(PERMISSION_DENIED, "ship_report is for root and admins")
+        if params["cursor"] < 0:
+            raise invalid_params("cursor must be at least 0")
+        error = params.get("error")
+        self._shipped = {
+            "host": params["host"],
+            "instance": params["instance"],
+            "cursor": params["cursor"],
+            "target": params["target"][:200],
+            "error": error[:1000] if error else None,
+            "at": time.time(),
+        }
+        lag = self.ship_lag(self.reader())
+        assert lag is not None
+        return lag
 
     def sync(self, params: dict[str, Any], peer: Peer) -> dict[str, Any]:
         check_params(params, {"timeout_s": ((int, float), False)})
@@ -348,20 +428,20 @@ class Api:
         items = params[key]
         if len(items) > LOOKUP_MANY:
             raise invalid_params(f"{key}: at most {LOOKUP_MANY:,} a call")
-        conn, swept = self.reader(), self._swept()
+        conn = self.reader()
         rows: builtins.list[FileRow | None] = []
+        if key == "ids":
+            if not all(isinstance(i, int) and not isinstance(i, bool) for i in items):
+                raise invalid_params("ids must be integers")
+            by_id = catalog.files_by_id(conn, items)
+            return {"files": builtins.list(self.records(by_id.get(i) for i in items))}
         for item in items:
-            if key == "ids":
-                if not isinstance(item, int) or isinstance(item, bool):
-                    raise invalid_params("ids must be integers")
-                rows.append(catalog.get_file(conn, item))
-                continue
             if not isinstance(item, str):
                 raise invalid_params(f"{key} must be strings")
             name = "path_b64" if key == "paths_b64" else "path"
             found = self.resolve(protocol.path_param({name: item}))
             rows.append(catalog.file_at(conn, found[0].id, found[1]) if found else None)
-        return {"files": [self.record(row, swept) if row else None for row in rows]}
+        return {"files": builtins.list(self.records(rows))}
 
     def _verify(self, root: Root, rel: bytes) -> int | None:
         """Stat the path now and record what is there (check on access)."""
@@ -424,8 +504,7 @@ class Api:
             missing_before=before,
             missing_after=after,
         )
-        swept = self._swept()
-        files = protocol.encode_array(self.record(row, swept) for row in rows)
+        files = protocol.encode_array(self.records(rows))
         return protocol.encode_object(
             {"files": files, "next_after_id": files.last["id"] if files.count == limit else None}
         )

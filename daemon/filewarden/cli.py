@@ -97,6 +97,130 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _fleet_config(args: argparse.Namespace) -> config.Config:
+    """The config for ``ship`` and ``fleet``: the file if there is one (else the embedded
+    default), with ``--dsn`` over its ``[ship] dsn``."""
+    file = config.find_config_file(args.config)
+    cfg = config.load(file) if file is not None else config.embedded([])
+    if args.dsn:
+        cfg = dataclasses.replace(cfg, ship=dataclasses.replace(cfg.ship, dsn=args.dsn))
+    if not cfg.ship.dsn:
+        raise ConfigError("no PostgreSQL to use: give --dsn or [ship] dsn in the config")
+    return cfg
+
+
+def _needs_psycopg() -> None:
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "shipping to PostgreSQL needs psycopg: pip install 'filewarden[ship]'"
+        ) from None
+
+
+def _cmd_ship(args: argparse.Namespace) -> int:
+    _needs_psycopg()
+    from filewarden import ship
+
+    cfg = _fleet_config(args)
+    if args.log_level or args.log_format:
+        cfg = dataclasses.replace(
+            cfg,
+            log=config.LogConfig(
+                format=args.log_format or cfg.log.format, level=args.log_level or cfg.log.level
+            ),
+        )
+    logs.configure(cfg.log)
+    try:
+        return ship.main(cfg, str(args.socket) if args.socket else None)
+    except ship.ShipError as exc:
+        print(f"filewarden: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _cmd_fleet(args: argparse.Namespace) -> int:
+    _needs_psycopg()
+    import psycopg
+
+    from filewarden import fleet
+
+    cfg = _fleet_config(args)
+    try:
+        with fleet.connect(cfg.ship.dsn) as conn:
+            if args.fleet == "status":
+                rows = fleet.status(conn)
+            elif args.fleet == "missing":
+                root = args.root and os.path.abspath(args.root)
+                rows = fleet.missing(
+                    conn,
+                    root=root,
+                    host=args.host,
+                    older_than=args.older_than,
+                    newer_than=args.newer_than,
+                )
+            else:
+                rows = fleet.find(conn, args.target)
+    except psycopg.OperationalError as exc:
+        print(f"filewarden: cannot use PostgreSQL: {str(exc).strip()}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except psycopg.errors.UndefinedTable:
+        print("filewarden: no fleet here yet (`filewarden ship` makes it)", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except ValueError as exc:  # a duration
+        print(f"filewarden: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if getattr(args, "json", False):
+        _print_json(rows)
+    elif getattr(args, "csv", False):
+        sys.stdout.write(missing_csv(rows, fleet.FLEET_CSV_FIELDS))
+    elif args.fleet == "status":
+        _table(
+            [
+                [
+                    r["name"],
+                    str(r["root"] or "-"),
+                    str(r["state"] or "-"),
+                    str(r["present"]),
+                    str(r["missing"]),
+                    str(r["offline"]),
+                    str(r["behind"]),
+                    f"{r['lag_seconds']:g}s",
+                    f"{r['heard_s_ago']:g}s ago",
+                ]
+                for r in rows
+            ],
+            ["HOST", "ROOT", "STATE", "PRESENT", "MISSING", "OFFLINE", "BEHIND", "LAG", "HEARD"],
+        )
+    else:
+        head = ["HOST", "ID", "STATE", "SIZE", "PATH"]
+        if args.fleet == "missing":
+            head = ["MISSING SINCE", "REASON", *head]
+        elif rows and "match" in rows[0]:
+            head = ["MATCH", *head]
+        _table(
+            [
+                [
+                    *(
+                        [str(r["missing_since"]), str(r["missing_reason"])]
+                        if args.fleet == "missing"
+                        else []
+                    ),
+                    *([r["match"]] if "match" in r and args.fleet == "find" else []),
+                    r["host_name"],
+                    str(r["id"]),
+                    r["state"],
+                    human_size(r["size"]),
+                    _show(r["path"]),
+                ]
+                for r in rows
+            ],
+            head,
+        )
+    if args.fleet == "find" and not rows:
+        return EXIT_NOT_FOUND
+    return EXIT_OK
+
+
 def socket_path(args: argparse.Namespace) -> Path:
     """The socket a client command talks to: --socket, else the config's, else the per-user default."""
     return client.socket_path(args.socket or None, args.config)
@@ -600,6 +724,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", help="what the token is for (shown on the page and in --list)")
     p.add_argument("--list", action="store_true", help="every token made")
     p.add_argument("--revoke", type=int, metavar="ID", help="revoke a token (admins)")
+    p = client(
+        "ship",
+        "follow the journal into a fleet's PostgreSQL ([ship] dsn), until stopped",
+        _cmd_ship,
+    )
+    p.add_argument("--dsn", help="libpq connection string or URI (default: [ship] dsn)")
+    p.add_argument("--log-format", choices=("auto", "console", "json"))
+    p.add_argument("--log-level", choices=config.LEVELS)
+    fleet = sub.add_parser("fleet", help="ask the fleet's PostgreSQL: status, missing, find")
+    fleet_sub = fleet.add_subparsers(dest="fleet", required=True, metavar="QUESTION")
+    base = argparse.ArgumentParser(add_help=False)
+    base.add_argument("--config", metavar="FILE", help="read [ship] dsn from this config file")
+    base.add_argument("--dsn", help="libpq connection string or URI (default: [ship] dsn)")
+    p = fleet_sub.add_parser(
+        "status", help="hosts, roots and counts, each host's lag", parents=[base]
+    )
+    p.add_argument("--json", action="store_true")
+    p = fleet_sub.add_parser(
+        "missing", help="missing files on every host, newest first", parents=[base]
+    )
+    p.add_argument("--root", metavar="R")
+    p.add_argument("--host", metavar="NAME|UUID")
+    p.add_argument(
+        "--older-than", metavar="DURATION", help='missing for longer than this, e.g. "30d"'
+    )
+    p.add_argument("--newer-than", metavar="DURATION", help='missing for less than this, e.g. "1h"')
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--csv", action="store_true", help="RFC 4180 CSV with a header row")
+    fmt.add_argument("--json", action="store_true")
+    p = fleet_sub.add_parser(
+        "find",
+        help="where a file is (a path), or its content (a hash, or a path's), on any host",
+        parents=[base],
+    )
+    p.add_argument("target", metavar="PATH|HASH")
+    p.add_argument("--json", action="store_true")
+    fleet.set_defaults(func=_cmd_fleet, socket=None)
     p = client("sync", "wait until the catalog has every change made on disk before now", _cmd_sync)
     p.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS")
     return parser

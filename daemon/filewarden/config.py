@@ -10,6 +10,7 @@ import dataclasses
 import os
 import re
 import tomllib
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
@@ -111,6 +112,15 @@ DEFAULT_HTTP = ("127.0.0.1", 9851)
 
 
 @dataclasses.dataclass(frozen=True)
+class ShipConfig:
+    # `filewarden ship`: the journal into a fleet's PostgreSQL (see ship.py).
+    dsn: str = ""  # a libpq connection string or URI; "" = nowhere (ship refuses to start)
+    host: str = ""  # this host's UUID in the fleet; "" = the one kept in the catalog
+    name: str = ""  # what fleet status calls it; "" = the machine's hostname
+    batch: int = 5000  # journal entries a transaction, at most
+
+
+@dataclasses.dataclass(frozen=True)
 class RetentionConfig:
     purge_missing_after: float | None = None  # None: missing files are kept until purged by hand
     journal_keep: float | None = 90 * 86400.0  # older journal entries go, except each file's latest
@@ -147,6 +157,7 @@ class Config:
     identity: IdentityConfig = IdentityConfig()
     metrics: MetricsConfig = MetricsConfig()
     web: WebConfig = WebConfig()
+    ship: ShipConfig = ShipConfig()
 
     def http_listen(self) -> tuple[str, int | str] | None:
         """Where the HTTP listener (``/metrics``, and the web page if enabled) listens."""
@@ -219,6 +230,7 @@ def parse(data: Mapping[str, Any], *, source: Path | None = None) -> Config:
             "retention",
             "metrics",
             "web",
+            "ship",
             "root",
         },
         where,
@@ -281,6 +293,14 @@ def parse(data: Mapping[str, Any], *, source: Path | None = None) -> Config:
     sec = _Section(where, "web", data.get("web", {}))
     web = WebConfig(enabled=sec.get("enabled", _bool, False))
     sec.done()
+    sec = _Section(where, "ship", data.get("ship", {}))
+    ship = ShipConfig(
+        dsn=sec.get("dsn", _str, ""),
+        host=sec.get("host", _host_uuid, ""),
+        name=sec.get("name", _str, ""),
+        batch=sec.get("batch", _batch, ShipConfig().batch),
+    )
+    sec.done()
     sec = _Section(where, "retention", data.get("retention", {}))
     retention = RetentionConfig(
         purge_missing_after=sec.get("purge_missing_after", _duration, None),
@@ -321,6 +341,7 @@ def parse(data: Mapping[str, Any], *, source: Path | None = None) -> Config:
         identity,
         metrics,
         web,
+        ship,
     )
 
 
@@ -449,6 +470,23 @@ def _non_negative(v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
         raise ValueError(f"must be a number >= 0, not {v!r}")
     return float(v)
+
+
+def _host_uuid(v: Any) -> str:
+    text = _str(v)
+    if text:
+        try:
+            return str(uuid.UUID(text))
+        except ValueError:
+            raise ValueError(f"must be a UUID (or empty), not {text!r}") from None
+    return text
+
+
+def _batch(v: Any) -> int:
+    n = _positive_int(v)
+    if n > 10_000:
+        raise ValueError(f"must be at most 10000, not {n}")
+    return n
 
 
 def _positive_int(v: Any) -> int:

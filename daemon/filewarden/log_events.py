@@ -253,6 +253,34 @@ EVENTS: tuple[Event, ...] = (
     ),
     _e("daemon.notify_failed", "warning", "a message to systemd could not be sent", "error"),
     _e(
+        "ship.start",
+        "info",
+        "`filewarden ship` is connected to the daemon and to PostgreSQL, and carries on",
+        "host name instance cursor target",
+    ),
+    _e(
+        "ship.resync",
+        "info warning",
+        "the shipper loads the host's whole catalog again, from `list` (a `COPY`)",
+        "host reason seq files duration_s",
+        "info: the first load; warning: the cursor was compacted away, or the catalog is"
+        " another instance",
+    ),
+    _e(
+        "ship.error",
+        "error",
+        "the shipper cannot ship (PostgreSQL or the daemon unreachable, a refused write):"
+        " logged once an outage; it retries with backoff",
+        "host side error retry_s",
+    ),
+    _e(
+        "ship.resumed",
+        "info",
+        "shipping works again after a `ship.error`",
+        "host side outage_s cursor",
+    ),
+    _e("ship.stop", "info", "`filewarden ship` stops", "host cursor reason"),
+    _e(
         "daemon.library",
         "debug info warning error critical",
         "a library's own log record (watchdog, Python warnings), at the record's level",

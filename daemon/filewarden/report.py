@@ -15,21 +15,23 @@ from typing import Any
 CSV_FIELDS = ["id", "root", "path", "size", "hash", "missing_since", "missing_reason", "last_seen"]
 
 
-def missing_csv(files: Iterable[Mapping[str, Any]]) -> str:
+def missing_csv(files: Iterable[Mapping[str, Any]], fields: list[str] = CSV_FIELDS) -> str:
     """RFC 4180 CSV of file records with a header row: CRLF rows, quotes doubled; names
     that are not UTF-8 stay lone surrogates, written back as their bytes by the caller
     (``surrogateescape``)."""
-    return "".join(missing_csv_chunks(files))
+    return "".join(missing_csv_chunks(files, fields=fields))
 
 
-def missing_csv_chunks(files: Iterable[Mapping[str, Any]], rows: int = 1000) -> Iterator[str]:
+def missing_csv_chunks(
+    files: Iterable[Mapping[str, Any]], rows: int = 1000, fields: list[str] = CSV_FIELDS
+) -> Iterator[str]:
     """The same text, ``rows`` records at a time (an export of a million files is
     sent as it is read, never held whole)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(CSV_FIELDS)
+    writer.writerow(fields)
     for i, f in enumerate(files, 1):
-        writer.writerow(["" if f[k] is None else f[k] for k in CSV_FIELDS])
+        writer.writerow(["" if f[k] is None else f[k] for k in fields])
         if i % rows == 0:
             yield out.getvalue()
             out.seek(0)

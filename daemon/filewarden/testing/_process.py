@@ -28,7 +28,8 @@ def log_time(record: Mapping[str, Any]) -> float:
 
 
 class DaemonProcess:
-    """``python -m filewarden run --log-format json ARGS``, its stderr written to a log file.
+    """``python -m filewarden run --log-format json ARGS``, its stderr written to a log file
+    (``command``: another long-running command, such as ``ship``).
 
     The log is read as the daemon writes it (no pipe to keep drained, and
     nothing of ours runs while it works). ``records`` and ``wait_event``
@@ -45,6 +46,7 @@ class DaemonProcess:
         notify: bool = False,
         log: Path | None = None,
         socket: Path | None = None,
+        command: str = "run",
     ) -> None:
         self.socket = socket
         self.env = dict(os.environ if env is None else env)
@@ -68,7 +70,16 @@ class DaemonProcess:
             self.started_wall = time.time()
             self.started = time.monotonic()  # the same moment
             self.proc = subprocess.Popen(
-                [*prefix, sys.executable, "-m", "filewarden", "run", "--log-format", "json", *args],
+                [
+                    *prefix,
+                    sys.executable,
+                    "-m",
+                    "filewarden",
+                    command,
+                    "--log-format",
+                    "json",
+                    *args,
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=out,

@@ -17,14 +17,15 @@ its own, as the systemd unit does.
   ``\\copy ... FROM`` a CSV file into the same, emptied, tables with the same
   indexes: what an operator would do by hand. Reported: each median and the
   ratio (target: within 2x), and PostgreSQL's size per million files.
-* **lag under a storm**: a daemon (hashing on) watches a tmpfs; its shipper is
+* **lag under a storm**, and of a trickle: a daemon (hashing on) watches a tmpfs; its shipper is
   caught up; ``--storm`` files are created as fast as a loop can (open,
   write 100 bytes, close). A thread polls the host's highest shipped seq
   every 2 ms; each journal entry's lag is from its time in the journal
   (the daemon's clock, milliseconds) to the first poll that sees it in
   PostgreSQL. Reported: p50, p99 and max over every entry (``new`` and
   ``hash``), entries per second shipped, and the daemon's and the server's
-  CPU over the storm.
+  CPU over the storm. Then ``--trickle`` renames, 100 ms apart: the lag of
+  one change at a time.
 """
 
 from __future__ import annotations
@@ -36,14 +37,17 @@ import statistics
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import apsw
 import psycopg
+from psycopg.rows import dict_row
 
 import _args
 from _measure import cpu_seconds, percentile, start, stop
+from filewarden import fleet
 from filewarden.client import Client
 from filewarden.testing import DaemonProcess, Postgres, Setup, write_config
 
@@ -146,6 +150,7 @@ def first_load(args: Any, server: Postgres, work: Path) -> dict[str, Any]:
             assert done["files"] == args.files, done
             ship_s.append(float(done["duration_s"]))
             if run == 0:
+                queries = fleet_queries(server, root)
                 with psycopg.connect(server.dsn()) as pg:
                     sizes = {
                         t: pg.execute(
@@ -172,7 +177,31 @@ def first_load(args: Any, server: Postgres, work: Path) -> dict[str, Any]:
             )
     finally:
         stop(daemon)
-    return {"ship_s": ship_s, "copy_s": copy_s, "sizes": sizes}
+    return {"ship_s": ship_s, "copy_s": copy_s, "sizes": sizes, "queries": queries}
+
+
+def fleet_queries(server: Postgres, root: Path) -> dict[str, float]:
+    """Each `fleet` question over the loaded fleet, as the command line asks it: the
+    median of 5, in milliseconds."""
+    path = str(root / "album0500" / "track0500500.flac")
+    with psycopg.connect(server.dsn(), row_factory=dict_row) as pg:
+        row = pg.execute("SELECT encode(hash, 'hex') AS h FROM filewarden.files LIMIT 1")
+        digest = str(row.fetchone()["h"])  # type: ignore[index]
+        questions: dict[str, Callable[[], object]] = {
+            "fleet status": lambda: fleet.status(pg),
+            "fleet missing (none missing)": lambda: fleet.missing(pg),
+            "fleet find PATH": lambda: fleet.find(pg, path),
+            "fleet find HASH": lambda: fleet.find(pg, digest),
+        }
+        out = {}
+        for name, ask in questions.items():
+            times = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                ask()
+                times.append((time.perf_counter() - t0) * 1e3)
+            out[name] = statistics.median(times)
+    return out
 
 
 class Poller(threading.Thread):
@@ -256,6 +285,24 @@ def storm(args: Any, server: Postgres, work: Path) -> dict[str, Any]:
                     f" {rates[-1]:,.0f}/s; lag p50 {statistics.median(run_lags) * 1e3:.0f} ms,"
                     f" p99 {percentile(run_lags, 0.99) * 1e3:.0f} ms"
                 )
+            # A trickle: one rename every 100 ms, each shipped on its own.
+            target = disk / "trickle"
+            target.mkdir()
+            (target / "t0").write_bytes(b"t")
+            seq0 = caught_up(c, server, host)
+            poller = Poller(server.dsn(), host)
+            poller.start()
+            for i in range(args.trickle):
+                (target / f"t{i}").rename(target / f"t{i + 1}")
+                time.sleep(0.1)  # pacing, not waiting for anything
+            caught_up(c, server, host)
+            poller.halt.set()
+            poller.join()
+            trickle = []
+            for seq, at in journal(c, seq0):
+                arrived = poller.arrival(seq)
+                assert arrived is not None, seq
+                trickle.append(arrived - at)
             with psycopg.connect(server.dsn()) as pg:
                 journal_bytes = pg.execute(
                     "SELECT pg_total_relation_size('filewarden.journal')"
@@ -267,6 +314,7 @@ def storm(args: Any, server: Postgres, work: Path) -> dict[str, Any]:
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
     return {
+        "trickle": trickle,
         "lags": lags,
         "rates": rates,
         "daemon_cores": daemon_cores,
@@ -323,6 +371,9 @@ def main() -> None:
     parser = _args.parser(__doc__, files=1_000_000, runs=3)
     parser.add_argument("--storm", type=int, default=20_000, help="files a storm, default 20,000")
     parser.add_argument("--only", choices=("load", "storm"), help="one part only")
+    parser.add_argument(
+        "--trickle", type=int, default=100, help="renames 100 ms apart, default 100"
+    )
     args = parser.parse_args()
     work = args.workdir / f"ship-{args.files}"
     work.mkdir(parents=True, exist_ok=True)
@@ -359,10 +410,16 @@ def report_load(args: Any, load: dict[str, Any]) -> None:
         "  PostgreSQL size per million files: "
         + ", ".join(f"{t} {mib:.0f} MiB" for t, mib in per_million.items())
     )
+    print("  over it: " + ", ".join(f"{name} {ms:.1f} ms" for name, ms in load["queries"].items()))
 
 
 def report_storm(args: Any, lag: dict[str, Any]) -> None:
-    lags = lag["lags"]
+    lags, trickle = lag["lags"], lag["trickle"]
+    print(f"\nlag of {len(trickle)} renames 100 ms apart (no storm)")
+    print(
+        f"  entry in the journal -> in PostgreSQL: p50 {statistics.median(trickle) * 1e3:.0f} ms,"
+        f" p99 {percentile(trickle, 0.99) * 1e3:.0f} ms"
+    )
     print(
         f"\nlag under a {args.storm:,}-file create storm ({len(lags):,} entries, {args.runs} runs)"
     )

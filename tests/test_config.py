@@ -87,6 +87,7 @@ def test_example_config_lists_every_key_with_its_default() -> None:
         "retention": (config.RetentionConfig, parsed.retention),
         "metrics": (config.MetricsConfig, parsed.metrics),
         "web": (config.WebConfig, parsed.web),
+        "ship": (config.ShipConfig, parsed.ship),
     }
     assert set(raw) == {*sections, "root"}
     defaults = config.parse({"root": [{"path": "/srv/photos"}]})

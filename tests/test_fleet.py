@@ -46,6 +46,7 @@ class Host:
     dsn: str
     shipper: DaemonProcess | None = None
     roots: list[Path] = field(default_factory=list)
+    fleet_uuid: str | None = None  # [ship] host, where it is set
 
     def ship(self) -> DaemonProcess:
         self.shipper = DaemonProcess(
@@ -55,7 +56,8 @@ class Host:
 
     @property
     def uuid(self) -> str:
-        return str(self.client.status()["host"])
+        """The host's UUID in the fleet: its catalog's, unless [ship] host says another."""
+        return self.fleet_uuid or str(self.client.status()["host"])
 
     def settled(self) -> int:
         """Wait until the catalog holds what is on disk and the hasher is idle; the seq."""
@@ -338,6 +340,10 @@ def test_three_hosts_ship_and_the_fleet_answers_as_their_catalogs(
                 )  # fmt: skip
             assert {r["behind"] for r in rows.values()} == {0}
             assert local["ship"]["lag_entries"] == 0 and local["ship"]["error"] is None
+            scrape = host.client.metrics()
+            for line in ("filewarden_ship_lag_entries 0.0", "filewarden_ship_error 0.0"):
+                assert line in scrape.splitlines(), scrape[-2000:]
+            assert "filewarden_ship_lag_seconds " in scrape
     for host in hosts:
         assert host.shipper is not None
         host.shipper.stop()
@@ -363,7 +369,13 @@ def test_postgres_killed_mid_stream_loses_and_doubles_nothing(
     shipper.wait_event("ship.error", timeout=60, side="postgres")
     for i in range(0, 200, 3):
         (photos / f"storm{i:03d}.jpg").rename(photos / f"calm{i:03d}.jpg")
-    wait_for(lambda: host.client.status()["ship"]["error"] is not None, timeout=30)
+    # The shipper reports each attempt to the daemon: two reports with the error mean it
+    # tried again while the server was down (and logged the outage once all the same).
+    first = wait_for(
+        lambda: (s := host.client.status()["ship"])["error"] is not None and s["reported"],
+        timeout=30,
+    )
+    wait_for(lambda: host.client.status()["ship"]["reported"] != first, timeout=30)
     server.start()
     shipper.wait_event("ship.resumed", timeout=120, side="postgres")
     with psycopg.connect(server.dsn()) as pg:
@@ -396,14 +408,14 @@ def test_a_shipper_killed_mid_batch_resumes_exactly(fleet: tuple[Postgres, list[
         blocker.execute("LOCK TABLE filewarden.files IN SHARE MODE")
         for i in range(20):
             (host.roots[1] / f"batch{i:02d}.jpg").write_bytes(b"batch %d " % i * 30)
-        pid = wait_for(
+        pid, xid = wait_for(
             lambda: pg.execute(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = 'filewarden ship'"
-                " AND wait_event_type = 'Lock' AND backend_xid IS NOT NULL"
+                "SELECT pid, backend_xid FROM pg_stat_activity"
+                " WHERE application_name = 'filewarden ship' AND wait_event_type = 'Lock'"
             ).fetchone(),
             timeout=60,
-        )[0]
-        assert pid
+        )
+        assert pid and xid is not None  # in its transaction, after writing its journal rows
         shipper.kill()  # SIGKILL, mid-batch
         blocker.rollback()
         # What it had written went with its transaction.
@@ -440,5 +452,46 @@ def test_a_cursor_compacted_away_resynchronises_the_host(
         shipper = host.ship()
         resync = shipper.wait_event("ship.resync", timeout=60, reason="compacted")
         assert resync["level"] == "warning" and resync["seq"] >= old
+        assert_matches(pg, host)
+    shipper.stop()
+
+
+def test_a_catalog_made_anew_keeps_its_hosts_place_when_told(
+    fleet: tuple[Postgres, list[Host]],
+) -> None:
+    """[ship] host names the fleet's host for a catalog made anew: its shipper sees another
+    instance, drops the old journal rows (their seqs meant other entries) and loads it whole."""
+    server, hosts = fleet
+    host = hosts[0]
+    old_uuid = host.uuid
+    shipper = host.ship()
+    shipper.wait_event("ship.start", timeout=60)
+    with psycopg.connect(server.dsn()) as pg:
+        pg.autocommit = True
+        caught_up(pg, host)
+        shipper.stop()
+        host.client.close()
+        host.daemon.stop()
+        host.setup.reset_state()  # the catalog is gone: ids start again
+        host.setup = write_config(
+            host.base,
+            list(host.setup.roots),
+            state_dir=host.setup.state_dir,
+            socket=host.setup.socket,
+            sections={"ship": {"dsn": server.dsn(), "name": host.name, "host": old_uuid}},
+        )
+        host.daemon = host.setup.start()
+        host.client = host.daemon.connect()
+        host.settled()
+        assert host.client.status()["host"] != old_uuid  # a new catalog, a new UUID...
+        host.fleet_uuid = old_uuid
+        shipper = host.ship()
+        resync = shipper.wait_event("ship.resync", timeout=60, reason="another instance")
+        assert resync["host"] == old_uuid  # ...and the fleet's host as configured
+        rows = pg.execute(
+            "SELECT instance::text, resync_reason FROM filewarden.hosts WHERE host = %s",
+            (old_uuid,),
+        ).fetchone()
+        assert rows == (host.client.status()["instance"], "another instance")
         assert_matches(pg, host)
     shipper.stop()

@@ -313,6 +313,10 @@ class Shipper:
         else:
             self.instance, self.cursor = row[0], int(row[1])
             self.roots = self._known_roots()
+            pg.execute(
+                f"UPDATE {SCHEMA}.hosts SET name = %s, version = %s WHERE host = %s",
+                (self.name, __version__, self.host),
+            )
         self._read_from(self.cursor)
         log.info(
             "ship.start",

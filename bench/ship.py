@@ -201,6 +201,9 @@ def fleet_queries(server: Postgres, root: Path) -> dict[str, float]:
                 ask()
                 times.append((time.perf_counter() - t0) * 1e3)
             out[name] = statistics.median(times)
+        plan = pg.execute("EXPLAIN " + fleet.FIND_PATH, {"path": path}).fetchall()
+        scans = [str(next(iter(r.values()))) for r in plan]
+        print("  fleet find PATH's plan: " + "; ".join(t.strip() for t in scans if "Scan" in t))
     return out
 
 

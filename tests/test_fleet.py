@@ -159,6 +159,18 @@ def assert_matches(pg: Any, host: Host) -> None:
     caught_up(pg, host)
     assert fleet_files(pg, host) == local_files(host)
     assert fleet_journal(pg, host) == local_journal(host, resync_seq(pg, host))
+    # Each root's counts, kept by triggers as the rows change, are the daemon's own.
+    counts = {
+        path: (present, missing, offline)
+        for path, present, missing, offline in pg.execute(
+            "SELECT path, present, missing, offline FROM filewarden.roots WHERE host = %s",
+            (host.uuid,),
+        ).fetchall()
+    }
+    status = host.client.status()
+    for root in status["roots"]:
+        files = root["files"]
+        assert counts[root["path"]] == (files["present"], files["missing"], files["offline"])
 
 
 def fleet_cli(dsn: str, *args: str) -> Any:

@@ -22,14 +22,9 @@ STATUS = f"""
 SELECT h.name, h.host::text AS host, h.cursor, h.daemon_seq,
        greatest(h.daemon_seq - h.cursor, 0) AS behind, h.lag_seconds,
        round(extract(epoch FROM now() - h.heard)::numeric, 1)::float AS heard_s_ago,
-       r.path AS root, r.state,
-       count(f.id) FILTER (WHERE f.state = 'present') AS present,
-       count(f.id) FILTER (WHERE f.state = 'missing') AS missing,
-       count(f.id) FILTER (WHERE f.state = 'offline') AS offline
+       r.path AS root, r.state, r.present, r.missing, r.offline
 FROM {SCHEMA}.hosts h
 LEFT JOIN {SCHEMA}.roots r ON r.host = h.host
-LEFT JOIN {SCHEMA}.files f ON f.host = r.host AND f.root = r.id
-GROUP BY h.host, r.id
 ORDER BY h.name, h.host, r.path
 """
 
@@ -54,8 +49,9 @@ MISSING = (
 FIND_PATH = (
     FILE.replace("SELECT ", "SELECT CASE WHEN f.path = %(path)s THEN 'path' ELSE 'content' END"
                  " AS match, ", 1)
-    + f"WHERE f.path = %(path)s OR f.hash IN (SELECT hash FROM {SCHEMA}.files"
-    " WHERE path = %(path)s AND hash IS NOT NULL)\nORDER BY match DESC, h.name, f.path, f.id"
+    # ARRAY(...) is read once, before: both conditions then go to their index.
+    + f"WHERE f.path = %(path)s OR f.hash = ANY (ARRAY(SELECT hash FROM {SCHEMA}.files"
+    " WHERE path = %(path)s AND hash IS NOT NULL))\nORDER BY match DESC, h.name, f.path, f.id"
 )  # fmt: skip
 FIND_HASH = FILE + "WHERE f.hash = decode(%(hash)s, 'hex')\nORDER BY h.name, f.path, f.id"
 

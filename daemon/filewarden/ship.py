@@ -96,6 +96,9 @@ MIGRATIONS: tuple[str, ...] = (
         state text NOT NULL,
         reason text,
         since timestamptz,
+        present bigint NOT NULL DEFAULT 0,
+        missing bigint NOT NULL DEFAULT 0,
+        offline bigint NOT NULL DEFAULT 0,
         UNIQUE (host, path)
     );
     CREATE TABLE filewarden.files (
@@ -126,6 +129,40 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (host, file, key),
         FOREIGN KEY (host, file) REFERENCES filewarden.files ON DELETE CASCADE
     );
+    -- Each root's files by state, kept by the statements that change them (one
+    -- aggregate over the rows a statement touched): `fleet status` reads a row a
+    -- root, not every file.
+    CREATE FUNCTION filewarden.count_files() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP IN ('UPDATE', 'DELETE') THEN
+            UPDATE filewarden.roots r SET present = r.present - d.present,
+                missing = r.missing - d.missing, offline = r.offline - d.offline
+            FROM (SELECT root, count(*) FILTER (WHERE state = 'present') AS present,
+                         count(*) FILTER (WHERE state = 'missing') AS missing,
+                         count(*) FILTER (WHERE state = 'offline') AS offline
+                  FROM old_files GROUP BY root) d
+            WHERE r.id = d.root;
+        END IF;
+        IF TG_OP IN ('UPDATE', 'INSERT') THEN
+            UPDATE filewarden.roots r SET present = r.present + d.present,
+                missing = r.missing + d.missing, offline = r.offline + d.offline
+            FROM (SELECT root, count(*) FILTER (WHERE state = 'present') AS present,
+                         count(*) FILTER (WHERE state = 'missing') AS missing,
+                         count(*) FILTER (WHERE state = 'offline') AS offline
+                  FROM new_files GROUP BY root) d
+            WHERE r.id = d.root;
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER files_counted_insert AFTER INSERT ON filewarden.files
+        REFERENCING NEW TABLE AS new_files
+        FOR EACH STATEMENT EXECUTE FUNCTION filewarden.count_files();
+    CREATE TRIGGER files_counted_update AFTER UPDATE ON filewarden.files
+        REFERENCING OLD TABLE AS old_files NEW TABLE AS new_files
+        FOR EACH STATEMENT EXECUTE FUNCTION filewarden.count_files();
+    CREATE TRIGGER files_counted_delete AFTER DELETE ON filewarden.files
+        REFERENCING OLD TABLE AS old_files
+        FOR EACH STATEMENT EXECUTE FUNCTION filewarden.count_files();
     CREATE TABLE filewarden.journal (
         host uuid NOT NULL,
         seq bigint NOT NULL,

@@ -54,6 +54,12 @@ class Host:
         )
         return self.shipper
 
+    def shipping(self) -> DaemonProcess:
+        """A shipper, once it has placed its cursor and carries on (``ship.start``)."""
+        shipper = self.ship()
+        shipper.wait_event("ship.start", timeout=60)
+        return shipper
+
     @property
     def uuid(self) -> str:
         """The host's UUID in the fleet: its catalog's, unless [ship] host says another."""
@@ -263,8 +269,7 @@ def test_three_hosts_ship_and_the_fleet_answers_as_their_catalogs(
     server, hosts = fleet
     for host in hosts:
         host.ship().wait_event("ship.resync", timeout=60, reason="initial")
-    with psycopg.connect(server.dsn()) as pg:
-        pg.autocommit = True
+    with psycopg.connect(server.dsn(), autocommit=True) as pg:
         for host in hosts:
             assert_matches(pg, host)
         # Annotations travel, and survive a rename.
@@ -366,11 +371,9 @@ def test_postgres_killed_mid_stream_loses_and_doubles_nothing(
 ) -> None:
     server, hosts = fleet
     host = hosts[0]
-    shipper = host.ship()
-    shipper.wait_event("ship.start", timeout=60)
+    shipper = host.shipping()
     photos = host.roots[1]
-    with psycopg.connect(server.dsn()) as pg:
-        pg.autocommit = True
+    with psycopg.connect(server.dsn(), autocommit=True) as pg:
         caught_up(pg, host)
         start = cursor(pg, host)
     for i in range(200):
@@ -390,8 +393,7 @@ def test_postgres_killed_mid_stream_loses_and_doubles_nothing(
     wait_for(lambda: host.client.status()["ship"]["reported"] != first, timeout=30)
     server.start()
     shipper.wait_event("ship.resumed", timeout=120, side="postgres")
-    with psycopg.connect(server.dsn()) as pg:
-        pg.autocommit = True
+    with psycopg.connect(server.dsn(), autocommit=True) as pg:
         assert_matches(pg, host)
         # Every entry once: the journal's key would refuse a double, and none is missing.
         seqs = [r[0] for r in fleet_journal(pg, host)]
@@ -409,10 +411,11 @@ def _cursor_now(server: Postgres, host: Host) -> int:
 def test_a_shipper_killed_mid_batch_resumes_exactly(fleet: tuple[Postgres, list[Host]]) -> None:
     server, hosts = fleet
     host = hosts[1]
-    shipper = host.ship()
-    shipper.wait_event("ship.start", timeout=60)
-    with psycopg.connect(server.dsn()) as pg, psycopg.connect(server.dsn()) as blocker:
-        pg.autocommit = True
+    shipper = host.shipping()
+    with (
+        psycopg.connect(server.dsn(), autocommit=True) as pg,
+        psycopg.connect(server.dsn()) as blocker,
+    ):
         caught_up(pg, host)
         shipped = fleet_journal(pg, host)
         # Hold the files table: the shipper's next batch writes its journal rows, then
@@ -432,8 +435,7 @@ def test_a_shipper_killed_mid_batch_resumes_exactly(fleet: tuple[Postgres, list[
         blocker.rollback()
         # What it had written went with its transaction.
         assert fleet_journal(pg, host) == shipped
-        shipper = host.ship()
-        shipper.wait_event("ship.start", timeout=60)
+        shipper = host.shipping()
         assert_matches(pg, host)
         assert [r[0] for r in fleet_journal(pg, host)][: len(shipped)] == [r[0] for r in shipped]
     shipper.stop()
@@ -444,10 +446,8 @@ def test_a_cursor_compacted_away_resynchronises_the_host(
 ) -> None:
     server, hosts = fleet
     host = hosts[2]
-    shipper = host.ship()
-    shipper.wait_event("ship.start", timeout=60)
-    with psycopg.connect(server.dsn()) as pg:
-        pg.autocommit = True
+    shipper = host.shipping()
+    with psycopg.connect(server.dsn(), autocommit=True) as pg:
         caught_up(pg, host)
         shipper.stop()
         old = cursor(pg, host)
@@ -476,10 +476,8 @@ def test_a_catalog_made_anew_keeps_its_hosts_place_when_told(
     server, hosts = fleet
     host = hosts[0]
     old_uuid = host.uuid
-    shipper = host.ship()
-    shipper.wait_event("ship.start", timeout=60)
-    with psycopg.connect(server.dsn()) as pg:
-        pg.autocommit = True
+    shipper = host.shipping()
+    with psycopg.connect(server.dsn(), autocommit=True) as pg:
         caught_up(pg, host)
         shipper.stop()
         host.client.close()

@@ -45,6 +45,19 @@ def installed_units(tmp_path: Path) -> list[Path]:
     return out
 
 
+def exposure(unit: Path) -> float:
+    """``systemd-analyze security --offline=yes``'s overall exposure figure for a unit file."""
+    out = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    match = re.search(rf"Overall exposure level for {unit.name}: ([0-9.]+)", out.stdout)
+    assert match, out.stdout[-2000:]
+    return float(match.group(1))
+
+
 @needs_systemd
 def test_units_verify(tmp_path: Path) -> None:
     """systemd-analyze verify passes on every unit."""
@@ -61,17 +74,9 @@ def test_units_verify(tmp_path: Path) -> None:
 @needs_systemd
 def test_service_exposure_is_the_readme_figure(tmp_path: Path) -> None:
     """systemd-analyze security --offline=yes rates the service's exposure 0.7, as README says."""
-    service = installed_units(tmp_path)[0]
-    out = subprocess.run(
-        ["systemd-analyze", "security", "--offline=yes", str(service)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    match = re.search(r"Overall exposure level for filewarden.service: ([0-9.]+)", out.stdout)
-    assert match, out.stdout[-2000:]
+    score = exposure(installed_units(tmp_path)[0])
     # README: "rates it 0.7". The margin is one rounding step of the figure.
-    assert abs(float(match.group(1)) - 0.7) <= 0.05, match.group(0)
+    assert abs(score - 0.7) <= 0.05, score
 
 
 @needs_systemd
@@ -79,17 +84,7 @@ def test_the_metrics_proxy_unit_is_exposed_no_more_than_the_service(tmp_path: Pa
     """Loopback TCP for /metrics is a second unit (systemd-socket-proxyd to the daemon's
     Unix socket): the daemon keeps PrivateNetwork=yes, and both rate at most 1.0."""
     units = installed_units(tmp_path)
-    scores = {}
-    for unit in (units[0], units[2]):
-        out = subprocess.run(
-            ["systemd-analyze", "security", "--offline=yes", str(unit)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        match = re.search(rf"Overall exposure level for {unit.name}: ([0-9.]+)", out.stdout)
-        assert match, out.stdout[-2000:]
-        scores[unit.name] = float(match.group(1))
+    scores = {unit.name: exposure(unit) for unit in (units[0], units[2])}
     assert all(score <= 1.0 for score in scores.values()), scores
     service = (UNITS / "filewarden.service").read_text()
     assert "PrivateNetwork=yes" in service and "RestrictAddressFamilies=AF_UNIX\n" in service
@@ -104,17 +99,7 @@ def test_the_shipper_unit_is_the_only_one_with_a_network(tmp_path: Path) -> None
     units = installed_units(tmp_path)
     service, ship = units[0], units[-1]
     assert ship.name == "filewarden-ship.service"
-    scores = {}
-    for unit in (service, ship):
-        out = subprocess.run(
-            ["systemd-analyze", "security", "--offline=yes", str(unit)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        match = re.search(rf"Overall exposure level for {unit.name}: ([0-9.]+)", out.stdout)
-        assert match, out.stdout[-2000:]
-        scores[unit.name] = float(match.group(1))
+    scores = {unit.name: exposure(unit) for unit in (service, ship)}
     assert abs(scores["filewarden.service"] - 0.7) <= 0.05, scores
     assert scores["filewarden-ship.service"] <= 1.1, scores
     lines = (UNITS / "filewarden.service").read_text().splitlines()

@@ -46,19 +46,25 @@ def load_config(path: str | None, roots: Sequence[str] = ()) -> config.Config:
     return config.with_roots(cfg, roots) if roots else cfg
 
 
+def _with_log_flags(cfg: config.Config, args: argparse.Namespace) -> config.Config:
+    """The config with ``--log-format`` and ``--log-level`` over its ``[log]``."""
+    if not (args.log_level or args.log_format):
+        return cfg
+    return dataclasses.replace(
+        cfg,
+        log=config.LogConfig(
+            format=args.log_format or cfg.log.format, level=args.log_level or cfg.log.level
+        ),
+    )
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from filewarden.daemon import Daemon  # the client commands need none of the daemon
 
     cfg = load_config(args.config, args.root)
     if not cfg.roots:
         raise ConfigError(f"{cfg.source}: no [[root]] configured and no --root DIR given")
-    if args.log_level or args.log_format:
-        cfg = dataclasses.replace(
-            cfg,
-            log=config.LogConfig(
-                format=args.log_format or cfg.log.format, level=args.log_level or cfg.log.level
-            ),
-        )
+    cfg = _with_log_flags(cfg, args)
     logs.configure(cfg.log)
     try:
         fixed_log = {k: v for k, v in (("format", args.log_format), ("level", args.log_level)) if v}
@@ -123,13 +129,7 @@ def _cmd_ship(args: argparse.Namespace) -> int:
     from filewarden import ship
 
     cfg = _fleet_config(args)
-    if args.log_level or args.log_format:
-        cfg = dataclasses.replace(
-            cfg,
-            log=config.LogConfig(
-                format=args.log_format or cfg.log.format, level=args.log_level or cfg.log.level
-            ),
-        )
+    cfg = _with_log_flags(cfg, args)
     logs.configure(cfg.log)
     try:
         return ship.main(cfg, str(args.socket) if args.socket else None)

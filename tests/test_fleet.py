@@ -294,30 +294,14 @@ def test_three_hosts_ship_and_the_fleet_answers_as_their_catalogs(
         assert len(offline) == 20  # the unplugged drive's files: offline, not missing
 
         # fleet missing: every host's missing files, as each catalog lists them.
+        fields = ("id", "path", "size", "hash", "missing_since", "missing_reason")
         want = sorted(
-            (
-                host.uuid,
-                r["id"],
-                r["path"],
-                r["size"],
-                r["hash"],
-                r["missing_since"],
-                r["missing_reason"],
-            )
+            (host.uuid, *(r[k] for k in fields))
             for host in hosts
-            for r in host.client.iter_files("missing")
+            for r in map(dict, host.client.iter_files("missing"))
         )
         got = sorted(
-            (
-                r["host"],
-                r["id"],
-                r["path"],
-                r["size"],
-                r["hash"],
-                r["missing_since"],
-                r["missing_reason"],
-            )
-            for r in fleet_cli(server.dsn(), "missing")
+            (r["host"], *(r[k] for k in fields)) for r in fleet_cli(server.dsn(), "missing")
         )
         assert got == want and len(want) == 3 * 2 - 1  # deleted and moved away; one purged
         assert not pg.execute(

@@ -602,6 +602,18 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _missing_filters(p: argparse.ArgumentParser) -> None:
+    """What `missing` and `fleet missing` both take: a root, ages, and the output format."""
+    p.add_argument("--root", metavar="R")
+    p.add_argument(
+        "--older-than", metavar="DURATION", help='missing for longer than this, e.g. "30d"'
+    )
+    p.add_argument("--newer-than", metavar="DURATION", help='missing for less than this, e.g. "1h"')
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--csv", action="store_true", help="RFC 4180 CSV with a header row")
+    fmt.add_argument("--json", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="filewarden", description="A stable-id catalog of the files under your roots."
@@ -654,14 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", metavar="PATH|ID")
     p.add_argument("--json", action="store_true")
     p = client("missing", "list missing files, newest first", _cmd_missing)
-    p.add_argument("--root", metavar="R")
-    p.add_argument(
-        "--older-than", metavar="DURATION", help='missing for longer than this, e.g. "30d"'
-    )
-    p.add_argument("--newer-than", metavar="DURATION", help='missing for less than this, e.g. "1h"')
-    fmt = p.add_mutually_exclusive_group()
-    fmt.add_argument("--csv", action="store_true", help="RFC 4180 CSV with a header row")
-    fmt.add_argument("--json", action="store_true")
+    _missing_filters(p)
     p = client("offline", "list files of offline roots, per root", _cmd_offline)
     p.add_argument("--root", metavar="R")
     p.add_argument("--json", action="store_true")
@@ -744,15 +749,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = fleet_sub.add_parser(
         "missing", help="missing files on every host, newest first", parents=[base]
     )
-    p.add_argument("--root", metavar="R")
+    _missing_filters(p)
     p.add_argument("--host", metavar="NAME|UUID")
-    p.add_argument(
-        "--older-than", metavar="DURATION", help='missing for longer than this, e.g. "30d"'
-    )
-    p.add_argument("--newer-than", metavar="DURATION", help='missing for less than this, e.g. "1h"')
-    fmt = p.add_mutually_exclusive_group()
-    fmt.add_argument("--csv", action="store_true", help="RFC 4180 CSV with a header row")
-    fmt.add_argument("--json", action="store_true")
     p = fleet_sub.add_parser(
         "find",
         help="where a file is (a path), or its content (a hash, or a path's), on any host",

@@ -67,6 +67,7 @@ FILE_COLUMNS = (
     "fingerprint_kind",
     "fingerprint",
 )
+NOTE_COLUMNS = ("host", "file", "key", "value")
 JOURNAL_COLUMNS = ("host", "seq", "time", "kind", "id", "path", "old_path", "detail")
 # An entry's own fields; whatever else it carries goes to journal.detail.
 ENTRY_FIELDS = frozenset(
@@ -508,7 +509,7 @@ class Shipper:
             for r in records:
                 copy.write_row(self._file_row(r))
                 ids.append(r["id"])
-                notes.extend((self.host, r["id"], k, v) for k, v in r["annotations"].items())
+                notes.extend(self._notes(r))
         updates = sql.SQL(", ").join(
             sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in FILE_COLUMNS[2:]
         )
@@ -522,10 +523,7 @@ class Shipper:
             f"DELETE FROM {SCHEMA}.annotations WHERE host = %s AND file = ANY(%s)",
             (self.host, ids),
         )
-        if notes:
-            with cur.copy(_copy_sql("annotations", ("host", "file", "key", "value"))) as copy:
-                for note in notes:
-                    copy.write_row(note)
+        _copy_rows(cur, "annotations", NOTE_COLUMNS, notes)
 
     # -- resynchronising ------------------------------------------------------------
 
@@ -555,22 +553,21 @@ class Shipper:
                 # Seqs of the old catalog mean other entries in this one.
                 cur.execute(f"DELETE FROM {SCHEMA}.journal WHERE host = %s", (self.host,))
             self._roots(status, cur)
+            later: list[Mapping[str, Any]] = []  # of a root status did not show
             with cur.copy(_copy_sql("files", FILE_COLUMNS)) as copy:
                 for page in pages:
                     for r in page:
-                        root = _clean(r["root"]) or ""
-                        if root not in self.roots:
-                            self._roots(self.daemon.status(), cur, also=root)
+                        if (_clean(r["root"]) or "") not in self.roots:
+                            later.append(r)  # no other statement while the COPY runs
+                            continue
                         copy.write_row(self._file_row(r))
-                        if r["annotations"]:
-                            notes.extend(
-                                (self.host, r["id"], k, v) for k, v in r["annotations"].items()
-                            )
+                        notes.extend(self._notes(r))
                     count += len(page)
-            if notes:
-                with cur.copy(_copy_sql("annotations", ("host", "file", "key", "value"))) as copy:
-                    for note in notes:
-                        copy.write_row(note)
+            for root in {_clean(record["root"]) or "" for record in later}:
+                self._roots(self.daemon.status(), cur, also=root)
+            _copy_rows(cur, "files", FILE_COLUMNS, map(self._file_row, later))
+            notes.extend(note for record in later for note in self._notes(record))
+            _copy_rows(cur, "annotations", NOTE_COLUMNS, notes)
         self.instance, self.cursor = instance, seq
         (log.info if reason == "initial" else log.warning)(
             "ship.resync",
@@ -602,6 +599,9 @@ class Shipper:
             fingerprint.get("kind"),
             fingerprint.get("value"),
         )
+
+    def _notes(self, r: Mapping[str, Any]) -> Iterator[tuple[Any, ...]]:
+        return ((self.host, r["id"], k, v) for k, v in r["annotations"].items())
 
     def _journal_row(self, e: Mapping[str, Any]) -> tuple[Any, ...]:
         detail = {k: v for k, v in e.items() if k not in ENTRY_FIELDS}
@@ -708,6 +708,17 @@ class Shipper:
                 outage_s=round(time.monotonic() - since, 3),
                 cursor=self.cursor,
             )
+
+
+def _copy_rows(
+    cur: psycopg.Cursor[Any], table: str, columns: Iterable[str], rows: Iterable[tuple[Any, ...]]
+) -> None:
+    """``COPY`` these rows into a table of the schema (none: no statement)."""
+    rows = list(rows)
+    if rows:
+        with cur.copy(_copy_sql(table, columns)) as copy:
+            for row in rows:
+                copy.write_row(row)
 
 
 def _copy_sql(table: str, columns: Iterable[str]) -> sql.Composed:
